@@ -1,0 +1,256 @@
+"""The command language: one table, shared by every protocol.
+
+A request is a command and its arguments. Line clients write C{/join dev}; JSON clients
+send C{{"type": "join", "room": "dev"}}; both become the same L{Request} and run the
+same handler. Parsing knows the wire grammar; handlers know only the service.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from twisted.internet import defer
+
+from chatserv import events as ev
+from chatserv.service import ChatError, ChatService, User
+from chatserv.text import sanitize
+
+
+class UnknownCommand(ChatError):
+    code = "unknown-command"
+
+
+class UsageError(ChatError):
+    code = "usage"
+
+
+class BadRequest(ChatError):
+    code = "bad-request"
+
+
+class Context(Protocol):
+    """What a handler may use: the session running it."""
+
+    service: ChatService
+    user: User
+
+    def reply(self, event: ev.Event) -> None: ...
+
+    def quit(self, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # also the JSON field
+    rest: bool = False  # takes the rest of the line, spaces included
+    optional: bool = False
+    label: str = ""  # how usage shows it, if not the upper-cased name
+
+    def usage(self) -> str:
+        word = self.label or self.name.upper()
+        return f"[{word}]" if self.optional else word
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    params: tuple[Param, ...]
+    summary: str
+    run: Callable[[Context, dict[str, str]], Any]
+    aliases: tuple[str, ...] = ()  # other /names; /alias/ARG works too
+    shorthand: tuple[str, ...] = ()  # other ways to write it, for /help
+    anonymous: bool = False  # allowed before a nickname is chosen
+
+    @property
+    def usage(self) -> str:
+        return " ".join([f"/{self.name}"] + [p.usage() for p in self.params])
+
+    def helpEntry(self) -> ev.HelpEntry:
+        shown = tuple(f"/{a}/{self.params[0].usage()}" for a in self.aliases)
+        return ev.HelpEntry(self.name, self.usage, self.summary, shown + self.shorthand)
+
+
+@dataclass(frozen=True)
+class Request:
+    command: Command
+    args: dict[str, str]
+
+
+# -- handlers ---------------------------------------------------------------------------
+
+
+def _nick(ctx: Context, args: dict[str, str]) -> defer.Deferred[None]:
+    return ctx.service.setNick(ctx.user, args["nick"])
+
+
+async def _join(ctx: Context, args: dict[str, str]) -> None:
+    previous = ctx.user.room
+    room = await ctx.service.join(ctx.user, args["room"])
+    # Chat clients have one current room: joining another one is a switch.
+    if previous is not None and previous is not room:
+        ctx.service.part(ctx.user, previous.name, f"went to #{room.name}")
+
+
+def _rooms(ctx: Context, args: dict[str, str]) -> None:
+    ctx.reply(ctx.service.roomList())
+
+
+def _who(ctx: Context, args: dict[str, str]) -> None:
+    ctx.reply(ctx.service.who(ctx.user, args.get("room")))
+
+
+def _msg(ctx: Context, args: dict[str, str]) -> None:
+    ctx.service.privmsg(ctx.user, args["to"], args["text"])
+
+
+def _me(ctx: Context, args: dict[str, str]) -> None:
+    ctx.service.say(ctx.user, args["text"], "action")
+
+
+def _say(ctx: Context, args: dict[str, str]) -> None:
+    ctx.service.say(ctx.user, args["text"])
+
+
+def _time(ctx: Context, args: dict[str, str]) -> None:
+    ctx.reply(ev.TimeReply(ctx.service.isoTime(), ctx.service.now()))
+
+
+def _help(ctx: Context, args: dict[str, str]) -> None:
+    name = args.get("command")
+    if name is None:
+        entries = tuple(c.helpEntry() for c in TABLE)
+    else:
+        entries = (_lookup(name.lstrip("/")).helpEntry(),)
+    ctx.reply(ev.HelpReply(entries, ctx.service.now()))
+
+
+def _quit(ctx: Context, args: dict[str, str]) -> None:
+    ctx.quit(args.get("reason", ""))
+
+
+_ROOM = Param("room")
+_TEXT = Param("text", rest=True)
+
+TABLE: tuple[Command, ...] = (
+    Command("nick", (Param("nick"),), "choose or change your nickname", _nick,
+            aliases=("changeName",), anonymous=True),
+    Command("join", (_ROOM,), "go to a room, creating it if it does not exist", _join,
+            aliases=("changeRoom",)),
+    Command("rooms", (), "list the rooms and how many are in each", _rooms, anonymous=True),
+    Command("who", (Param("room", optional=True),), "list the users in a room", _who,
+            shorthand=("?",), anonymous=True),
+    Command("msg", (Param("to", label="NICK"), _TEXT), "send a private message", _msg,
+            shorthand=("TEXT > NICK",)),
+    Command("me", (_TEXT,), "describe an action: /me waves", _me),
+    Command("say", (_TEXT,), "say something in the room (for text starting with /)", _say,
+            shorthand=("TEXT", "//TEXT")),
+    Command("time", (), "the server's time", _time, anonymous=True),
+    Command("help", (Param("command", optional=True),), "list commands, or explain one",
+            _help, anonymous=True),
+    Command("quit", (Param("reason", rest=True, optional=True),), "leave the server", _quit,
+            anonymous=True),
+)
+
+_BY_NAME: dict[str, Command] = {c.name: c for c in TABLE}
+_BY_ALIAS: dict[str, Command] = {
+    name.lower(): c for c in TABLE for name in (c.name,) + c.aliases
+}
+
+
+def _lookup(name: str) -> Command:
+    command = _BY_ALIAS.get(name.lower())
+    if command is None:
+        raise UnknownCommand(f'unknown command "/{_shown(name)}"; /help lists the commands')
+    return command
+
+
+def _shown(text: str) -> str:
+    return sanitize(text[:40])
+
+
+# -- the line grammar -------------------------------------------------------------------
+
+# "TEXT > NICK": a private message when NICK is online.
+_PRIVATE = re.compile(r"(?P<text>.*\S)\s*>\s*(?P<nick>[^\s>]+)\s*")
+
+
+def parseLine(line: str, service: ChatService, user: User) -> Request | None:
+    """Turn one line from a line client into a request; C{None} for a blank line.
+
+    Raises L{ChatError} subclasses for unknown commands and bad arguments.
+    """
+    stripped = line.strip()
+    if not stripped:
+        return None
+    if stripped == "?":
+        return Request(_BY_NAME["who"], {})
+    if line.startswith("//"):
+        return Request(_BY_NAME["say"], {"text": line[1:]})
+    if line.startswith("/"):
+        head, _, rest = line[1:].partition(" ")
+        if "/" in head:  # /changeRoom/dev
+            head, _, inline = head.partition("/")
+            rest = f"{inline} {rest}"
+        command = _lookup(head)
+        return Request(command, _splitArgs(command, rest))
+    if user.nick is None:  # the first plain line names the user
+        return Request(_BY_NAME["nick"], {"nick": stripped})
+    match = _PRIVATE.fullmatch(line)
+    if match and service.findUser(match["nick"]) is not None:
+        return Request(_BY_NAME["msg"], {"to": match["nick"], "text": match["text"]})
+    return Request(_BY_NAME["say"], {"text": line})
+
+
+def _splitArgs(command: Command, rest: str) -> dict[str, str]:
+    args: dict[str, str] = {}
+    rest = rest.strip()
+    for param in command.params:
+        if param.rest:
+            value, rest = rest, ""
+        else:
+            value, _, rest = rest.partition(" ")
+            rest = rest.lstrip()
+        if value:
+            args[param.name] = value
+        elif not param.optional:
+            raise UsageError(f"usage: {command.usage}")
+    if rest:
+        raise UsageError(f"too many arguments; usage: {command.usage}")
+    return args
+
+
+# -- the JSON grammar -------------------------------------------------------------------
+
+
+def parseJSON(text: str) -> Request:
+    """Turn one JSON request (see docs/protocol.md) into a request.
+
+    Raises L{BadRequest} or L{UnknownCommand} for anything malformed.
+    """
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError
+        raise BadRequest("malformed JSON: send one JSON object per frame") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("a request must be a JSON object")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise BadRequest('a request needs a "type" string, e.g. {"type":"say","text":"hi"}')
+    command = _BY_NAME.get(kind)
+    if command is None:
+        raise UnknownCommand(f'unknown request type "{_shown(kind)}"')
+    args: dict[str, str] = {}
+    for param in command.params:
+        value = obj.get(param.name)
+        if value is None:
+            if not param.optional:
+                raise BadRequest(f'"{kind}" needs a "{param.name}" string')
+        elif not isinstance(value, str):
+            raise BadRequest(f'"{param.name}" must be a string')
+        else:
+            args[param.name] = value
+    return Request(command, args)

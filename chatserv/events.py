@@ -1,0 +1,131 @@
+"""Events: what happened, as plain values.
+
+The service creates them; each wire renders them (see L{chatserv.render}). They know
+nothing about bytes, frames or terminals. C{ts} is POSIX time in seconds (float).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RoomMessage:
+    """A line said in a room; C{kind} is C{"message"} or C{"action"} (C{/me})."""
+
+    kind: str
+    room: str
+    sender: str
+    text: str
+    ts: float
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateMessage:
+    """A private message; C{outgoing} marks the copy shown to its sender."""
+
+    sender: str
+    to: str
+    text: str
+    ts: float
+    id: int
+    outgoing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    room: str
+    nick: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    room: str
+    nick: str
+    reason: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    old: str
+    new: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message from the server itself, optionally about one room."""
+
+    text: str
+    ts: float
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Sent once a connection has its first nickname."""
+
+    nick: str
+    text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request failed; C{code} is a stable machine-readable name."""
+
+    code: str
+    text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class WhoReply:
+    room: str
+    nicks: tuple[str, ...]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsReply:
+    rooms: tuple[tuple[str, int], ...]
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimeReply:
+    iso: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class HelpEntry:
+    name: str
+    usage: str
+    summary: str
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HelpReply:
+    entries: tuple[HelpEntry, ...]
+    ts: float
+
+
+Event = (
+    RoomMessage
+    | PrivateMessage
+    | Joined
+    | Left
+    | Renamed
+    | Notice
+    | Welcome
+    | Error
+    | WhoReply
+    | RoomsReply
+    | TimeReply
+    | HelpReply
+)

@@ -1,0 +1,44 @@
+"""The seams between the chat domain and everything around it."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IWire(Interface):
+    """One way of putting events on a connection (line text, JSON frames, ...).
+
+    Clients that share a wire object share rendered payloads: a fan-out renders an event
+    once per wire, not once per recipient.
+    """
+
+    def render(event):
+        """Return the payload that L{IChatClient.send} of this wire's clients accepts."""
+
+
+class IChatClient(Interface):
+    """What the domain needs of a connected client; protocols provide it."""
+
+    wire = Attribute("The IWire that renders events for this client.")
+    echo = Attribute("True if the client wants copies of its own room messages.")
+    address = Attribute("The peer, as text for logs, e.g. 'tcp 127.0.0.1:50312'.")
+
+    def send(payload):
+        """Queue a payload rendered by C{wire} for this client. Must not raise."""
+
+    def close(reason):
+        """Disconnect the client; C{reason} (text) may be shown to it first."""
+
+
+class IEventBus(Interface):
+    """Where events go to reach their recipients.
+
+    Today one process delivers locally; a cluster later implements this to carry events
+    between nodes. Rooms and users are named by their case-folded keys.
+    """
+
+    def publish(event, rooms=(), users=(), skip=None):
+        """Deliver C{event} to the members of C{rooms} and to C{users}, each once.
+
+        C{skip} is a user key not to deliver to (a sender that wants no echo).
+        """

@@ -1,0 +1,51 @@
+"""Nickname and room-name rules.
+
+The rules are IRC-compatible on purpose, so that a later IRC listener can expose the very
+same users and rooms: nicknames use IRC's character set, and comparison uses IRC's
+``rfc1459`` case mapping, in which ``[]\\~`` are the upper-case forms of ``{}|^``.
+"""
+
+from __future__ import annotations
+
+import re
+
+MAX_NAME_LENGTH = 32
+
+# Letters, digits and _-[]{}|^` ; not starting with a digit or '-'.
+_NAME = re.compile(r"[A-Za-z_\[\]{}|^`][A-Za-z0-9_\-\[\]{}|^`]{0,%d}" % (MAX_NAME_LENGTH - 1))
+_RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
+
+NAME_RULES = (
+    f"1-{MAX_NAME_LENGTH} characters: letters, digits and _-[]{{}}|^` "
+    "(not starting with a digit or '-')"
+)
+
+
+class InvalidName(ValueError):
+    """A nickname or room name that breaks the rules; the message says why."""
+
+
+def fold(name: str) -> str:
+    """The case-folded key two names are compared by (IRC's rfc1459 mapping)."""
+    return name.translate(_RFC1459)
+
+
+def checkNick(nick: str) -> str:
+    """Return C{nick} if it is a valid nickname, else raise L{InvalidName}."""
+    if not _NAME.fullmatch(nick):
+        raise InvalidName(f"invalid nickname {_quote(nick)}: {NAME_RULES}")
+    return nick
+
+
+def checkRoom(room: str) -> str:
+    """Return the room name without its optional leading '#', or raise L{InvalidName}."""
+    name = room[1:] if room.startswith("#") else room
+    if not _NAME.fullmatch(name):
+        raise InvalidName(f"invalid room name {_quote(room)}: {NAME_RULES}")
+    return name
+
+
+def _quote(name: str) -> str:
+    # Echo at most a little of what was sent, escaped: the error goes back on the wire.
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return ascii(shown) if not shown.isprintable() else f'"{shown}"'

@@ -1,0 +1,126 @@
+"""The line protocol, for nc and telnet: one command or message per line.
+
+Input: UTF-8 lines ending in LF or CRLF. Output: one event per line, CRLF endings, in the
+format of L{chatserv.render.lines}.
+
+The framing is done here rather than by LineReceiver because a chat server needs three
+things it does not do: accept both LF and CRLF, answer an overlong line with an error and
+carry on with the lines after it, and split a large burst in one pass rather than one
+line at a time.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.protocol import Factory, Protocol
+from zope.interface import implementer
+
+from chatserv import events as ev
+from chatserv import render
+from chatserv.interfaces import IChatClient, IWire
+from chatserv.protocols import peerText
+from chatserv.service import ChatError, ChatService
+from chatserv.session import Session
+
+
+class LineTooLong(ChatError):
+    code = "line-too-long"
+
+
+class BadEncoding(ChatError):
+    code = "bad-encoding"
+
+
+# Telnet commands (IAC ...), which telnet clients may send, e.g. for Ctrl-C. 0xFF never
+# occurs in UTF-8, so removing them cannot damage text.
+_TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\x00-\xff])", re.DOTALL)
+
+
+@implementer(IWire)
+class LineWire:
+    """Renders events as CRLF-terminated UTF-8 lines."""
+
+    def render(self, event: ev.Event) -> bytes:
+        return render.lineBytes(event)
+
+
+LINE_WIRE = LineWire()
+
+
+@implementer(IChatClient)
+class LineChatProtocol(Protocol):
+    wire = LINE_WIRE
+    echo = False  # a terminal already shows what its user typed
+
+    factory: LineChatFactory
+    address = "tcp (not connected)"
+
+    def connectionMade(self) -> None:
+        self.address = peerText(self.factory.kind, self.transport.getPeer())
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
+            setNoDelay(True)
+        self._buffer = b""
+        self._discarding = False  # inside an overlong line, dropping up to its end
+        self._limit = self.factory.service.settings.max_line_length
+        self.session = Session(self.factory.service, self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if b"\n" not in data:  # common for interactive typing: no complete line yet
+            self._buffer += data
+        else:
+            lines = (self._buffer + data).split(b"\n")
+            self._buffer = lines.pop()
+            for raw in lines:
+                if self._discarding:
+                    self._discarding = False  # this was the tail of the overlong line
+                    continue
+                self._lineReceived(raw[:-1] if raw.endswith(b"\r") else raw)
+        # +1: a CR may be waiting for its LF.
+        if len(self._buffer) > self._limit + 1:
+            self._buffer = b""
+            if not self._discarding:
+                self._discarding = True
+                self._tooLong()
+
+    def _lineReceived(self, raw: bytes) -> None:
+        if len(raw) > self._limit:
+            return self._tooLong()
+        if b"\xff" in raw:
+            raw = _TELNET.sub(b"", raw)
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.session.refuse(
+                BadEncoding("that line was not valid UTF-8 and was not sent")
+            )
+        self.session.receiveLine(line)
+
+    def _tooLong(self) -> None:
+        self.session.refuse(
+            LineTooLong(f"line too long (the limit is {self._limit} bytes); it was not sent")
+        )
+
+    def connectionLost(self, reason=None) -> None:
+        session = getattr(self, "session", None)
+        if session is not None:
+            session.connectionLost()
+
+    # -- IChatClient -------------------------------------------------------------------
+
+    def send(self, payload: bytes) -> None:
+        self.transport.write(payload)
+
+    def close(self, reason: str) -> None:
+        self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
+        self.transport.loseConnection()
+
+
+class LineChatFactory(Factory):
+    protocol = LineChatProtocol
+    noisy = False  # connects are logged by the session, with the peer
+
+    def __init__(self, service: ChatService, kind: str = "tcp") -> None:
+        self.service = service
+        self.kind = kind  # how logs name this listener's peers: tcp, later tls

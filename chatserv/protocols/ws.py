@@ -1,0 +1,121 @@
+"""The websocket endpoint (Autobahn).
+
+Without a subprotocol, text frames carry the line language: one command or message per
+frame, one rendered line per frame back. With the C{chatserv.v1.json} subprotocol each
+frame is one JSON object (docs/protocol.md).
+
+Outgoing frames are built once per fan-out with Autobahn's prepared messages: the wire
+object renders an event into ready frames that every recipient on that wire shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.protocol import PreparedMessage
+from zope.interface import implementer
+
+from chatserv import __version__, render
+from chatserv import events as ev
+from chatserv.interfaces import IChatClient, IWire
+from chatserv.protocols import peerText
+from chatserv.protocols.line import LineTooLong
+from chatserv.service import ChatError, ChatService
+from chatserv.session import Session
+
+JSON_SUBPROTOCOL = "chatserv.v1.json"
+
+
+class BinaryRefused(ChatError):
+    code = "binary-frame"
+
+
+@implementer(IWire)
+class FrameWire:
+    """Renders an event into prepared text frames, shared by all clients on this wire."""
+
+    def __init__(self, factory: WebSocketServerFactory, texts: Callable[[ev.Event], list[str]]):
+        self._prepare = factory.prepareMessage
+        self._texts = texts
+
+    def render(self, event: ev.Event) -> tuple[PreparedMessage, ...]:
+        return tuple(self._prepare(text.encode("utf-8")) for text in self._texts(event))
+
+
+@implementer(IChatClient)
+class WebSocketChatProtocol(WebSocketServerProtocol):
+    # Note: no `log` attribute here; it would replace Autobahn's own filtered logger.
+    factory: WebSocketChatFactory
+    session: Session | None = None
+    address = "ws (not connected)"
+    wire: FrameWire
+    echo = False
+    isJSON = False
+
+    def onConnect(self, request):
+        self.address = peerText(self.factory.kind, self.transport.getPeer())
+        if JSON_SUBPROTOCOL in request.protocols:
+            self.isJSON = True
+            self.echo = True  # JSON clients draw their own messages from the server's copy
+            self.wire = self.factory.jsonWire
+            self.address += " json"
+            return JSON_SUBPROTOCOL
+        self.wire = self.factory.textWire
+        return None
+
+    def onOpen(self) -> None:
+        self.session = Session(self.factory.service, self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        session = self.session
+        if isBinary:
+            return session.refuse(BinaryRefused("binary frames are not accepted; send text"))
+        limit = self.factory.service.settings.max_line_length
+        if len(payload) > limit:
+            return session.refuse(
+                LineTooLong(f"message too long (the limit is {limit} bytes); it was not sent")
+            )
+        text = payload.decode("utf-8")  # Autobahn has already validated it
+        if self.isJSON:
+            session.receiveJSON(text)
+        else:
+            for line in text.split("\n"):
+                session.receiveLine(line.removesuffix("\r"))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.session is not None:
+            self.session.connectionLost()
+
+    # -- IChatClient -------------------------------------------------------------------
+
+    def send(self, payload: tuple[PreparedMessage, ...]) -> None:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            for frame in payload:
+                self.sendPreparedMessage(frame)
+
+    def close(self, reason: str) -> None:
+        self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
+        self.sendClose(1000)
+
+
+class WebSocketChatFactory(WebSocketServerFactory):
+    protocol = WebSocketChatProtocol
+    noisy = False
+
+    def __init__(self, service: ChatService, reactor=None, kind: str = "ws") -> None:
+        super().__init__(server=f"chatserv/{__version__}", protocols=[JSON_SUBPROTOCOL],
+                         reactor=reactor)
+        settings = service.settings
+        # Autobahn's own limits are off by default; set them. Frames between
+        # max_line_length and ws_max_message_size get an error reply, larger ones a close.
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.ws_max_message_size,
+            maxMessagePayloadSize=settings.ws_max_message_size,
+            allowedOrigins=list(settings.ws_allowed_origins),
+            webStatus=False,
+        )
+        self.service = service
+        self.kind = kind
+        self.textWire = FrameWire(self, render.lines)
+        self.jsonWire = FrameWire(self, lambda event: [render.jsonText(event)])

@@ -1,0 +1,125 @@
+"""The one place where events become text for a wire.
+
+Two renderings exist: human-readable lines (the TCP line protocol and websocket text
+mode) and JSON objects (the C{chatserv.v1.json} websocket subprotocol, documented in
+docs/protocol.md). Both are pure functions of the event, so a fan-out renders once per
+wire, however many recipients share it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from chatserv import events as ev
+
+
+def clockTime(ts: float) -> str:
+    """HH:MM:SS in the server's local time zone."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _room(name: str) -> str:
+    return "#" + name
+
+
+def _helpLine(entry: ev.HelpEntry) -> str:
+    aliases = f" (also {', '.join(entry.aliases)})" if entry.aliases else ""
+    return f"  {entry.usage:<22} {entry.summary}{aliases}"
+
+
+def _describeHelp(event: ev.HelpReply) -> list[str]:
+    if len(event.entries) == 1:
+        return [_helpLine(event.entries[0]).strip()]
+    return ["commands (/help COMMAND for one):"] + [_helpLine(e) for e in event.entries]
+
+
+# How each event reads as text, without the time stamp. A list, since help spans lines.
+_DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
+    ev.RoomMessage: lambda e: [
+        f"{_room(e.room)} <{e.sender}> {e.text}"
+        if e.kind == "message"
+        else f"{_room(e.room)} * {e.sender} {e.text}"
+    ],
+    ev.PrivateMessage: lambda e: [
+        f"-> *{e.to}* {e.text}" if e.outgoing else f"*{e.sender}* {e.text}"
+    ],
+    ev.Joined: lambda e: [f"{_room(e.room)} --> {e.nick} has joined"],
+    ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
+    ev.Renamed: lambda e: [f"--- {e.old} is now known as {e.new}"],
+    ev.Notice: lambda e: [f"{_room(e.room)} -!- {e.text}" if e.room else f"-!- {e.text}"],
+    ev.Welcome: lambda e: [f"-!- {e.text}"],
+    ev.Error: lambda e: [f"error: {e.text}"],
+    ev.WhoReply: lambda e: [f"{_room(e.room)} users ({len(e.nicks)}): {', '.join(e.nicks)}"],
+    ev.RoomsReply: lambda e: [
+        f"rooms ({len(e.rooms)}): " + ", ".join(f"{_room(n)} ({c})" for n, c in e.rooms)
+    ],
+    ev.TimeReply: lambda e: [f"server time: {e.iso}"],
+    ev.HelpReply: _describeHelp,
+}
+
+
+def lines(event: ev.Event) -> list[str]:
+    """The event as one or more display lines, each starting with its time."""
+    stamp = f"[{clockTime(event.ts)}] "
+    return [stamp + line for line in _DESCRIBE[type(event)](event)]
+
+
+def lineBytes(event: ev.Event) -> bytes:
+    """The event as CRLF-terminated UTF-8 lines for the TCP line protocol."""
+    return "".join(line + "\r\n" for line in lines(event)).encode("utf-8")
+
+
+def _text(event: ev.Event) -> str:
+    return "\n".join(_DESCRIBE[type(event)](event))
+
+
+def _ms(ts: float) -> int:
+    return int(ts * 1000)
+
+
+# The JSON fields of each event, besides "type" and "ts" (milliseconds since the epoch).
+_FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
+    ev.RoomMessage: lambda e: {
+        "type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": e.text,
+    },
+    ev.PrivateMessage: lambda e: {
+        "type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": e.text,
+    },
+    ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
+    ev.Left: lambda e: {
+        "type": "leave", "room": e.room, "from": e.nick, "reason": e.reason, "text": _text(e),
+    },
+    ev.Renamed: lambda e: {"type": "rename", "from": e.old, "to": e.new, "text": _text(e)},
+    ev.Notice: lambda e: {"type": "notice", "room": e.room, "text": e.text},
+    ev.Welcome: lambda e: {"type": "welcome", "nick": e.nick, "text": e.text},
+    ev.Error: lambda e: {"type": "error", "code": e.code, "text": e.text},
+    ev.WhoReply: lambda e: {
+        "type": "who", "room": e.room, "users": list(e.nicks), "text": _text(e),
+    },
+    ev.RoomsReply: lambda e: {
+        "type": "rooms",
+        "rooms": [{"name": n, "users": c} for n, c in e.rooms],
+        "text": _text(e),
+    },
+    ev.TimeReply: lambda e: {"type": "time", "time": e.iso, "text": _text(e)},
+    ev.HelpReply: lambda e: {
+        "type": "help",
+        "commands": [
+            {"name": h.name, "usage": h.usage, "summary": h.summary, "aliases": list(h.aliases)}
+            for h in e.entries
+        ],
+        "text": _text(e),
+    },
+}
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
+def jsonText(event: ev.Event) -> str:
+    """The event as one JSON object (see docs/protocol.md)."""
+    fields = _FIELDS[type(event)](event)
+    fields["ts"] = _ms(event.ts)
+    return _encoder.encode(fields)

@@ -1,0 +1,350 @@
+"""The chat domain: users, rooms and the rules. No bytes, no wire formats in here.
+
+Protocols reach the domain only through L{ChatService}'s methods and receive events
+through their L{IChatClient}. Methods that a later store will make asynchronous
+(choosing a nickname, joining a room) already return Deferreds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from chatserv import events as ev
+from chatserv.config import Settings
+from chatserv.interfaces import IChatClient, IEventBus
+from chatserv.names import InvalidName, checkNick, checkRoom, fold
+from chatserv.text import sanitize
+
+_log = Logger()
+
+
+class ChatError(Exception):
+    """A request the rules refuse; C{str()} is the message for the user."""
+
+    code = "error"
+
+
+class NameError_(ChatError):
+    code = "invalid-name"
+
+
+class NickTaken(ChatError):
+    code = "nick-taken"
+
+
+class NoSuchUser(ChatError):
+    code = "no-such-user"
+
+
+class NoSuchRoom(ChatError):
+    code = "no-such-room"
+
+
+class NotInRoom(ChatError):
+    code = "not-in-room"
+
+
+class NickRequired(ChatError):
+    code = "nick-required"
+
+
+class EmptyText(ChatError):
+    code = "empty-text"
+
+
+class User:
+    """One connected session. It has a nickname once it has chosen one."""
+
+    __slots__ = ("client", "nick", "key", "rooms", "room", "connectedAt")
+
+    def __init__(self, client: IChatClient, connectedAt: float) -> None:
+        self.client = client
+        self.nick: str | None = None
+        self.key: str | None = None  # fold(nick): the name the service knows it by
+        self.rooms: dict[str, Room] = {}  # every room joined, by key
+        self.room: Room | None = None  # the room plain lines go to
+        self.connectedAt = connectedAt
+
+    def __repr__(self) -> str:
+        return f"<User {self.nick!r} {self.client.address}>"
+
+
+class Room:
+    __slots__ = ("key", "name", "members")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.key = fold(name)
+        self.members: dict[str, User] = {}  # by user key, in order of joining
+
+    def __repr__(self) -> str:
+        return f"<Room #{self.name} ({len(self.members)})>"
+
+
+@implementer(IEventBus)
+class LocalBus:
+    """Delivers events to the users connected to this process."""
+
+    def __init__(self, service: ChatService) -> None:
+        self._service = service
+
+    def publish(self, event, rooms: Iterable[str] = (), users: Iterable[str] = (), skip=None):
+        recipients = self._service.recipients(rooms, users)
+        cache = {}
+        for user in recipients:
+            if user.key == skip:
+                continue
+            client = user.client
+            wire = client.wire
+            payload = cache.get(wire)
+            if payload is None:
+                payload = cache[wire] = wire.render(event)
+            try:
+                client.send(payload)
+            except Exception:
+                # One broken recipient must not cost the others their copy.
+                _log.failure("delivery to {address} failed", address=client.address)
+
+
+class ChatService(Service):
+    """Owns users and rooms and enforces the rules; every protocol is an adapter to it."""
+
+    name = "chat"
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        clock: IReactorTime | None = None,
+        bus: IEventBus | None = None,
+    ) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock  # only when not injected
+        self.settings = settings or Settings()
+        self.clock = clock
+        self.bus: IEventBus = bus if bus is not None else LocalBus(self)
+        self.sessions: set[User] = set()  # every connection, named or not
+        self.users: dict[str, User] = {}  # named users by key
+        self.rooms: dict[str, Room] = {}
+        self.defaultRoom = checkRoom(self.settings.default_room)
+        self._lastId = 0
+
+    # -- time and ids --------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    def isoTime(self) -> str:
+        """The server's time, ISO 8601 with its UTC offset."""
+        return datetime.fromtimestamp(self.now()).astimezone().isoformat(timespec="seconds")
+
+    def _nextId(self) -> int:
+        self._lastId += 1
+        return self._lastId
+
+    # -- delivery ------------------------------------------------------------------
+
+    def recipients(self, rooms: Iterable[str], users: Iterable[str]) -> list[User]:
+        """The local users in C{rooms} and C{users} (keys), each once, in a stable order."""
+        rooms = tuple(rooms)
+        users = tuple(users)
+        if len(rooms) == 1 and not users:  # the hot path: a message to one room
+            room = self.rooms.get(rooms[0])
+            return list(room.members.values()) if room is not None else []
+        found: dict[str, User] = {}
+        for key in rooms:
+            room = self.rooms.get(key)
+            if room is not None:
+                found.update(room.members)
+        for key in users:
+            user = self.users.get(key)
+            if user is not None:
+                found[key] = user
+        return list(found.values())
+
+    def tell(self, user: User, event: ev.Event) -> None:
+        """Send one event to one local session (replies, errors, private notices)."""
+        client = user.client
+        client.send(client.wire.render(event))
+
+    def notice(self, user: User, text: str) -> None:
+        self.tell(user, ev.Notice(text, self.now()))
+
+    # -- sessions ------------------------------------------------------------------
+
+    def connect(self, client: IChatClient) -> User:
+        """A new connection: a session without a nickname yet."""
+        user = User(client, self.now())
+        self.sessions.add(user)
+        return user
+
+    def disconnect(self, user: User, reason: str) -> None:
+        """Forget a session, telling its rooms it left. Safe to call twice."""
+        if user not in self.sessions:
+            return
+        self.sessions.discard(user)
+        for room in list(user.rooms.values()):
+            self._leave(user, room, reason)
+        if user.key is not None and self.users.get(user.key) is user:
+            del self.users[user.key]
+
+    def findUser(self, nick: str) -> User | None:
+        return self.users.get(fold(nick))
+
+    # -- nicknames -----------------------------------------------------------------
+
+    def setNick(self, user: User, nick: str) -> defer.Deferred[None]:
+        """Choose or change C{user}'s nickname; a first nickname also joins the default room.
+
+        Fails with L{NameError_} or L{NickTaken}.
+        """
+        return defer.maybeDeferred(self._setNick, user, nick)
+
+    def _setNick(self, user: User, nick: str) -> defer.Deferred[None] | None:
+        try:
+            checkNick(nick)
+        except InvalidName as e:
+            raise NameError_(str(e)) from None
+        key = fold(nick)
+        holder = self.users.get(key)
+        if holder is not None and holder is not user:
+            raise NickTaken(f'the nickname "{nick}" is taken; choose another')
+        old = user.nick
+        if old == nick:
+            return None
+        if user.key is not None:
+            del self.users[user.key]
+        user.nick, user.key = nick, key
+        self.users[key] = user
+        for room in user.rooms.values():
+            room.members = _rekeyed(room.members, user)
+        if old is None:
+            _log.info("{address} is now {nick}", address=user.client.address, nick=nick)
+            self.tell(user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.",
+                                       self.now()))
+            return self.join(user, self.defaultRoom).addCallback(lambda _: None)
+        _log.info("{address} renamed {old} -> {nick}", address=user.client.address, old=old,
+                  nick=nick)
+        self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms),
+                         users=(key,))
+        return None
+
+    # -- rooms ---------------------------------------------------------------------
+
+    def join(self, user: User, name: str) -> defer.Deferred[Room]:
+        """Join (creating if needed) room C{name} and make it C{user}'s current room."""
+        return defer.maybeDeferred(self._join, user, name)
+
+    def _join(self, user: User, name: str) -> Room:
+        self._requireNick(user)
+        try:
+            name = checkRoom(name)
+        except InvalidName as e:
+            raise NameError_(str(e)) from None
+        key = fold(name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(name)
+        user.room = room
+        if key not in user.rooms:
+            user.rooms[key] = room
+            room.members[user.key] = user
+            self.bus.publish(ev.Joined(room.name, user.nick, self.now()), rooms=(key,))
+        self.tell(user, self.who(user, room.name))
+        return room
+
+    def part(self, user: User, name: str, reason: str = "left") -> None:
+        """Leave room C{name}."""
+        room = user.rooms.get(fold(checkRoom(name)))
+        if room is None:
+            raise NotInRoom(f"you are not in #{name}")
+        self._leave(user, room, reason)
+
+    def _leave(self, user: User, room: Room, reason: str) -> None:
+        self.bus.publish(ev.Left(room.name, user.nick, reason, self.now()), rooms=(room.key,))
+        del room.members[user.key]
+        del user.rooms[room.key]
+        if user.room is room:
+            user.room = next(reversed(user.rooms.values()), None)
+        if not room.members and room.key != fold(self.defaultRoom):
+            del self.rooms[room.key]
+
+    def who(self, user: User, name: str | None = None) -> ev.WhoReply:
+        """Who is in room C{name} (default: C{user}'s current room)."""
+        if name is None:
+            if user.room is None:
+                raise NotInRoom("you are not in a room; /who ROOM names one")
+            room = user.room
+        else:
+            try:
+                room = self.rooms.get(fold(checkRoom(name)))
+            except InvalidName as e:
+                raise NameError_(str(e)) from None
+            if room is None:
+                raise NoSuchRoom(f"there is no room #{checkRoom(name)}")
+        return ev.WhoReply(room.name, tuple(u.nick for u in room.members.values()), self.now())
+
+    def roomList(self) -> ev.RoomsReply:
+        rooms = sorted(self.rooms.values(), key=lambda r: r.key)
+        return ev.RoomsReply(tuple((r.name, len(r.members)) for r in rooms), self.now())
+
+    # -- talking -------------------------------------------------------------------
+
+    def say(self, user: User, text: str, kind: str = "message") -> ev.RoomMessage:
+        """Say C{text} in C{user}'s current room (C{kind} "action" for /me)."""
+        self._requireNick(user)
+        room = user.room
+        if room is None:
+            raise NotInRoom("you are not in a room; /join ROOM first")
+        text = self._cleanText(text)
+        event = ev.RoomMessage(kind, room.name, user.nick, text, self.now(), self._nextId())
+        self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
+        return event
+
+    def privmsg(self, user: User, nick: str, text: str) -> ev.PrivateMessage:
+        """Send C{text} to C{nick} only; the sender gets a copy marked outgoing."""
+        self._requireNick(user)
+        target = self.findUser(nick)
+        if target is None:
+            raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
+        text = self._cleanText(text)
+        event = ev.PrivateMessage(user.nick, target.nick, text, self.now(), self._nextId())
+        self.bus.publish(event, users=(target.key,))
+        if target is not user:
+            self.tell(user, ev.PrivateMessage(event.sender, event.to, text, event.ts, event.id,
+                                              outgoing=True))
+        return event
+
+    # -- service -------------------------------------------------------------------
+
+    def stopService(self):
+        """Tell everyone the server is going down and close every session."""
+        super().stopService()
+        for user in list(self.sessions):
+            try:
+                user.client.close("server shutting down")
+            except Exception:
+                _log.failure("closing {address} failed", address=user.client.address)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _requireNick(self, user: User) -> None:
+        if user.nick is None:
+            raise NickRequired("choose a nickname first: type it, or /nick NAME")
+
+    def _cleanText(self, text: str) -> str:
+        text = sanitize(text.strip())
+        if not text:
+            raise EmptyText("nothing to send")
+        return text
+
+
+def _rekeyed(members: dict[str, User], user: User) -> dict[str, User]:
+    # A rename changes the user's key; keep the room's join order.
+    return {u.key: u for u in members.values()} if user.key not in members else members

@@ -1,0 +1,125 @@
+"""One connection's conversation with the service, whatever its wire.
+
+A protocol hands the session what its client sent (a line, or a JSON frame); the
+session parses it with the command table, runs it, and reports errors back as events.
+Requests run one at a time, in order: a command that waits (on a store, later) holds back
+the ones after it, so "/join dev" followed by "hello" always says hello in #dev.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from chatserv import events as ev
+from chatserv.commands import Request, parseJSON, parseLine
+from chatserv.interfaces import IChatClient
+from chatserv.service import ChatError, ChatService, NickRequired
+
+_log = Logger()
+
+GREETING = "Welcome to chatserv! Type a nickname to begin, or /help."
+
+
+class Session:
+    """Runs a client's requests against the service, in order."""
+
+    def __init__(self, service: ChatService, client: IChatClient) -> None:
+        self.service = service
+        self.client = client
+        self.user = service.connect(client)
+        self._pending: deque[Callable[[], Request | None]] = deque()
+        self._busy = False
+        self.closed = False
+        _log.info("connect from {address}", address=client.address)
+        if service.settings.motd:
+            service.notice(self.user, service.settings.motd)
+        service.notice(self.user, GREETING)
+
+    # -- input from the protocol ---------------------------------------------------
+
+    def receiveLine(self, line: str) -> None:
+        """A line from a line client (TCP, websocket text mode)."""
+        self._submit(lambda: parseLine(line, self.service, self.user))
+
+    def receiveJSON(self, text: str) -> None:
+        """A frame from a JSON client."""
+        self._submit(lambda: parseJSON(text))
+
+    def refuse(self, error: ChatError) -> None:
+        """Report input the protocol could not accept (too long, not UTF-8, ...)."""
+
+        def fail() -> None:
+            raise error
+
+        self._submit(fail)
+
+    def connectionLost(self, why: str = "connection lost") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._pending.clear()
+        self.service.disconnect(self.user, why)
+        _log.info("disconnect {address} ({nick}): {why}", address=self.client.address,
+                  nick=self.user.nick or "-", why=why)
+
+    # -- what handlers use (commands.Context) ----------------------------------------
+
+    def reply(self, event: ev.Event) -> None:
+        self.service.tell(self.user, event)
+
+    def quit(self, reason: str) -> None:
+        self.connectionLost(f"quit: {reason}" if reason else "quit")
+        self.client.close("Goodbye.")
+
+    # -- running requests in order -----------------------------------------------------
+
+    def _submit(self, parse: Callable[[], Request | None]) -> None:
+        if self.closed:
+            return
+        self._pending.append(parse)
+        if not self._busy:
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._pending and not self._busy and not self.closed:
+            parse = self._pending.popleft()
+            d = defer.maybeDeferred(self._run, parse)
+            d.addErrback(self._failed)
+            if not d.called:  # it waits: hold back the rest until it is done
+                self._busy = True
+                d.addBoth(self._resume)
+
+    def _run(self, parse: Callable[[], Request | None]):
+        # Parse now, not on arrival: what a line means depends on the state left by the
+        # requests before it (the first plain line is a nickname).
+        request = parse()
+        if request is None:
+            return None
+        command = request.command
+        if self.user.nick is None and not command.anonymous:
+            raise NickRequired("choose a nickname first: type it, or /nick NAME")
+        result = command.run(self, request.args)
+        return defer.ensureDeferred(result) if hasattr(result, "__await__") else result
+
+    def _resume(self, _: object) -> None:
+        self._busy = False
+        self._drain()
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(ChatError):
+            error = failure.value
+            _log.info("{address} ({nick}): {code}: {text}", address=self.client.address,
+                      nick=self.user.nick or "-", code=error.code, text=str(error))
+            self.reply(ev.Error(error.code, str(error), self.service.now()))
+        else:
+            _log.failure("request from {address} failed", failure,
+                         address=self.client.address)
+            self.reply(ev.Error("internal", "internal error; the server logged it",
+                                self.service.now()))
+        if self.user.nick is None and not self.closed:
+            self.service.notice(self.user, "Choose a nickname: type it, or /nick NAME.")

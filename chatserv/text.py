@@ -1,0 +1,31 @@
+"""Making user text safe to relay to other people's terminals and pages."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls (incl. ESC, CR, LF, TAB), DEL, C1 controls (0x80-0x9F: 0x9B is a one-byte
+# CSI that some terminals obey), and the bidirectional overrides/isolates that can make
+# text display differently from what it is.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if code < 0x20:
+        return "^" + chr(code + 0x40)  # caret notation: ESC -> ^[ , NUL -> ^@
+    if code == 0x7F:
+        return "^?"
+    return f"<U+{code:04X}>"
+
+
+def sanitize(text: str) -> str:
+    """Return C{text} with every control or direction-override character made visible.
+
+    Tabs become a space, since they are the one control users type on purpose.
+    """
+    text = text.replace("\t", " ")
+    if _UNSAFE.search(text) is None:  # the common case costs one scan
+        return text
+    return _UNSAFE.sub(_escape, text)
