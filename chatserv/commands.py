@@ -136,29 +136,64 @@ _ROOM = Param("room")
 _TEXT = Param("text", rest=True)
 
 TABLE: tuple[Command, ...] = (
-    Command("nick", (Param("nick"),), "choose or change your nickname", _nick,
-            aliases=("changeName",), anonymous=True),
-    Command("join", (_ROOM,), "go to a room, creating it if it does not exist", _join,
-            aliases=("changeRoom",)),
+    Command(
+        "nick",
+        (Param("nick"),),
+        "choose or change your nickname",
+        _nick,
+        aliases=("changeName",),
+        anonymous=True,
+    ),
+    Command(
+        "join",
+        (_ROOM,),
+        "go to a room, creating it if it does not exist",
+        _join,
+        aliases=("changeRoom",),
+    ),
     Command("rooms", (), "list the rooms and how many are in each", _rooms, anonymous=True),
-    Command("who", (Param("room", optional=True),), "list the users in a room", _who,
-            shorthand=("?",), anonymous=True),
-    Command("msg", (Param("to", label="NICK"), _TEXT), "send a private message", _msg,
-            shorthand=("TEXT > NICK",)),
+    Command(
+        "who",
+        (Param("room", optional=True),),
+        "list the users in a room",
+        _who,
+        shorthand=("?",),
+        anonymous=True,
+    ),
+    Command(
+        "msg",
+        (Param("to", label="NICK"), _TEXT),
+        "send a private message",
+        _msg,
+        shorthand=("TEXT > NICK",),
+    ),
     Command("me", (_TEXT,), "describe an action: /me waves", _me),
-    Command("say", (_TEXT,), "say something in the room (for text starting with /)", _say,
-            shorthand=("TEXT", "//TEXT")),
+    Command(
+        "say",
+        (_TEXT,),
+        "say something in the room (for text starting with /)",
+        _say,
+        shorthand=("TEXT", "//TEXT"),
+    ),
     Command("time", (), "the server's time", _time, anonymous=True),
-    Command("help", (Param("command", optional=True),), "list commands, or explain one",
-            _help, anonymous=True),
-    Command("quit", (Param("reason", rest=True, optional=True),), "leave the server", _quit,
-            anonymous=True),
+    Command(
+        "help",
+        (Param("command", optional=True),),
+        "list commands, or explain one",
+        _help,
+        anonymous=True,
+    ),
+    Command(
+        "quit",
+        (Param("reason", rest=True, optional=True),),
+        "leave the server",
+        _quit,
+        anonymous=True,
+    ),
 )
 
 _BY_NAME: dict[str, Command] = {c.name: c for c in TABLE}
-_BY_ALIAS: dict[str, Command] = {
-    name.lower(): c for c in TABLE for name in (c.name,) + c.aliases
-}
+_BY_ALIAS: dict[str, Command] = {name.lower(): c for c in TABLE for name in (c.name,) + c.aliases}
 
 
 def _lookup(name: str) -> Command:

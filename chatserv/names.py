@@ -12,7 +12,9 @@ import re
 MAX_NAME_LENGTH = 32
 
 # Letters, digits and _-[]{}|^` ; not starting with a digit or '-'.
-_NAME = re.compile(r"[A-Za-z_\[\]{}|^`][A-Za-z0-9_\-\[\]{}|^`]{0,%d}" % (MAX_NAME_LENGTH - 1))
+_FIRST = r"A-Za-z_\[\]{}|^`"
+_NEXT = _FIRST + r"0-9\-"
+_NAME = re.compile(f"[{_FIRST}][{_NEXT}]{{0,{MAX_NAME_LENGTH - 1}}}")
 _RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
 
 NAME_RULES = (

@@ -83,21 +83,36 @@ def _ms(ts: float) -> int:
 # The JSON fields of each event, besides "type" and "ts" (milliseconds since the epoch).
 _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.RoomMessage: lambda e: {
-        "type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": e.text,
+        "type": e.kind,
+        "id": e.id,
+        "room": e.room,
+        "from": e.sender,
+        "text": e.text,
     },
     ev.PrivateMessage: lambda e: {
-        "type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": e.text,
+        "type": "msg",
+        "id": e.id,
+        "from": e.sender,
+        "to": e.to,
+        "text": e.text,
     },
     ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
     ev.Left: lambda e: {
-        "type": "leave", "room": e.room, "from": e.nick, "reason": e.reason, "text": _text(e),
+        "type": "leave",
+        "room": e.room,
+        "from": e.nick,
+        "reason": e.reason,
+        "text": _text(e),
     },
     ev.Renamed: lambda e: {"type": "rename", "from": e.old, "to": e.new, "text": _text(e)},
     ev.Notice: lambda e: {"type": "notice", "room": e.room, "text": e.text},
     ev.Welcome: lambda e: {"type": "welcome", "nick": e.nick, "text": e.text},
     ev.Error: lambda e: {"type": "error", "code": e.code, "text": e.text},
     ev.WhoReply: lambda e: {
-        "type": "who", "room": e.room, "users": list(e.nicks), "text": _text(e),
+        "type": "who",
+        "room": e.room,
+        "users": list(e.nicks),
+        "text": _text(e),
     },
     ev.RoomsReply: lambda e: {
         "type": "rooms",

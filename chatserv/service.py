@@ -31,7 +31,7 @@ class ChatError(Exception):
     code = "error"
 
 
-class NameError_(ChatError):
+class BadName(ChatError):
     code = "invalid-name"
 
 
@@ -202,7 +202,7 @@ class ChatService(Service):
     def setNick(self, user: User, nick: str) -> defer.Deferred[None]:
         """Choose or change C{user}'s nickname; a first nickname also joins the default room.
 
-        Fails with L{NameError_} or L{NickTaken}.
+        Fails with L{BadName} or L{NickTaken}.
         """
         return defer.maybeDeferred(self._setNick, user, nick)
 
@@ -210,7 +210,7 @@ class ChatService(Service):
         try:
             checkNick(nick)
         except InvalidName as e:
-            raise NameError_(str(e)) from None
+            raise BadName(str(e)) from None
         key = fold(nick)
         holder = self.users.get(key)
         if holder is not None and holder is not user:
@@ -226,13 +226,14 @@ class ChatService(Service):
             room.members = _rekeyed(room.members, user)
         if old is None:
             _log.info("{address} is now {nick}", address=user.client.address, nick=nick)
-            self.tell(user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.",
-                                       self.now()))
+            self.tell(
+                user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.", self.now())
+            )
             return self.join(user, self.defaultRoom).addCallback(lambda _: None)
-        _log.info("{address} renamed {old} -> {nick}", address=user.client.address, old=old,
-                  nick=nick)
-        self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms),
-                         users=(key,))
+        _log.info(
+            "{address} renamed {old} -> {nick}", address=user.client.address, old=old, nick=nick
+        )
+        self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms), users=(key,))
         return None
 
     # -- rooms ---------------------------------------------------------------------
@@ -246,7 +247,7 @@ class ChatService(Service):
         try:
             name = checkRoom(name)
         except InvalidName as e:
-            raise NameError_(str(e)) from None
+            raise BadName(str(e)) from None
         key = fold(name)
         room = self.rooms.get(key)
         if room is None:
@@ -285,7 +286,7 @@ class ChatService(Service):
             try:
                 room = self.rooms.get(fold(checkRoom(name)))
             except InvalidName as e:
-                raise NameError_(str(e)) from None
+                raise BadName(str(e)) from None
             if room is None:
                 raise NoSuchRoom(f"there is no room #{checkRoom(name)}")
         return ev.WhoReply(room.name, tuple(u.nick for u in room.members.values()), self.now())
@@ -317,8 +318,10 @@ class ChatService(Service):
         event = ev.PrivateMessage(user.nick, target.nick, text, self.now(), self._nextId())
         self.bus.publish(event, users=(target.key,))
         if target is not user:
-            self.tell(user, ev.PrivateMessage(event.sender, event.to, text, event.ts, event.id,
-                                              outgoing=True))
+            self.tell(
+                user,
+                ev.PrivateMessage(event.sender, event.to, text, event.ts, event.id, outgoing=True),
+            )
         return event
 
     # -- service -------------------------------------------------------------------

@@ -64,8 +64,12 @@ class Session:
         self.closed = True
         self._pending.clear()
         self.service.disconnect(self.user, why)
-        _log.info("disconnect {address} ({nick}): {why}", address=self.client.address,
-                  nick=self.user.nick or "-", why=why)
+        _log.info(
+            "disconnect {address} ({nick}): {why}",
+            address=self.client.address,
+            nick=self.user.nick or "-",
+            why=why,
+        )
 
     # -- what handlers use (commands.Context) ----------------------------------------
 
@@ -113,13 +117,18 @@ class Session:
     def _failed(self, failure: Failure) -> None:
         if failure.check(ChatError):
             error = failure.value
-            _log.info("{address} ({nick}): {code}: {text}", address=self.client.address,
-                      nick=self.user.nick or "-", code=error.code, text=str(error))
+            _log.info(
+                "{address} ({nick}): {code}: {text}",
+                address=self.client.address,
+                nick=self.user.nick or "-",
+                code=error.code,
+                text=str(error),
+            )
             self.reply(ev.Error(error.code, str(error), self.service.now()))
         else:
-            _log.failure("request from {address} failed", failure,
-                         address=self.client.address)
-            self.reply(ev.Error("internal", "internal error; the server logged it",
-                                self.service.now()))
+            _log.failure("request from {address} failed", failure, address=self.client.address)
+            self.reply(
+                ev.Error("internal", "internal error; the server logged it", self.service.now())
+            )
         if self.user.nick is None and not self.closed:
             self.service.notice(self.user, "Choose a nickname: type it, or /nick NAME.")

@@ -41,8 +41,13 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Read settings from this TOML file (sample: etc/chatserv.toml)."],
         ["default-room", None, None, "The room users land in [default: lobby]."],
-        ["max-line-length", None, None,
-         "Longest line or text frame accepted, in bytes [default: 2048].", int],
+        [
+            "max-line-length",
+            None,
+            None,
+            "Longest line or text frame accepted, in bytes [default: 2048].",
+            int,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -92,8 +97,12 @@ class _AnnouncedEndpoint:
     def listen(self, factory):
         def announce(port):
             address = port.getHost()
-            _log.info("listening for {what} on {host}:{port}", what=self._what,
-                      host=getattr(address, "host", address), port=getattr(address, "port", ""))
+            _log.info(
+                "listening for {what} on {host}:{port}",
+                what=self._what,
+                host=getattr(address, "host", address),
+                port=getattr(address, "port", ""),
+            )
             return port
 
         return self._endpoint.listen(factory).addCallback(announce)

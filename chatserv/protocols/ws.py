@@ -104,8 +104,9 @@ class WebSocketChatFactory(WebSocketServerFactory):
     noisy = False
 
     def __init__(self, service: ChatService, reactor=None, kind: str = "ws") -> None:
-        super().__init__(server=f"chatserv/{__version__}", protocols=[JSON_SUBPROTOCOL],
-                         reactor=reactor)
+        super().__init__(
+            server=f"chatserv/{__version__}", protocols=[JSON_SUBPROTOCOL], reactor=reactor
+        )
         settings = service.settings
         # Autobahn's own limits are off by default; set them. Frames between
         # max_line_length and ws_max_message_size get an error reply, larger ones a close.
