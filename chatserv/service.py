@@ -133,6 +133,7 @@ class ChatService(Service):
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
         self.defaultRoom = checkRoom(self.settings.default_room)
+        self.rooms[fold(self.defaultRoom)] = Room(self.defaultRoom)  # always listed
         self._lastId = 0
 
     # -- time and ids --------------------------------------------------------------

@@ -1,0 +1,265 @@
+"""The line protocol over an in-memory transport: what nc and telnet users see."""
+
+from helpers import LineConnection, makeService, named
+from twisted.internet import defer
+
+
+def test_greeting_nickname_and_landing_in_lobby():
+    service, _ = makeService()
+    conn = LineConnection(service)
+    assert conn.lines() == [
+        "[12:00:00] -!- Welcome to chatserv! Type a nickname to begin, or /help."
+    ]
+    conn.send("alice\r\n")
+    assert conn.lines() == [
+        "[12:00:00] -!- Welcome, alice! Type /help for commands.",
+        "[12:00:00] #lobby --> alice has joined",
+        "[12:00:00] #lobby users (1): alice",
+    ]
+
+
+def test_motd_is_shown_first():
+    service, _ = makeService(motd="Be nice.")
+    assert LineConnection(service).lines()[0] == "[12:00:00] -!- Be nice."
+
+
+def test_taken_or_invalid_nickname_asks_again():
+    service, _ = makeService()
+    named(service, "alice")
+    conn = LineConnection(service)
+    conn.output()
+    conn.send("ALICE\n")
+    assert conn.lines() == [
+        '[12:00:00] error: the nickname "ALICE" is taken; choose another',
+        "[12:00:00] -!- Choose a nickname: type it, or /nick NAME.",
+    ]
+    conn.send("9lives\n")
+    assert "invalid nickname" in conn.lines()[0]
+    conn.send("bob\n")
+    assert conn.lines()[0].endswith("Welcome, bob! Type /help for commands.")
+
+
+def test_commands_that_need_a_nickname_say_so():
+    service, _ = makeService()
+    conn = LineConnection(service)
+    conn.output()
+    conn.send("/join dev\n")
+    assert conn.lines()[0] == "[12:00:00] error: choose a nickname first: type it, or /nick NAME"
+    conn.send("/rooms\n")
+    assert conn.lines() == ["[12:00:00] rooms (1): #lobby (0)"]
+
+
+def test_two_users_talk_lf_and_crlf():
+    service, clock = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    assert alice.lines() == ["[12:00:00] #lobby --> bob has joined"]
+    clock.advance(61)
+    alice.send("hi bob\n")
+    bob.send("hi alice\r\n")
+    assert bob.lines() == ["[12:01:01] #lobby <alice> hi bob"]
+    assert alice.lines() == ["[12:01:01] #lobby <bob> hi alice"]
+
+
+def test_private_messages_both_forms():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    alice.send("/msg bob psst\n")
+    assert bob.lines() == ["[12:00:00] *alice* psst"]
+    assert alice.lines() == ["[12:00:00] -> *bob* psst"]
+    alice.send("lunch? > bob\n")
+    assert bob.lines() == ["[12:00:00] *alice* lunch?"]
+    alice.output()
+    alice.send("/msg nobody hello\n")
+    assert alice.lines() == ['[12:00:00] error: no user "nobody" is online']
+
+
+def test_me_rename_join_and_who():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send("/me waves\n")
+    assert alice.lines() == ["[12:00:00] #lobby * bob waves"]
+    bob.send("/nick robert\n")
+    assert alice.lines() == ["[12:00:00] --- bob is now known as robert"]
+    assert bob.lines() == ["[12:00:00] --- bob is now known as robert"]
+    bob.send("/changeRoom/dev\n")
+    assert alice.lines() == ["[12:00:00] #lobby <-- robert has left (went to #dev)"]
+    assert bob.lines() == [
+        "[12:00:00] #dev --> robert has joined",
+        "[12:00:00] #dev users (1): robert",
+        "[12:00:00] #lobby <-- robert has left (went to #dev)",
+    ]
+    alice.send("?\n")
+    assert alice.lines() == ["[12:00:00] #lobby users (1): alice"]
+    alice.send("/who #dev\n")
+    assert alice.lines() == ["[12:00:00] #dev users (1): robert"]
+    alice.send("/rooms\n")
+    assert alice.lines() == ["[12:00:00] rooms (2): #dev (1), #lobby (1)"]
+
+
+def test_time_and_help():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    alice.send("/time\n")
+    assert alice.lines() == ["[12:00:00] server time: 2026-11-21T12:00:00+00:00"]
+    alice.send("/help\n")
+    lines = alice.lines()
+    assert lines[0] == "[12:00:00] commands (/help COMMAND for one):"
+    assert any("/join ROOM" in line and "/changeRoom/ROOM" in line for line in lines)
+    alice.send("/help msg\n")
+    assert alice.lines() == [
+        "[12:00:00] /msg NICK TEXT         send a private message (also TEXT > NICK)"
+    ]
+    alice.send("/help nothing\n")
+    assert "unknown command" in alice.lines()[0]
+
+
+def test_errors_are_one_line_and_change_nothing():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    for line, error in [
+        ("/bogus", 'error: unknown command "/bogus"; /help lists the commands'),
+        ("/msg", "error: usage: /msg NICK TEXT"),
+        ("/join", "error: usage: /join ROOM"),
+        ("/join bad room", "error: too many arguments; usage: /join ROOM"),
+        ("/join #", "error: invalid room name"),
+        ("/nick ALICE", 'error: the nickname "ALICE" is taken; choose another'),
+    ]:
+        bob.send(line + "\n")
+        (got,) = bob.lines()
+        assert got.startswith(f"[12:00:00] {error}")
+    assert alice.lines() == []
+    assert bob.protocol.session.user.room.name == "lobby"
+
+
+def test_escape_sequences_never_reach_other_terminals():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send(b"\x1b]0;pwned\x07\x1b[2Jgotcha\x9b\n".decode("latin-1").encode("utf-8"))
+    (line,) = alice.lines()
+    assert "\x1b" not in line and "\x07" not in line
+    assert line.endswith("^[]0;pwned^G^[[2Jgotcha<U+009B>")
+
+
+def test_invalid_utf8_is_an_error_and_the_connection_stays():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send(b"caf\xe9\nstill here\n")
+    assert bob.lines() == ["[12:00:00] error: that line was not valid UTF-8 and was not sent"]
+    assert alice.lines() == ["[12:00:00] #lobby <bob> still here"]
+    assert not bob.transport.disconnecting
+
+
+def test_multibyte_character_split_across_reads():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    data = "naïve ✓\n".encode()
+    for i in range(len(data)):
+        bob.send(data[i : i + 1])
+    assert alice.lines() == ["[12:00:00] #lobby <bob> naïve ✓"]
+
+
+def test_overlong_line_is_refused_and_following_lines_survive():
+    service, _ = makeService(max_line_length=100)
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send(b"x" * 101 + b"\nafter\n" + b"y" * 100 + b"\r\n")
+    assert bob.lines() == [
+        "[12:00:00] error: line too long (the limit is 100 bytes); it was not sent"
+    ]
+    assert alice.lines() == [
+        "[12:00:00] #lobby <bob> after",
+        "[12:00:00] #lobby <bob> " + "y" * 100,
+    ]
+
+
+def test_overlong_line_arriving_in_pieces_is_refused_once_and_dropped():
+    service, _ = makeService(max_line_length=100)
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    for _ in range(50):  # 5 KB without a newline: never buffered beyond the limit
+        bob.send(b"z" * 100)
+        assert len(bob.protocol._buffer) <= 101
+    bob.send(b"zzz\nok\n")
+    assert bob.lines() == [
+        "[12:00:00] error: line too long (the limit is 100 bytes); it was not sent"
+    ]
+    assert alice.lines() == ["[12:00:00] #lobby <bob> ok"]
+
+
+def test_telnet_commands_are_ignored():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send(b"\xff\xfd\x03\xff\xfb\x18hello\xff\xf4\n")  # DO SGA, WILL TTYPE, IP
+    assert alice.lines() == ["[12:00:00] #lobby <bob> hello"]
+
+
+def test_quit_and_lost_connection_both_announce_a_leave():
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    carol = named(service, "carol", port=5002)
+    alice.output()
+    bob.send("/quit off to lunch\nthis is never sent\n")
+    assert bob.lines()[-1] == "[12:00:00] -!- Goodbye."
+    assert bob.transport.disconnecting
+    bob.drop()
+    carol.drop()
+    assert alice.lines() == [
+        "[12:00:00] #lobby <-- bob has left (quit: off to lunch)",
+        "[12:00:00] #lobby <-- carol has left (connection lost)",
+    ]
+    assert service.findUser("bob") is None and service.findUser("carol") is None
+
+
+def test_requests_run_in_order_when_one_waits():
+    """A command that waits holds back the lines after it, so nothing is reordered."""
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    gate = defer.Deferred()
+    realJoin = service.join
+    service.join = lambda user, name: gate.addCallback(lambda _: realJoin(user, name))
+    alice.output()
+    bob.send("/join dev\nhello dev\n")
+    assert alice.lines() == []  # nothing yet: the join is waiting, "hello dev" too
+    gate.callback(None)
+    service.join = realJoin
+    assert alice.lines() == ["[12:00:00] #lobby <-- bob has left (went to #dev)"]
+    assert bob.protocol.session.user.room.name == "dev"
+    carol = named(service, "carol", port=5002)
+    carol.send("/join dev\n")
+    bob.output()
+    carol.send("/who\n")
+    assert carol.lines()[-1] == "[12:00:00] #dev users (2): bob, carol"
+
+
+def test_unexpected_failure_is_reported_and_logged_not_fatal():
+    service, _ = makeService()
+    alice = named(service, "alice")
+
+    def broken(*args):
+        raise RuntimeError("bug")
+
+    service.roomList = broken
+    alice.send("/rooms\n/time\n")
+    assert alice.lines() == [
+        "[12:00:00] error: internal error; the server logged it",
+        "[12:00:00] server time: 2026-11-21T12:00:00+00:00",
+    ]

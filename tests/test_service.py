@@ -1,0 +1,214 @@
+import pytest
+from helpers import FakeClient, RecordingWire, makeService
+
+from chatserv import events as ev
+from chatserv.service import (
+    BadName,
+    EmptyText,
+    NickRequired,
+    NickTaken,
+    NoSuchRoom,
+    NoSuchUser,
+    NotInRoom,
+)
+
+
+def connect(service, nick=None, **kw):
+    client = FakeClient(name=nick or "anon", **kw)
+    user = service.connect(client)
+    if nick is not None:
+        service.setNick(user, nick)
+        client.take()
+    return user, client
+
+
+def failure(d):
+    """The exception a fired Deferred failed with."""
+    failures = []
+    d.addErrback(failures.append)
+    assert failures, "expected the Deferred to fail"
+    return failures[0].value
+
+
+def test_first_nick_welcomes_and_joins_default_room():
+    service, _ = makeService()
+    user, client = connect(service)
+    service.setNick(user, "alice")
+    welcome, joined, who = client.take()
+    assert isinstance(welcome, ev.Welcome) and welcome.nick == "alice"
+    assert joined == ev.Joined("lobby", "alice", joined.ts)
+    assert who.nicks == ("alice",)
+    assert user.room is service.rooms["lobby"]
+
+
+def test_nick_taken_case_insensitively():
+    service, _ = makeService()
+    connect(service, "Alice")
+    user, _ = connect(service)
+    assert isinstance(failure(service.setNick(user, "aLICE")), NickTaken)
+    assert user.nick is None
+
+
+def test_invalid_nick_is_refused():
+    service, _ = makeService()
+    user, _ = connect(service)
+    assert isinstance(failure(service.setNick(user, "9x")), BadName)
+
+
+def test_rename_notifies_room_once_and_frees_old_nick():
+    service, _ = makeService()
+    alice, aliceClient = connect(service, "alice")
+    bob, bobClient = connect(service, "bob")
+    aliceClient.take()
+    service.setNick(alice, "alicia")
+    assert aliceClient.take() == [ev.Renamed("alice", "alicia", bobClient.received[0].ts)]
+    assert bobClient.take(ev.Renamed)[0].new == "alicia"
+    assert service.findUser("ALICIA") is alice and service.findUser("alice") is None
+    assert list(service.rooms["lobby"].members) == ["alicia", "bob"]  # join order kept
+    carol, _ = connect(service, "alice")  # the old nick is free again
+    assert carol.nick == "alice"
+
+
+def test_case_only_rename_is_allowed():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    service.setNick(alice, "Alice")
+    assert alice.nick == "Alice" and service.findUser("alice") is alice
+
+
+def test_message_fans_out_to_room_without_echo_and_renders_once_per_wire():
+    service, _ = makeService()
+    shared = RecordingWire()
+    alice, a = connect(service, "alice", wire=shared)
+    bob, b = connect(service, "bob", wire=shared)
+    carol, c = connect(service, "carol", wire=shared)
+    service.join(carol, "elsewhere")
+    service.part(carol, "lobby")
+    for client in (a, b, c):
+        client.take()
+    shared.renders = 0
+    event = service.say(alice, "hello")
+    assert a.take() == []  # line clients get no echo
+    assert b.take() == [event]
+    assert c.take() == []  # another room
+    assert shared.renders == 1
+
+
+def test_echo_clients_get_their_own_messages():
+    service, _ = makeService()
+    alice, a = connect(service, "alice", echo=True)
+    event = service.say(alice, "hi")
+    assert a.take() == [event] and event.id == 1
+
+
+def test_message_ids_increase():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    assert [service.say(alice, str(i)).id for i in range(3)] == [1, 2, 3]
+
+
+def test_text_is_sanitised_and_blank_refused():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    assert service.say(alice, " \x1b[2Jboo ").text == "^[[2Jboo"
+    with pytest.raises(EmptyText):
+        service.say(alice, "   ")
+
+
+def test_private_message_and_copy_for_sender():
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    bob, b = connect(service, "bob")
+    a.take()
+    service.privmsg(alice, "BOB", "psst")
+    (received,) = b.take()
+    (copy,) = a.take()
+    assert (received.sender, received.to, received.text, received.outgoing) == (
+        "alice",
+        "bob",
+        "psst",
+        False,
+    )
+    assert copy.outgoing and copy.id == received.id
+    with pytest.raises(NoSuchUser):
+        service.privmsg(alice, "nobody", "hello?")
+
+
+def test_join_switch_rooms_and_empty_rooms_vanish():
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    service.join(alice, "#Dev")
+    assert alice.room.name == "Dev" and set(alice.rooms) == {"lobby", "dev"}
+    service.part(alice, "dev")
+    assert "dev" not in service.rooms and alice.room.name == "lobby"
+    service.part(alice, "lobby")
+    assert "lobby" in service.rooms  # the default room stays
+    with pytest.raises(NotInRoom):
+        service.say(alice, "anyone?")
+
+
+def test_joining_a_room_twice_is_harmless():
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    service.join(alice, "lobby")
+    assert len(service.rooms["lobby"].members) == 1
+    assert a.take(ev.Joined) == []
+
+
+def test_who_and_rooms():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    bob, _ = connect(service, "bob")
+    service.join(bob, "dev")
+    assert service.who(alice).nicks == ("alice", "bob")
+    assert service.who(alice, "#dev").nicks == ("bob",)
+    with pytest.raises(NoSuchRoom):
+        service.who(alice, "nowhere")
+    assert service.roomList().rooms == (("dev", 1), ("lobby", 2))
+
+
+def test_disconnect_tells_rooms_and_frees_nick():
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    bob, b = connect(service, "bob")
+    b.take()
+    service.disconnect(alice, "connection lost")
+    service.disconnect(alice, "again")  # idempotent
+    assert [e.reason for e in b.take(ev.Left)] == ["connection lost"]
+    assert service.findUser("alice") is None and alice not in service.sessions
+
+
+def test_anonymous_user_cannot_talk():
+    service, _ = makeService()
+    user, _ = connect(service)
+    with pytest.raises(NickRequired):
+        service.say(user, "hi")
+    assert isinstance(failure(service.join(user, "dev")), NickRequired)
+
+
+def test_one_failing_recipient_does_not_stop_the_others():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    bob, b = connect(service, "bob")
+    carol, c = connect(service, "carol")
+
+    def broken(payload):
+        raise OSError("boom")
+
+    b.send = broken
+    event = service.say(alice, "still here?")
+    assert c.take() == [event]
+
+
+def test_stop_service_closes_every_session():
+    service, _ = makeService()
+    service.startService()
+    _, a = connect(service, "alice")
+    _, anon = connect(service)
+    service.stopService()
+    assert a.closedWith == anon.closedWith == "server shutting down"
+
+
+def test_time_is_iso_with_zone():
+    service, _ = makeService()
+    assert service.isoTime() == "2026-11-21T12:00:00+00:00"

@@ -1,0 +1,27 @@
+from chatserv.text import sanitize
+
+
+def test_plain_text_is_unchanged():
+    assert sanitize("héllo wörld ✓ 你好") == "héllo wörld ✓ 你好"
+
+
+def test_escape_sequences_are_made_visible():
+    assert sanitize("\x1b[31mred\x1b[0m") == "^[[31mred^[[0m"
+    assert sanitize("bell\x07 nul\x00 del\x7f") == "bell^G nul^@ del^?"
+    assert sanitize("a\r\nb") == "a^M^Jb"
+
+
+def test_c1_controls_and_bidi_overrides_are_made_visible():
+    assert sanitize("\x9b31m") == "<U+009B>31m"
+    assert sanitize("abc\u202edef") == "abc<U+202E>def"
+
+
+def test_tab_becomes_space():
+    assert sanitize("a\tb") == "a b"
+
+
+def test_nothing_unsafe_survives():
+    everything = "".join(chr(c) for c in range(0x00, 0xA0)) + "\u2028\u2066"
+    out = sanitize(everything)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in out)
+    assert "\u2028" not in out and "\u2066" not in out
