@@ -10,6 +10,7 @@ import sys
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
@@ -82,7 +83,8 @@ class Options(usage.Options):
                 overrides["max_line_length"] = self["max-line-length"]
             self["settings"] = makeSettings(overrides)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # One line, no usage dump: the value is wrong, not the way options are written.
+            raise SystemExit(f"chatserv: error: {e}") from None
         self["tcp"], self["ws"] = tcp, ws
 
 
@@ -108,13 +110,31 @@ class _AnnouncedEndpoint:
         return self._endpoint.listen(factory).addCallback(announce)
 
 
+class _Listener(StreamServerEndpointService):
+    """Listens at start-up, failing start-up with one clear line if it cannot."""
+
+    _raiseSynchronously = True  # as strports.service does
+
+    def __init__(self, endpoint, factory, description: str, what: str) -> None:
+        super().__init__(endpoint, factory)
+        self._description = description
+        self._what = what
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise SystemExit(
+                f"chatserv: error: cannot listen for {self._what} on {self._description}: {reason}"
+            ) from None
+
+
 def listener(reactor, description: str, factory, what: str) -> IService:
     from twisted.internet.endpoints import serverFromString
 
     endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), what)
-    service = StreamServerEndpointService(endpoint, factory)
-    service._raiseSynchronously = True  # as strports.service: fail start-up if it can't
-    return service
+    return _Listener(endpoint, factory, description, what)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:

@@ -115,6 +115,7 @@ class WebSocketChatFactory(WebSocketServerFactory):
             maxMessagePayloadSize=settings.ws_max_message_size,
             allowedOrigins=list(settings.ws_allowed_origins),
             webStatus=False,
+            failByDrop=False,  # refuse with a close frame (e.g. 1009, 1007), not a bare drop
         )
         self.service = service
         self.kind = kind

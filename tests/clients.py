@@ -1,0 +1,132 @@
+"""Real network clients for the integration tests: a line client and websocket clients."""
+
+from __future__ import annotations
+
+import json
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import defer, task
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.protocols.basic import LineOnlyReceiver
+
+TIMEOUT = 5.0
+
+
+class _Inbox:
+    """What a client received, awaited one item or one match at a time."""
+
+    def __init__(self) -> None:
+        self.queue: defer.DeferredQueue = defer.DeferredQueue()
+        self.closed: defer.Deferred = defer.Deferred()
+
+    async def next(self):
+        from twisted.internet import reactor
+
+        return await self.queue.get().addTimeout(TIMEOUT, reactor)
+
+    async def until(self, match):
+        """Skip items until one for which C{match} (a substring or predicate) is true."""
+        seen = []
+        test = match if callable(match) else (lambda item: match in item)
+        while True:
+            try:
+                item = await self.next()
+            except defer.TimeoutError:
+                raise AssertionError(f"never received {match!r}; got {seen!r}") from None
+            if test(item):
+                return item
+            seen.append(item)
+
+    def pending(self) -> list:
+        return list(self.queue.pending)
+
+
+class LineClient(LineOnlyReceiver, _Inbox):
+    delimiter = b"\r\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self) -> None:
+        _Inbox.__init__(self)
+
+    def lineReceived(self, line: bytes) -> None:
+        self.queue.put(line.decode("utf-8"))
+
+    def say(self, text: str | bytes) -> None:
+        self.transport.write((text.encode() if isinstance(text, str) else text) + b"\n")
+
+    def connectionLost(self, reason=None) -> None:
+        self.closed.callback(None)
+
+    def hangUp(self) -> defer.Deferred:
+        self.transport.loseConnection()
+        return self.closed
+
+
+class WSClient(WebSocketClientProtocol, _Inbox):
+    def __init__(self) -> None:
+        WebSocketClientProtocol.__init__(self)
+        _Inbox.__init__(self)
+        self.closeCode = None
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        text = payload.decode("utf-8")
+        self.queue.put(json.loads(text) if self.factory.isJSON else text)
+
+    def onClose(self, wasClean, code, reason) -> None:
+        self.closeCode = code
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"closed: {code} {reason}"))
+        self.closed.callback(code)
+
+    def say(self, text: str) -> None:
+        self.sendMessage(text.encode("utf-8"))
+
+    def request(self, **fields) -> None:
+        self.sendMessage(json.dumps(fields).encode("utf-8"))
+
+    def hangUp(self) -> defer.Deferred:
+        if self.state == self.STATE_OPEN:
+            self.sendClose(1000)
+        return self.closed
+
+
+async def connectLine(port: int) -> LineClient:
+    from twisted.internet import reactor
+
+    client = LineClient()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
+    from twisted.internet.endpoints import connectProtocol
+
+    await connectProtocol(endpoint, client)
+    return client
+
+
+async def connectWS(port: int, json_: bool = False) -> WSClient:
+    from twisted.internet import reactor
+
+    factory = WebSocketClientFactory(
+        f"ws://127.0.0.1:{port}/",
+        protocols=["chatserv.v1.json"] if json_ else None,
+        reactor=reactor,
+    )
+    factory.protocol = WSClient
+    factory.isJSON = json_
+    factory.opened = defer.Deferred()
+    factory.setProtocolOptions(closeHandshakeTimeout=2, openHandshakeTimeout=TIMEOUT)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
+    await endpoint.connect(factory)
+    return await factory.opened.addTimeout(TIMEOUT, reactor)
+
+
+async def eventually(predicate, timeout: float = TIMEOUT) -> None:
+    """Wait until C{predicate()} is true, checking every 10 ms."""
+    from twisted.internet import reactor
+
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.01)
+    raise AssertionError("condition never became true")

@@ -1,0 +1,123 @@
+"""Options, the config file and the service tree, without sockets."""
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.testing import MemoryReactor
+
+from chatserv.config import ConfigError, Settings, loadConfig, normaliseEndpoint
+from chatserv.service import ChatService
+from chatserv.tap import Options, makeService
+
+
+def parse(*args) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+def refused(*args) -> str:
+    with pytest.raises(SystemExit) as info:
+        parse(*args)
+    return str(info.value)
+
+
+def test_defaults_when_no_listener_is_given():
+    options = parse()
+    assert options["tcp"] == ["tcp:10001:backlog=1024"]
+    assert options["ws"] == ["tcp:8765:backlog=1024"]
+    assert options["settings"] == Settings()
+
+
+def test_repeatable_listeners_and_descriptions():
+    options = parse("--tcp", "10001", "--tcp", "tcp:10002:interface=127.0.0.1", "--ws", "0")
+    assert options["tcp"] == ["tcp:10001:backlog=1024", "tcp:10002:interface=127.0.0.1"]
+    assert options["ws"] == ["tcp:0:backlog=1024"]
+
+
+def test_only_tcp_means_no_websocket():
+    assert parse("--tcp", "10001")["ws"] == []
+
+
+def test_bad_values_give_one_line():
+    assert refused("--tcp", "bogus") == (
+        "chatserv: error: bad endpoint 'bogus': Unknown endpoint type: 'bogus'"
+    )
+    assert "port 70000 is out of range" in refused("--ws", "70000")
+    assert "invalid room name" in refused("--default-room", "no spaces")
+    assert "max_line_length must be at least 64" in refused("--max-line-length", "3")
+    assert "cannot read config file /nonexistent.toml" in refused("-c", "/nonexistent.toml")
+
+
+def test_config_file_and_command_line_override(tmp_path):
+    path = tmp_path / "chat.toml"
+    path.write_text(
+        '[listen]\ntcp = [7000, "tcp:7001"]\nws = 7002\n'
+        '[chat]\ndefault_room = "#main"\nmotd = "hi"\n'
+        "[limits]\nmax_line_length = 512\n"
+        '[websocket]\nallowed_origins = ["https://chat.example"]\n'
+    )
+    options = parse("--config", str(path))
+    assert options["tcp"] == ["tcp:7000:backlog=1024", "tcp:7001"]
+    assert options["ws"] == ["tcp:7002:backlog=1024"]
+    settings = options["settings"]
+    assert (settings.default_room, settings.motd, settings.max_line_length) == ("#main", "hi", 512)
+    assert settings.ws_allowed_origins == ("https://chat.example",)
+    options = parse("--config", str(path), "--tcp", "9000", "--max-line-length", "100")
+    assert options["tcp"] == ["tcp:9000:backlog=1024"] and options["ws"] == [
+        "tcp:7002:backlog=1024"
+    ]
+    assert options["settings"].max_line_length == 100
+
+
+def test_config_problems_are_reported_together(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[chat]\nmax_line_length = 5\ncolour = "red"\n[limits]\nmax_line_length = "big"\n'
+        "[listen]\ntcp = [true]\n[nonsense]\nx = 1\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        loadConfig(path)
+    message = str(info.value)
+    for problem in (
+        "unknown setting chat.max_line_length",
+        "unknown setting chat.colour",
+        "limits.max_line_length must be a whole number",
+        "listen.tcp takes port numbers or endpoint strings",
+        "unknown section [nonsense]",
+    ):
+        assert problem in message
+
+
+def test_invalid_toml(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[chat\n")
+    assert "is not valid TOML" in refused("--config", str(path))
+
+
+def test_sample_config_loads_and_matches_defaults():
+    from pathlib import Path
+
+    sample = Path(__file__).parent.parent / "etc" / "chatserv.toml"
+    options = parse("--config", str(sample))
+    assert options["settings"] == Settings()
+    assert options["tcp"] == [normaliseEndpoint(10001)]
+    assert options["ws"] == [normaliseEndpoint(8765)]
+
+
+def test_make_service_listens_where_asked():
+    reactor = MemoryReactor()
+    top = makeService(parse("--tcp", "10001", "--ws", "8765", "--ws", "8766"), reactor=reactor)
+    children = list(top)
+    assert isinstance(children[0], ChatService)  # first, so it stops last
+    assert all(isinstance(c, StreamServerEndpointService) for c in children[1:])
+    top.privilegedStartService()
+    top.startService()
+    assert sorted(port for port, *_ in reactor.tcpServers) == [8765, 8766, 10001]
+    assert all(backlog == 1024 for _, _, backlog, _ in reactor.tcpServers)
+    top.stopService()
+
+
+def test_version_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        parse("--version")
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("chatserv 0.")
