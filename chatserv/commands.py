@@ -16,20 +16,9 @@ from typing import Any, Protocol
 from twisted.internet import defer
 
 from chatserv import events as ev
-from chatserv.service import ChatError, ChatService, User
+from chatserv.errors import BadRequest, UnknownCommand, UsageError
+from chatserv.service import ChatService, User
 from chatserv.text import sanitize
-
-
-class UnknownCommand(ChatError):
-    code = "unknown-command"
-
-
-class UsageError(ChatError):
-    code = "usage"
-
-
-class BadRequest(ChatError):
-    code = "bad-request"
 
 
 class Context(Protocol):

@@ -18,45 +18,20 @@ from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv.config import Settings
+from chatserv.errors import (
+    BadName,
+    EmptyText,
+    NickRequired,
+    NickTaken,
+    NoSuchRoom,
+    NoSuchUser,
+    NotInRoom,
+)
 from chatserv.interfaces import IChatClient, IEventBus
 from chatserv.names import InvalidName, checkNick, checkRoom, fold
 from chatserv.text import sanitize
 
 _log = Logger()
-
-
-class ChatError(Exception):
-    """A request the rules refuse; C{str()} is the message for the user."""
-
-    code = "error"
-
-
-class BadName(ChatError):
-    code = "invalid-name"
-
-
-class NickTaken(ChatError):
-    code = "nick-taken"
-
-
-class NoSuchUser(ChatError):
-    code = "no-such-user"
-
-
-class NoSuchRoom(ChatError):
-    code = "no-such-room"
-
-
-class NotInRoom(ChatError):
-    code = "not-in-room"
-
-
-class NickRequired(ChatError):
-    code = "nick-required"
-
-
-class EmptyText(ChatError):
-    code = "empty-text"
 
 
 class User:

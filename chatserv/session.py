@@ -17,8 +17,9 @@ from twisted.python.failure import Failure
 
 from chatserv import events as ev
 from chatserv.commands import Request, parseJSON, parseLine
+from chatserv.errors import ChatError, NickRequired
 from chatserv.interfaces import IChatClient
-from chatserv.service import ChatError, ChatService, NickRequired
+from chatserv.service import ChatService
 
 _log = Logger()
 

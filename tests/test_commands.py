@@ -3,14 +3,8 @@ import json
 import pytest
 from helpers import FakeClient, makeService
 
-from chatserv.commands import (
-    TABLE,
-    BadRequest,
-    UnknownCommand,
-    UsageError,
-    parseJSON,
-    parseLine,
-)
+from chatserv.commands import TABLE, parseJSON, parseLine
+from chatserv.errors import BadRequest, UnknownCommand, UsageError
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import pytest
 from helpers import FakeClient, RecordingWire, makeService
 
 from chatserv import events as ev
-from chatserv.service import (
+from chatserv.errors import (
     BadName,
     EmptyText,
     NickRequired,

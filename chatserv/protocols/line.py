@@ -18,19 +18,11 @@ from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv import render
+from chatserv.errors import BadEncoding, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols import peerText
-from chatserv.service import ChatError, ChatService
+from chatserv.service import ChatService
 from chatserv.session import Session
-
-
-class LineTooLong(ChatError):
-    code = "line-too-long"
-
-
-class BadEncoding(ChatError):
-    code = "bad-encoding"
-
 
 # Telnet commands (IAC ...), which telnet clients may send, e.g. for Ctrl-C. 0xFF never
 # occurs in UTF-8, so removing them cannot damage text.

@@ -18,17 +18,13 @@ from zope.interface import implementer
 
 from chatserv import __version__, render
 from chatserv import events as ev
+from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols import peerText
-from chatserv.protocols.line import LineTooLong
-from chatserv.service import ChatError, ChatService
+from chatserv.service import ChatService
 from chatserv.session import Session
 
 JSON_SUBPROTOCOL = "chatserv.v1.json"
-
-
-class BinaryRefused(ChatError):
-    code = "binary-frame"
 
 
 @implementer(IWire)

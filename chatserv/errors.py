@@ -1,0 +1,74 @@
+"""Every refusal a client can get, with its stable code (the JSON "code" field).
+
+Raising one of these anywhere in a request gives the client one error event and changes
+nothing else; the connection stays.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """A request the rules refuse; C{str()} is the message for the user."""
+
+    code = "error"
+
+
+# -- the rules (ChatService) --------------------------------------------------------------
+
+
+class BadName(ChatError):
+    code = "invalid-name"
+
+
+class NickTaken(ChatError):
+    code = "nick-taken"
+
+
+class NickRequired(ChatError):
+    code = "nick-required"
+
+
+class NoSuchUser(ChatError):
+    code = "no-such-user"
+
+
+class NoSuchRoom(ChatError):
+    code = "no-such-room"
+
+
+class NotInRoom(ChatError):
+    code = "not-in-room"
+
+
+class EmptyText(ChatError):
+    code = "empty-text"
+
+
+# -- the command language --------------------------------------------------------------------
+
+
+class UnknownCommand(ChatError):
+    code = "unknown-command"
+
+
+class UsageError(ChatError):
+    code = "usage"
+
+
+class BadRequest(ChatError):
+    code = "bad-request"
+
+
+# -- the wire ------------------------------------------------------------------------------
+
+
+class LineTooLong(ChatError):
+    code = "line-too-long"
+
+
+class BadEncoding(ChatError):
+    code = "bad-encoding"
+
+
+class BinaryRefused(ChatError):
+    code = "binary-frame"
