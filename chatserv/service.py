@@ -77,11 +77,11 @@ class LocalBus:
             if user.key == skip:
                 continue
             client = user.client
-            wire = client.wire
-            payload = cache.get(wire)
-            if payload is None:
-                payload = cache[wire] = wire.render(event)
             try:
+                wire = client.wire
+                payload = cache.get(wire)
+                if payload is None:
+                    payload = cache[wire] = wire.render(event)
                 client.send(payload)
             except Exception:
                 # One broken recipient must not cost the others their copy.

@@ -116,6 +116,13 @@ class Session:
         self._drain()
 
     def _failed(self, failure: Failure) -> None:
+        try:
+            self._report(failure)
+        except Exception:
+            # Reporting must never leave an unhandled error in the request chain.
+            _log.failure("reporting an error to {address} failed", address=self.client.address)
+
+    def _report(self, failure: Failure) -> None:
         if failure.check(ChatError):
             error = failure.value
             _log.info(

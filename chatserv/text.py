@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 # C0 controls (incl. ESC, CR, LF, TAB), DEL, C1 controls (0x80-0x9F: 0x9B is a one-byte
-# CSI that some terminals obey), and the bidirectional overrides/isolates that can make
-# text display differently from what it is.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# CSI that some terminals obey), the bidirectional overrides/isolates that can make text
+# display differently from what it is, and lone surrogates (JSON's "\ud800" decodes to
+# one; it cannot be encoded as UTF-8 for anybody).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
 
 
 def _escape(match: re.Match[str]) -> str:

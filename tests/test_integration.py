@@ -223,3 +223,17 @@ async def test_stopping_the_service_says_goodbye(server):
     assert notice["text"] == "server shutting down"
     await alice.closed
     await carol.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_lone_surrogates_in_json_are_escaped_not_fatal(server):
+    alice = await server.line("alice")
+    carol = await server.websocket("carol", json_=True)
+    carol.sendMessage(b'{"type":"say","text":"bad \\ud800 half"}')
+    assert (await alice.until("<carol>")).endswith("#lobby <carol> bad <U+D800> half")
+    carol.sendMessage(b'{"type":"\\udfff"}')
+    error = await carol.until(lambda e: e["type"] == "error")
+    assert error["text"] == 'unknown request type "<U+DFFF>"'
+    carol.sendMessage(b'{"type":"msg","to":"\\ud800","text":"hi"}')
+    error = await carol.until(lambda e: e["type"] == "error")
+    assert error["code"] == "no-such-user" and "<U+D800>" in error["text"]

@@ -25,3 +25,9 @@ def test_nothing_unsafe_survives():
     out = sanitize(everything)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in out)
     assert "\u2028" not in out and "\u2066" not in out
+
+
+def test_lone_surrogates_are_made_visible_and_encodable():
+    out = sanitize("a\ud800b\udfff")
+    assert out == "a<U+D800>b<U+DFFF>"
+    out.encode("utf-8")  # would raise UnicodeEncodeError if one survived

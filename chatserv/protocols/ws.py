@@ -25,6 +25,7 @@ from chatserv.service import ChatService
 from chatserv.session import Session
 
 JSON_SUBPROTOCOL = "chatserv.v1.json"
+CLOSE_HANDSHAKE_TIMEOUT = 5  # seconds (effectively 4-5)
 
 
 @implementer(IWire)
@@ -112,6 +113,10 @@ class WebSocketChatFactory(WebSocketServerFactory):
             allowedOrigins=list(settings.ws_allowed_origins),
             webStatus=False,
             failByDrop=False,  # refuse with a close frame (e.g. 1009, 1007), not a bare drop
+            # Autobahn's timers are rounded down to whole seconds, so its default 1 s close
+            # handshake timeout can fire at once and abort the connection, discarding the
+            # goodbye notice and close frame before the client reads them.
+            closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
         )
         self.service = service
         self.kind = kind
