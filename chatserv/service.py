@@ -108,7 +108,8 @@ class ChatService(Service):
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
         self.defaultRoom = checkRoom(self.settings.default_room)
-        self.rooms[fold(self.defaultRoom)] = Room(self.defaultRoom)  # always listed
+        self._defaultKey = fold(self.defaultRoom)
+        self.rooms[self._defaultKey] = Room(self.defaultRoom)  # always listed
         self._lastId = 0
 
     # -- time and ids --------------------------------------------------------------
@@ -249,7 +250,7 @@ class ChatService(Service):
         del user.rooms[room.key]
         if user.room is room:
             user.room = next(reversed(user.rooms.values()), None)
-        if not room.members and room.key != fold(self.defaultRoom):
+        if not room.members and room.key != self._defaultKey:
             del self.rooms[room.key]
 
     def who(self, user: User, name: str | None = None) -> ev.WhoReply:
@@ -303,9 +304,21 @@ class ChatService(Service):
     # -- service -------------------------------------------------------------------
 
     def stopService(self):
-        """Tell everyone the server is going down and close every session."""
+        """Tell everyone the server is going down and close every session.
+
+        Sessions are forgotten first, silently: announcing each departure to rooms that
+        are all closing anyway would cost n²/2 deliveries for n users in one room.
+        """
         super().stopService()
-        for user in list(self.sessions):
+        closing = list(self.sessions)
+        self.sessions.clear()
+        self.users.clear()
+        for room in self.rooms.values():
+            room.members.clear()
+        self.rooms = {key: room for key, room in self.rooms.items() if key == self._defaultKey}
+        for user in closing:
+            user.rooms.clear()
+            user.room = None
             try:
                 user.client.close("server shutting down")
             except Exception:

@@ -205,8 +205,15 @@ def test_stop_service_closes_every_session():
     service.startService()
     _, a = connect(service, "alice")
     _, anon = connect(service)
+    _, b = connect(service, "bob")
+    service.join(service.findUser("bob"), "dev")
+    a.take()
+    b.take()
     service.stopService()
-    assert a.closedWith == anon.closedWith == "server shutting down"
+    assert a.closedWith == anon.closedWith == b.closedWith == "server shutting down"
+    assert a.take() == [] and b.take() == []  # no leave notices to rooms that all close
+    assert not service.sessions and not service.users
+    assert list(service.rooms) == ["lobby"] and not service.rooms["lobby"].members
 
 
 def test_time_is_iso_with_zone():
