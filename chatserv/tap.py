@@ -30,6 +30,13 @@ from chatserv.config import (
 _log = Logger()
 
 
+def _wholeNumber(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {value!r}") from None
+
+
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
@@ -47,7 +54,7 @@ class Options(usage.Options):
             None,
             None,
             "Longest line or text frame accepted, in bytes [default: 2048].",
-            int,
+            _wholeNumber,
         ],
     ]
 
@@ -55,6 +62,13 @@ class Options(usage.Options):
         super().__init__()
         self["tcp"] = []
         self["ws"] = []
+
+    def parseOptions(self, options=None) -> None:
+        # One line instead of twistd's full usage dump; --help still prints the usage.
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"chatserv: error: {e} (see: twistd chatserv --help)") from None
 
     def opt_tcp(self, endpoint: str) -> None:
         """Listen for line clients (nc, telnet) on ENDPOINT; repeatable."""

@@ -46,6 +46,10 @@ def test_bad_values_give_one_line():
     assert "invalid room name" in refused("--default-room", "no spaces")
     assert "max_line_length must be at least 64" in refused("--max-line-length", "3")
     assert "cannot read config file /nonexistent.toml" in refused("-c", "/nonexistent.toml")
+    assert refused("--bogus") == (
+        "chatserv: error: option --bogus not recognized (see: twistd chatserv --help)"
+    )
+    assert "expected a whole number, got 'abc'" in refused("--max-line-length", "abc")
 
 
 def test_config_file_and_command_line_override(tmp_path):
