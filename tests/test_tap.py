@@ -125,3 +125,20 @@ def test_version_option(capsys):
     with pytest.raises(SystemExit) as info:
         parse("--version")
     assert info.value.code == 0 and capsys.readouterr().out.startswith("chatserv 0.")
+
+
+def test_port_in_use_stops_start_up_with_one_line():
+    import errno
+
+    from twisted.internet.error import CannotListenError
+    from twisted.internet.testing import RaisingMemoryReactor
+
+    inUse = OSError(errno.EADDRINUSE, "Address already in use")
+    reactor = RaisingMemoryReactor(listenException=CannotListenError("", 10001, inUse))
+    top = makeService(parse("--tcp", "10001"), reactor=reactor)
+    with pytest.raises(SystemExit) as info:
+        top.privilegedStartService()
+    assert str(info.value) == (
+        "chatserv: error: cannot listen for line clients on tcp:10001:backlog=1024: "
+        "Address already in use"
+    )
