@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from chatserv.names import InvalidName, checkRoom
+from chatserv.errors import BadName
+from chatserv.names import checkRoom
 
 DEFAULT_TCP = "10001"
 DEFAULT_WS = "8765"
@@ -145,7 +146,7 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
     settings = replace(Settings(), **overrides)
     try:
         checkRoom(settings.default_room)
-    except InvalidName as e:
+    except BadName as e:
         raise ConfigError(f"default_room: {e}") from None
     if settings.max_line_length < 64:
         raise ConfigError("max_line_length must be at least 64 bytes")

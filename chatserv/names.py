@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from chatserv.errors import BadName
+
 MAX_NAME_LENGTH = 32
 
 # Letters, digits and _-[]{}|^` ; not starting with a digit or '-'.
@@ -23,27 +25,23 @@ NAME_RULES = (
 )
 
 
-class InvalidName(ValueError):
-    """A nickname or room name that breaks the rules; the message says why."""
-
-
 def fold(name: str) -> str:
     """The case-folded key two names are compared by (IRC's rfc1459 mapping)."""
     return name.translate(_RFC1459)
 
 
 def checkNick(nick: str) -> str:
-    """Return C{nick} if it is a valid nickname, else raise L{InvalidName}."""
+    """Return C{nick} if it is a valid nickname, else raise L{BadName}."""
     if not _NAME.fullmatch(nick):
-        raise InvalidName(f"invalid nickname {_quote(nick)}: {NAME_RULES}")
+        raise BadName(f"invalid nickname {_quote(nick)}: {NAME_RULES}")
     return nick
 
 
 def checkRoom(room: str) -> str:
-    """Return the room name without its optional leading '#', or raise L{InvalidName}."""
+    """Return the room name without its optional leading '#', or raise L{BadName}."""
     name = room[1:] if room.startswith("#") else room
     if not _NAME.fullmatch(name):
-        raise InvalidName(f"invalid room name {_quote(room)}: {NAME_RULES}")
+        raise BadName(f"invalid room name {_quote(room)}: {NAME_RULES}")
     return name
 
 

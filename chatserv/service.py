@@ -19,7 +19,6 @@ from zope.interface import implementer
 from chatserv import events as ev
 from chatserv.config import Settings
 from chatserv.errors import (
-    BadName,
     EmptyText,
     NickRequired,
     NickTaken,
@@ -28,7 +27,7 @@ from chatserv.errors import (
     NotInRoom,
 )
 from chatserv.interfaces import IChatClient, IEventBus
-from chatserv.names import InvalidName, checkNick, checkRoom, fold
+from chatserv.names import checkNick, checkRoom, fold
 from chatserv.text import sanitize
 
 _log = Logger()
@@ -184,23 +183,21 @@ class ChatService(Service):
         return defer.maybeDeferred(self._setNick, user, nick)
 
     def _setNick(self, user: User, nick: str) -> defer.Deferred[None] | None:
-        try:
-            checkNick(nick)
-        except InvalidName as e:
-            raise BadName(str(e)) from None
-        key = fold(nick)
+        key = fold(checkNick(nick))
         holder = self.users.get(key)
         if holder is not None and holder is not user:
             raise NickTaken(f'the nickname "{nick}" is taken; choose another')
         old = user.nick
         if old == nick:
             return None
-        if user.key is not None:
-            del self.users[user.key]
+        oldKey = user.key
+        if oldKey is not None:
+            del self.users[oldKey]
         user.nick, user.key = nick, key
         self.users[key] = user
-        for room in user.rooms.values():
-            room.members = _rekeyed(room.members, user)
+        if oldKey != key:  # rooms know members by key; keep their join order
+            for room in user.rooms.values():
+                room.members = {u.key: u for u in room.members.values()}
         if old is None:
             _log.info("{address} is now {nick}", address=user.client.address, nick=nick)
             self.tell(
@@ -221,10 +218,7 @@ class ChatService(Service):
 
     def _join(self, user: User, name: str) -> Room:
         self._requireNick(user)
-        try:
-            name = checkRoom(name)
-        except InvalidName as e:
-            raise BadName(str(e)) from None
+        name = checkRoom(name)
         key = fold(name)
         room = self.rooms.get(key)
         if room is None:
@@ -260,12 +254,10 @@ class ChatService(Service):
                 raise NotInRoom("you are not in a room; /who ROOM names one")
             room = user.room
         else:
-            try:
-                room = self.rooms.get(fold(checkRoom(name)))
-            except InvalidName as e:
-                raise BadName(str(e)) from None
+            name = checkRoom(name)
+            room = self.rooms.get(fold(name))
             if room is None:
-                raise NoSuchRoom(f"there is no room #{checkRoom(name)}")
+                raise NoSuchRoom(f"there is no room #{name}")
         return ev.WhoReply(room.name, tuple(u.nick for u in room.members.values()), self.now())
 
     def roomList(self) -> ev.RoomsReply:
@@ -335,8 +327,3 @@ class ChatService(Service):
         if not text:
             raise EmptyText("nothing to send")
         return text
-
-
-def _rekeyed(members: dict[str, User], user: User) -> dict[str, User]:
-    # A rename changes the user's key; keep the room's join order.
-    return {u.key: u for u in members.values()} if user.key not in members else members

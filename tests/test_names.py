@@ -1,6 +1,7 @@
 import pytest
 
-from chatserv.names import InvalidName, checkNick, checkRoom, fold
+from chatserv.errors import BadName
+from chatserv.names import checkNick, checkRoom, fold
 
 
 @pytest.mark.parametrize(
@@ -14,7 +15,7 @@ def test_valid_nicks(nick):
     "nick", ["", "A" * 33, "9lives", "-dash", "a b", "zoë", "a.b", "a\x1b", "#room", "a\n"]
 )
 def test_invalid_nicks_say_why(nick):
-    with pytest.raises(InvalidName, match="invalid nickname.*1-32 characters"):
+    with pytest.raises(BadName, match="invalid nickname.*1-32 characters"):
         checkNick(nick)
 
 
@@ -28,11 +29,11 @@ def test_room_names_take_an_optional_hash():
     assert checkRoom("#dev") == "dev"
     assert checkRoom("dev") == "dev"
     for bad in ("#", "##dev", "", "a b", "#" + "x" * 33):
-        with pytest.raises(InvalidName, match="invalid room name"):
+        with pytest.raises(BadName, match="invalid room name"):
             checkRoom(bad)
 
 
 def test_error_message_escapes_what_was_sent():
-    with pytest.raises(InvalidName) as info:
+    with pytest.raises(BadName) as info:
         checkNick("evil\x1b[2J")
     assert "\x1b" not in str(info.value)
