@@ -1,7 +1,17 @@
 """The line protocol over an in-memory transport: what nc and telnet users see."""
 
-from helpers import LineConnection, makeService, named
 from twisted.internet import defer
+
+from helpers import LineConnection, makeService, named
+
+
+def inLobby(**settings):
+    """A service with alice and bob in the lobby, all output so far read."""
+    service, _ = makeService(**settings)
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    return service, alice, bob
 
 
 def test_greeting_nickname_and_landing_in_lobby():
@@ -62,10 +72,7 @@ def test_two_users_talk_lf_and_crlf():
 
 
 def test_private_messages_both_forms():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     alice.send("/msg bob psst\n")
     assert bob.lines() == ["[12:00:00] *alice* psst"]
     assert alice.lines() == ["[12:00:00] -> *bob* psst"]
@@ -77,10 +84,7 @@ def test_private_messages_both_forms():
 
 
 def test_me_rename_join_and_who():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     bob.send("/me waves\n")
     assert alice.lines() == ["[12:00:00] #lobby * bob waves"]
     bob.send("/nick robert\n")
@@ -119,10 +123,7 @@ def test_time_and_help():
 
 
 def test_errors_are_one_line_and_change_nothing():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     for line, error in [
         ("/bogus", 'error: unknown command "/bogus"; /help lists the commands'),
         ("/msg", "error: usage: /msg NICK TEXT"),
@@ -139,10 +140,7 @@ def test_errors_are_one_line_and_change_nothing():
 
 
 def test_escape_sequences_never_reach_other_terminals():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     bob.send(b"\x1b]0;pwned\x07\x1b[2Jgotcha\x9b\n".decode("latin-1").encode("utf-8"))
     (line,) = alice.lines()
     assert "\x1b" not in line and "\x07" not in line
@@ -150,10 +148,7 @@ def test_escape_sequences_never_reach_other_terminals():
 
 
 def test_invalid_utf8_is_an_error_and_the_connection_stays():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     bob.send(b"caf\xe9\nstill here\n")
     assert bob.lines() == ["[12:00:00] error: that line was not valid UTF-8 and was not sent"]
     assert alice.lines() == ["[12:00:00] #lobby <bob> still here"]
@@ -161,10 +156,7 @@ def test_invalid_utf8_is_an_error_and_the_connection_stays():
 
 
 def test_multibyte_character_split_across_reads():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     data = "naïve ✓\n".encode()
     for i in range(len(data)):
         bob.send(data[i : i + 1])
@@ -172,10 +164,7 @@ def test_multibyte_character_split_across_reads():
 
 
 def test_overlong_line_is_refused_and_following_lines_survive():
-    service, _ = makeService(max_line_length=100)
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby(max_line_length=100)
     bob.send(b"x" * 101 + b"\nafter\n" + b"y" * 100 + b"\r\n")
     assert bob.lines() == [
         "[12:00:00] error: line too long (the limit is 100 bytes); it was not sent"
@@ -187,10 +176,7 @@ def test_overlong_line_is_refused_and_following_lines_survive():
 
 
 def test_overlong_line_arriving_in_pieces_is_refused_once_and_dropped():
-    service, _ = makeService(max_line_length=100)
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby(max_line_length=100)
     for _ in range(50):  # 5 KB without a newline: never buffered beyond the limit
         bob.send(b"z" * 100)
         assert len(bob.protocol._buffer) <= 101
@@ -202,10 +188,7 @@ def test_overlong_line_arriving_in_pieces_is_refused_once_and_dropped():
 
 
 def test_telnet_commands_are_ignored():
-    service, _ = makeService()
-    alice = named(service, "alice")
-    bob = named(service, "bob", port=5001)
-    alice.output()
+    service, alice, bob = inLobby()
     bob.send(b"\xff\xfd\x03\xff\xfb\x18hello\xff\xf4\n")  # DO SGA, WILL TTYPE, IP
     assert alice.lines() == ["[12:00:00] #lobby <bob> hello"]
 
