@@ -1,8 +1,7 @@
 """The line protocol over an in-memory transport: what nc and telnet users see."""
 
-from twisted.internet import defer
-
 from helpers import LineConnection, makeService, named
+from twisted.internet import defer
 
 
 def inLobby(**settings):
