@@ -93,11 +93,17 @@ class Session:
     def _drain(self) -> None:
         while self._pending and not self._busy and not self.closed:
             parse = self._pending.popleft()
-            d = defer.maybeDeferred(self._run, parse)
-            d.addErrback(self._failed)
-            if not d.called:  # it waits: hold back the rest until it is done
-                self._busy = True
-                d.addBoth(self._resume)
+            # Most requests finish at once; only one that returns a Deferred costs one.
+            try:
+                result = self._run(parse)
+            except Exception:
+                self._failed(Failure())
+                continue
+            if isinstance(result, defer.Deferred):
+                result.addErrback(self._failed)
+                if not result.called:  # it waits: hold back the rest until it is done
+                    self._busy = True
+                    result.addBoth(self._resume)
 
     def _run(self, parse: Callable[[], Request | None]):
         # Parse now, not on arrival: what a line means depends on the state left by the
