@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chatserv.errors import BadName
-from chatserv.names import checkRoom
+from chatserv.names import MAX_ROOM_NAME_LENGTH, checkRoom
 
 DEFAULT_TCP = "10001"
 DEFAULT_WS = "8765"
@@ -29,8 +29,24 @@ class Settings:
 
     default_room: str = "lobby"
     motd: str = ""
+    # -- sizes
     max_line_length: int = 2048  # bytes in one line or text frame; longer ones are refused
     ws_max_message_size: int = 65536  # a websocket message over this closes it (code 1009)
+    max_message_length: int = 1024  # characters in one message (say, /me, /msg)
+    max_room_name_length: int = 32  # characters, at most 50 (IRC's CHANNELLEN)
+    max_rooms: int = 1000
+    # -- connections
+    max_connections: int = 10000  # in total, over every listener
+    max_connections_per_ip: int = 100
+    max_output_buffer: int = 262144  # bytes queued for a client that stopped reading
+    # -- flood control, per connection
+    rate_limit: float = 5.0  # requests a second, sustained
+    rate_burst: int = 20  # requests at once
+    flood_max_dropped: int = 50  # dropped requests (forgiven at 1/s) before a disconnect
+    # -- time limits, in seconds
+    nick_timeout: float = 60.0  # to choose a nickname after connecting
+    ping_interval: float = 60.0  # idle time before a connection is checked for life
+    ping_timeout: float = 30.0  # time a check may take before the connection is closed
     ws_allowed_origins: tuple[str, ...] = ("*",)
 
 
@@ -38,9 +54,22 @@ class Settings:
 _SECTIONS: dict[str, dict[str, str]] = {
     "chat": {"default_room": "default_room", "motd": "motd"},
     "limits": {
-        "max_line_length": "max_line_length",
-        "ws_max_message_size": "ws_max_message_size",
+        name: name
+        for name in (
+            "max_line_length",
+            "ws_max_message_size",
+            "max_message_length",
+            "max_room_name_length",
+            "max_rooms",
+            "max_connections",
+            "max_connections_per_ip",
+            "max_output_buffer",
+            "rate_limit",
+            "rate_burst",
+            "flood_max_dropped",
+        )
     },
+    "timeouts": {name: name for name in ("nick_timeout", "ping_interval", "ping_timeout")},
     "websocket": {"allowed_origins": "ws_allowed_origins"},
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
@@ -131,6 +160,8 @@ def _put(target: dict[str, Any], name: str, value: Any, where: str, problems: li
     kind = _TYPES[name]
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         problems.append(f"{where} must be a whole number")
+    elif kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        problems.append(f"{where} must be a number")
     elif kind == "str" and not isinstance(value, str):
         problems.append(f"{where} must be a string")
     elif kind.startswith("tuple") and not (
@@ -145,11 +176,37 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
     """Build L{Settings} from defaults and C{overrides}; check values that types don't."""
     settings = replace(Settings(), **overrides)
     try:
-        checkRoom(settings.default_room)
+        checkRoom(settings.default_room, settings.max_room_name_length)
     except BadName as e:
         raise ConfigError(f"default_room: {e}") from None
-    if settings.max_line_length < 64:
-        raise ConfigError("max_line_length must be at least 64 bytes")
+    problems = [
+        f"{name} must be at least {least}"
+        for name, least in _AT_LEAST.items()
+        if getattr(settings, name) < least
+    ]
+    if settings.max_room_name_length > MAX_ROOM_NAME_LENGTH:
+        problems.append(f"max_room_name_length must be at most {MAX_ROOM_NAME_LENGTH}")
     if settings.ws_max_message_size < settings.max_line_length:
-        raise ConfigError("ws_max_message_size must be at least max_line_length")
+        problems.append("ws_max_message_size must be at least max_line_length")
+    if problems:
+        raise ConfigError("; ".join(problems))
     return settings
+
+
+# The smallest sane value of each numeric setting.
+_AT_LEAST = {
+    "max_line_length": 64,
+    "ws_max_message_size": 64,
+    "max_message_length": 1,
+    "max_room_name_length": 1,
+    "max_rooms": 1,
+    "max_connections": 1,
+    "max_connections_per_ip": 1,
+    "max_output_buffer": 1024,
+    "rate_limit": 0.1,
+    "rate_burst": 1,
+    "flood_max_dropped": 1,
+    "nick_timeout": 1,
+    "ping_interval": 1,
+    "ping_timeout": 1,
+}

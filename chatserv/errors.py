@@ -44,6 +44,14 @@ class EmptyText(ChatError):
     code = "empty-text"
 
 
+class MessageTooLong(ChatError):
+    code = "message-too-long"
+
+
+class TooManyRooms(ChatError):
+    code = "too-many-rooms"
+
+
 # -- the command language --------------------------------------------------------------------
 
 
@@ -72,3 +80,14 @@ class BadEncoding(ChatError):
 
 class BinaryRefused(ChatError):
     code = "binary-frame"
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+class RateLimited(ChatError):
+    code = "rate-limited"
+
+
+class TooManyConnections(ChatError):
+    code = "too-many-connections"

@@ -11,18 +11,21 @@ import re
 
 from chatserv.errors import BadName
 
-MAX_NAME_LENGTH = 32
+MAX_NAME_LENGTH = 32  # nicknames; room names default to this too
+MAX_ROOM_NAME_LENGTH = 50  # the most a room-name setting may allow (IRC's CHANNELLEN)
 
 # Letters, digits and _-[]{}|^` ; not starting with a digit or '-'.
 _FIRST = r"A-Za-z_\[\]{}|^`"
 _NEXT = _FIRST + r"0-9\-"
-_NAME = re.compile(f"[{_FIRST}][{_NEXT}]{{0,{MAX_NAME_LENGTH - 1}}}")
+_NAME = re.compile(f"[{_FIRST}][{_NEXT}]*")
 _RFC1459 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ[]\\~", "abcdefghijklmnopqrstuvwxyz{}|^")
 
-NAME_RULES = (
-    f"1-{MAX_NAME_LENGTH} characters: letters, digits and _-[]{{}}|^` "
-    "(not starting with a digit or '-')"
-)
+
+def rules(maxLength: int = MAX_NAME_LENGTH) -> str:
+    return (
+        f"1-{maxLength} characters: letters, digits and _-[]{{}}|^` "
+        "(not starting with a digit or '-')"
+    )
 
 
 def fold(name: str) -> str:
@@ -30,18 +33,22 @@ def fold(name: str) -> str:
     return name.translate(_RFC1459)
 
 
+def _valid(name: str, maxLength: int) -> bool:
+    return len(name) <= maxLength and _NAME.fullmatch(name) is not None
+
+
 def checkNick(nick: str) -> str:
     """Return C{nick} if it is a valid nickname, else raise L{BadName}."""
-    if not _NAME.fullmatch(nick):
-        raise BadName(f"invalid nickname {_quote(nick)}: {NAME_RULES}")
+    if not _valid(nick, MAX_NAME_LENGTH):
+        raise BadName(f"invalid nickname {_quote(nick)}: {rules()}")
     return nick
 
 
-def checkRoom(room: str) -> str:
+def checkRoom(room: str, maxLength: int = MAX_NAME_LENGTH) -> str:
     """Return the room name without its optional leading '#', or raise L{BadName}."""
     name = room[1:] if room.startswith("#") else room
-    if not _NAME.fullmatch(name):
-        raise BadName(f"invalid room name {_quote(room)}: {NAME_RULES}")
+    if not _valid(name, maxLength):
+        raise BadName(f"invalid room name {_quote(room)}: {rules(maxLength)}")
     return name
 
 

@@ -20,13 +20,16 @@ from chatserv import events as ev
 from chatserv.config import Settings
 from chatserv.errors import (
     EmptyText,
+    MessageTooLong,
     NickRequired,
     NickTaken,
     NoSuchRoom,
     NoSuchUser,
     NotInRoom,
+    TooManyRooms,
 )
 from chatserv.interfaces import IChatClient, IEventBus
+from chatserv.limits import ConnectionLimiter
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.text import sanitize
 
@@ -106,7 +109,11 @@ class ChatService(Service):
         self.sessions: set[User] = set()  # every connection, named or not
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
-        self.defaultRoom = checkRoom(self.settings.default_room)
+        # Connections counted across every listener, for the per-address limits.
+        self.admission = ConnectionLimiter(
+            self.settings.max_connections, self.settings.max_connections_per_ip
+        )
+        self.defaultRoom = self._roomName(self.settings.default_room)
         self._defaultKey = fold(self.defaultRoom)
         self.rooms[self._defaultKey] = Room(self.defaultRoom)  # always listed
         self._lastId = 0
@@ -218,10 +225,15 @@ class ChatService(Service):
 
     def _join(self, user: User, name: str) -> Room:
         self._requireNick(user)
-        name = checkRoom(name)
+        name = self._roomName(name)
         key = fold(name)
         room = self.rooms.get(key)
         if room is None:
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise TooManyRooms(
+                    f"there are too many rooms (the limit is {self.settings.max_rooms}); "
+                    "join one that exists: /rooms lists them"
+                )
             room = self.rooms[key] = Room(name)
         user.room = room
         if key not in user.rooms:
@@ -233,7 +245,7 @@ class ChatService(Service):
 
     def part(self, user: User, name: str, reason: str = "left") -> None:
         """Leave room C{name}."""
-        room = user.rooms.get(fold(checkRoom(name)))
+        room = user.rooms.get(fold(self._roomName(name)))
         if room is None:
             raise NotInRoom(f"you are not in #{name}")
         self._leave(user, room, reason)
@@ -254,7 +266,7 @@ class ChatService(Service):
                 raise NotInRoom("you are not in a room; /who ROOM names one")
             room = user.room
         else:
-            name = checkRoom(name)
+            name = self._roomName(name)
             room = self.rooms.get(fold(name))
             if room is None:
                 raise NoSuchRoom(f"there is no room #{name}")
@@ -322,8 +334,15 @@ class ChatService(Service):
         if user.nick is None:
             raise NickRequired("choose a nickname first: type it, or /nick NAME")
 
+    def _roomName(self, name: str) -> str:
+        return checkRoom(name, self.settings.max_room_name_length)
+
     def _cleanText(self, text: str) -> str:
-        text = sanitize(text.strip())
+        text = text.strip()
+        limit = self.settings.max_message_length
+        if len(text) > limit:  # checked before escaping, which only makes text longer
+            raise MessageTooLong(f"message too long (the limit is {limit} characters)")
+        text = sanitize(text)
         if not text:
             raise EmptyText("nothing to send")
         return text

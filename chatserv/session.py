@@ -12,13 +12,15 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from chatserv import events as ev
 from chatserv.commands import Request, parseJSON, parseLine
-from chatserv.errors import ChatError, NickRequired
+from chatserv.errors import ChatError, NickRequired, RateLimited
 from chatserv.interfaces import IChatClient
+from chatserv.limits import FloodGuard, Verdict
 from chatserv.service import ChatService
 
 _log = Logger()
@@ -36,6 +38,13 @@ class Session:
         self._pending: deque[Callable[[], Request | None]] = deque()
         self._busy = False
         self.closed = False
+        settings = service.settings
+        self._flood = FloodGuard(
+            settings.rate_limit, settings.rate_burst, settings.flood_max_dropped, service.now()
+        )
+        self._nickTimer: IDelayedCall | None = service.clock.callLater(
+            settings.nick_timeout, self._noNick
+        )
         _log.info("connect from {address}", address=client.address)
         if service.settings.motd:
             service.notice(self.user, service.settings.motd)
@@ -64,6 +73,7 @@ class Session:
             return
         self.closed = True
         self._pending.clear()
+        self._stopNickTimer()
         self.service.disconnect(self.user, why)
         _log.info(
             "disconnect {address} ({nick}): {why}",
@@ -78,13 +88,53 @@ class Session:
         self.service.tell(self.user, event)
 
     def quit(self, reason: str) -> None:
-        self.connectionLost(f"quit: {reason}" if reason else "quit")
-        self.client.close("Goodbye.")
+        self.end(f"quit: {reason}" if reason else "quit", "Goodbye.")
+
+    def end(self, why: str, farewell: str) -> None:
+        """Close the session: C{why} is for the room and the log, C{farewell} for the client."""
+        self.connectionLost(why)
+        self.client.close(farewell)
+
+    # -- limits --------------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        verdict = self._flood.check(self.service.now())
+        if verdict is Verdict.ACCEPT:
+            return True
+        if verdict is Verdict.WARN:
+            rate = self.service.settings.rate_limit
+            self.reply(
+                ev.Error(
+                    RateLimited.code,
+                    f"slow down: you are sending more than {rate:g} requests a second; "
+                    "what you send is dropped until you do",
+                    self.service.now(),
+                )
+            )
+            _log.info(
+                "{address} ({nick}): rate limited",
+                address=self.client.address,
+                nick=self.user.nick or "-",
+            )
+        elif verdict is Verdict.DISCONNECT:
+            self.end("flooding", "disconnected: you sent too much, too fast")
+        return False
+
+    def _noNick(self) -> None:
+        self._nickTimer = None
+        if self.user.nick is None and not self.closed:
+            timeout = self.service.settings.nick_timeout
+            self.end("no nickname", f"disconnected: no nickname chosen in {timeout:g} seconds")
+
+    def _stopNickTimer(self) -> None:
+        if self._nickTimer is not None:
+            self._nickTimer.cancel()
+            self._nickTimer = None
 
     # -- running requests in order -----------------------------------------------------
 
     def _submit(self, parse: Callable[[], Request | None]) -> None:
-        if self.closed:
+        if self.closed or not self._admit():
             return
         self._pending.append(parse)
         if not self._busy:
@@ -104,6 +154,8 @@ class Session:
                 if not result.called:  # it waits: hold back the rest until it is done
                     self._busy = True
                     result.addBoth(self._resume)
+        if self._nickTimer is not None and self.user.nick is not None:
+            self._stopNickTimer()
 
     def _run(self, parse: Callable[[], Request | None]):
         # Parse now, not on arrival: what a line means depends on the state left by the

@@ -1,8 +1,20 @@
-"""Wire protocols: thin adapters between bytes and a L{chatserv.session.Session}."""
+"""Wire protocols: thin adapters between bytes and a L{chatserv.session.Session}.
+
+What every wire shares lives here: how peers are named in logs, the connection limits
+applied when a connection is accepted, and the slow-reader guard.
+"""
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from chatserv.limits import OutputGuard
+
+_log = Logger()
 
 
 def peerText(kind: str, address: object) -> str:
@@ -12,3 +24,89 @@ def peerText(kind: str, address: object) -> str:
     if isinstance(address, IPv6Address):
         return f"{kind} [{address.host}]:{address.port}"
     return f"{kind} {address}"
+
+
+class Refusal(Protocol):
+    """Says why a connection is refused, then closes it."""
+
+    def __init__(self, message: bytes) -> None:
+        self.message = message
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.message)
+        self.transport.loseConnection()
+
+
+class AdmissionMixin:
+    """For factories: apply the service's connection limits in C{buildProtocol}.
+
+    The factory provides C{service}, C{kind} and C{refusal(reason) -> bytes}; a protocol
+    it builds must call L{released} when its connection is lost.
+    """
+
+    def buildProtocol(self, addr):
+        host = str(getattr(addr, "host", addr))
+        why = self.service.admission.admit(host)
+        if why is not None:
+            _log.info(
+                "refused {kind} connection from {host}: {why}", kind=self.kind, host=host, why=why
+            )
+            return Refusal(self.refusal(why))
+        protocol = super().buildProtocol(addr)
+        protocol.admittedFrom = host
+        return protocol
+
+
+def released(protocol) -> None:
+    """Give back the connection slot a protocol was admitted with (once)."""
+    host = protocol.__dict__.pop("admittedFrom", None)
+    if host is not None:
+        protocol.factory.service.admission.release(host)
+
+
+def guardOutput(protocol, kind: str) -> OutputGuard:
+    """Register a slow-reader guard as the producer of C{protocol}'s transport."""
+    settings = protocol.factory.service.settings
+
+    def tooSlow(backlog: int) -> None:
+        _log.info(
+            "dropping {address}: not reading ({backlog} bytes waiting, the limit is {limit})",
+            address=protocol.address,
+            backlog=backlog,
+            limit=settings.max_output_buffer,
+        )
+        protocol.dropSlowReader()
+
+    guard = OutputGuard(settings.max_output_buffer, tooSlow)
+    protocol.transport.registerProducer(guard, True)
+    return guard
+
+
+def keepAlive(transport, idle: float, timeout: float) -> None:
+    """Have the kernel probe an idle TCP connection and close it when the peer is gone.
+
+    Invisible to nc and telnet users, unlike a keepalive line would be. Probes start after
+    C{idle} seconds of silence; three unanswered probes spread over C{timeout} end it.
+    """
+    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
+    if setKeepAlive is None:  # not TCP (tests' in-memory transports, UNIX sockets)
+        return
+    setKeepAlive(True)
+    sock = _socketOf(transport)
+    if sock is None or not hasattr(socket, "TCP_KEEPIDLE"):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(timeout / 3)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
+def _socketOf(transport) -> socket.socket | None:
+    # A TLS transport wraps the TCP one; the socket belongs to the innermost.
+    for _ in range(4):
+        sock = getattr(transport, "socket", None)
+        if isinstance(sock, socket.socket):
+            return sock
+        transport = getattr(transport, "transport", None)
+        if transport is None:
+            return None
+    return None

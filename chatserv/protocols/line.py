@@ -18,9 +18,9 @@ from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv import render
-from chatserv.errors import BadEncoding, LineTooLong
+from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import peerText
+from chatserv.protocols import AdmissionMixin, guardOutput, keepAlive, peerText, released
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -50,12 +50,16 @@ class LineChatProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.address = peerText(self.factory.kind, self.transport.getPeer())
+        settings = self.factory.service.settings
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
             setNoDelay(True)
+        keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
+        self._guard = guardOutput(self, self.factory.kind)
         self._buffer = b""
         self._discarding = False  # inside an overlong line, dropping up to its end
-        self._limit = self.factory.service.settings.max_line_length
+        self._limit = settings.max_line_length
+        self._lostBecause = "connection lost"
         self.session = Session(self.factory.service, self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -95,24 +99,34 @@ class LineChatProtocol(Protocol):
         )
 
     def connectionLost(self, reason=None) -> None:
+        released(self)
         session = getattr(self, "session", None)
         if session is not None:
-            session.connectionLost()
+            session.connectionLost(self._lostBecause)
+
+    def dropSlowReader(self) -> None:
+        self._lostBecause = "not reading"
+        self.transport.abortConnection()
 
     # -- IChatClient -------------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
-        self.transport.write(payload)
+        if not self._guard.tripped:  # once it is being dropped, queue nothing more
+            self.transport.write(payload)
+            self._guard.written(len(payload))
 
     def close(self, reason: str) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
         self.transport.loseConnection()
 
 
-class LineChatFactory(Factory):
+class LineChatFactory(AdmissionMixin, Factory):
     protocol = LineChatProtocol
     noisy = False  # connects are logged by the session, with the peer
 
     def __init__(self, service: ChatService, kind: str = "tcp") -> None:
         self.service = service
-        self.kind = kind  # how logs name this listener's peers: tcp, later tls
+        self.kind = kind  # how logs name this listener's peers: tcp, tls
+
+    def refusal(self, reason: str) -> bytes:
+        return render.lineBytes(ev.Error(TooManyConnections.code, reason, self.service.now()))

@@ -20,7 +20,7 @@ from chatserv import __version__, render
 from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import peerText
+from chatserv.protocols import AdmissionMixin, guardOutput, peerText, released
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -61,6 +61,19 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
         self.wire = self.factory.textWire
         return None
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._guard = guardOutput(self, self.factory.kind)
+        self._lostBecause = "connection lost"
+
+    def connectionLost(self, reason) -> None:
+        released(self)
+        super().connectionLost(reason)
+
+    def dropSlowReader(self) -> None:
+        self._lostBecause = "not reading"
+        self.transport.abortConnection()
+
     def onOpen(self) -> None:
         self.session = Session(self.factory.service, self)
 
@@ -82,21 +95,22 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.session is not None:
-            self.session.connectionLost()
+            self.session.connectionLost(self._lostBecause)
 
     # -- IChatClient -------------------------------------------------------------------
 
     def send(self, payload: tuple[PreparedMessage, ...]) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
+        if self.state == WebSocketServerProtocol.STATE_OPEN and not self._guard.tripped:
             for frame in payload:
                 self.sendPreparedMessage(frame)
+                self._guard.written(len(frame.payloadHybi))
 
     def close(self, reason: str) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
         self.sendClose(1000)
 
 
-class WebSocketChatFactory(WebSocketServerFactory):
+class WebSocketChatFactory(AdmissionMixin, WebSocketServerFactory):
     protocol = WebSocketChatProtocol
     noisy = False
 
@@ -117,8 +131,21 @@ class WebSocketChatFactory(WebSocketServerFactory):
             # handshake timeout can fire at once and abort the connection, discarding the
             # goodbye notice and close frame before the client reads them.
             closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT,
+            # Ping idle connections; no pong in time closes them. (Rounded down to whole
+            # seconds by Autobahn, like every timer of its.)
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
         )
         self.service = service
         self.kind = kind
         self.textWire = FrameWire(self, render.lines)
+        self._refusal = f"HTTP/1.1 503 Service Unavailable\r\nServer: {self.server}\r\n"
         self.jsonWire = FrameWire(self, lambda event: [render.jsonText(event)])
+
+    def refusal(self, reason: str) -> bytes:
+        body = (reason + "\n").encode("utf-8")
+        head = (
+            f"{self._refusal}Content-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        return head.encode("ascii") + body

@@ -1,0 +1,271 @@
+"""Each limit: its default, what the client sees when it is hit, and that others go on."""
+
+import pytest
+from helpers import LineConnection, makeService, named
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from chatserv.config import Settings
+from chatserv.limits import ConnectionLimiter, FloodGuard, OutputGuard, TokenBucket, Verdict
+from chatserv.protocols.line import LineChatFactory
+from chatserv.protocols.ws import WebSocketChatFactory
+
+
+def test_defaults_are_the_documented_ones():
+    s = Settings()
+    assert (s.max_line_length, s.ws_max_message_size, s.max_message_length) == (2048, 65536, 1024)
+    assert (s.max_room_name_length, s.max_rooms) == (32, 1000)
+    assert (s.max_connections, s.max_connections_per_ip, s.max_output_buffer) == (
+        10000,
+        100,
+        262144,
+    )
+    assert (s.rate_limit, s.rate_burst, s.flood_max_dropped) == (5.0, 20, 50)
+    assert (s.nick_timeout, s.ping_interval, s.ping_timeout) == (60.0, 60.0, 30.0)
+
+
+# -- the building blocks -----------------------------------------------------------------
+
+
+def test_token_bucket_allows_burst_then_rate():
+    bucket = TokenBucket(rate=2, burst=3, now=0)
+    assert [bucket.take(0) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(0.5) is True and bucket.take(0.5) is False
+    assert [bucket.take(100) for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+def test_flood_guard_warns_once_drops_then_disconnects():
+    guard = FloodGuard(rate=1, burst=2, maxDropped=3, now=0)
+    verdicts = [guard.check(0) for _ in range(6)]
+    assert verdicts == [
+        Verdict.ACCEPT,
+        Verdict.ACCEPT,
+        Verdict.WARN,
+        Verdict.DROP,
+        Verdict.DROP,
+        Verdict.DISCONNECT,
+    ]
+
+
+def test_flood_guard_forgives_an_occasional_burst():
+    guard = FloodGuard(rate=1, burst=2, maxDropped=3, now=0)
+    assert [guard.check(0) for _ in range(4)][-1] is Verdict.DROP
+    assert guard.check(10) is Verdict.ACCEPT  # ten seconds later: all forgiven
+    assert [guard.check(10) for _ in range(4)] == [
+        Verdict.ACCEPT,
+        Verdict.WARN,  # a new episode is warned about again
+        Verdict.DROP,
+        Verdict.DROP,
+    ]
+
+
+def test_connection_limiter_per_address_and_total():
+    limiter = ConnectionLimiter(maxTotal=3, maxPerAddress=2)
+    assert limiter.admit("a") is None and limiter.admit("a") is None
+    assert "too many connections from your address (the limit is 2)" in limiter.admit("a")
+    assert limiter.admit("b") is None
+    assert "the server is full (3 connections)" in limiter.admit("c")
+    limiter.release("a")
+    assert limiter.admit("c") is None
+    limiter.release("nobody")  # harmless
+    assert limiter.total == 3 and limiter.byAddress == {"a": 1, "b": 1, "c": 1}
+
+
+def test_output_guard_counts_only_while_paused():
+    tripped = []
+    guard = OutputGuard(limit=100, overflow=tripped.append)
+    guard.written(1000)  # the transport is keeping up: nothing counted
+    guard.pauseProducing()
+    guard.written(60)
+    guard.resumeProducing()  # drained: start again
+    guard.pauseProducing()
+    guard.written(60)
+    assert tripped == []
+    guard.written(60)
+    guard.written(60)
+    assert tripped == [120]  # once
+
+
+# -- on the line protocol ----------------------------------------------------------------
+
+
+def test_flooding_client_is_warned_throttled_then_disconnected():
+    service, clock = makeService(rate_limit=5, rate_burst=20, flood_max_dropped=50)
+    alice = named(service, "alice")
+    flooder = named(service, "flood", port=5001)
+    alice.output()
+    flooder.send("".join(f"spam {i}\n" for i in range(30)))
+    assert len(alice.lines()) == 19  # the burst of 20, less the nickname line
+    (warning,) = flooder.lines()
+    assert warning == (
+        "[12:00:00] error: slow down: you are sending more than 5 requests a second; "
+        "what you send is dropped until you do"
+    )
+    clock.advance(1)
+    flooder.send("".join(f"more {i}\n" for i in range(10)))
+    assert [line.split("> ")[1] for line in alice.lines()] == [f"more {i}" for i in range(5)]
+    assert flooder.lines() == [
+        "[12:00:01] error: slow down: you are sending more than 5 "
+        "requests a second; what you send is dropped until you do"
+    ]
+    assert not flooder.transport.disconnecting
+    flooder.send("x\n" * 60)  # a sustained flood
+    assert flooder.lines()[-1] == "[12:00:01] -!- disconnected: you sent too much, too fast"
+    assert flooder.transport.disconnecting
+    assert alice.lines() == ["[12:00:01] #lobby <-- flood has left (flooding)"]
+    alice.send("/who\n")
+    assert alice.lines() == ["[12:00:01] #lobby users (1): alice"]
+
+
+def test_garbage_counts_against_the_rate_too():
+    service, _ = makeService(rate_limit=1, rate_burst=2, flood_max_dropped=2)
+    conn = named(service, "alice")
+    conn.send(b"\xff\xfe\x80\n" * 10)
+    assert conn.transport.disconnecting
+
+
+def test_nickname_must_be_chosen_in_time():
+    service, clock = makeService(nick_timeout=30)
+    idle = LineConnection(service, port=6000)
+    prompt = LineConnection(service, port=6001)
+    prompt.send("bob\n")
+    idle.output()
+    clock.advance(29)
+    assert not idle.transport.disconnecting
+    clock.advance(1)
+    assert idle.lines() == ["[12:00:30] -!- disconnected: no nickname chosen in 30 seconds"]
+    assert idle.transport.disconnecting
+    assert not prompt.transport.disconnecting  # had chosen one
+    assert not clock.getDelayedCalls()  # bob's timer was cancelled when he chose
+
+
+def test_nick_timer_is_cancelled_when_the_connection_goes():
+    service, clock = makeService()
+    conn = LineConnection(service)
+    conn.drop()
+    assert not clock.getDelayedCalls()
+
+
+def test_message_length_limit():
+    service, _ = makeService(max_message_length=10)
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    bob.send("0123456789\n01234567890\n/msg alice 01234567890\n")
+    assert bob.lines() == [
+        "[12:00:00] error: message too long (the limit is 10 characters)",
+        "[12:00:00] error: message too long (the limit is 10 characters)",
+    ]
+    assert alice.lines() == ["[12:00:00] #lobby <bob> 0123456789"]
+
+
+def test_room_limits():
+    service, _ = makeService(max_rooms=3, max_room_name_length=8)
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    alice.send("/join abcdefghi\n")
+    assert "invalid room name" in alice.lines()[0]
+    alice.send("/join one\n")
+    bob.send("/join two\n")
+    alice.output()
+    alice.send("/join three\n")
+    assert alice.lines() == [
+        "[12:00:00] error: there are too many rooms (the limit is 3); "
+        "join one that exists: /rooms lists them"
+    ]
+    assert sorted(service.rooms) == ["lobby", "one", "two"]
+    alice.send("/join two\n")  # existing rooms can still be joined
+    assert alice.lines()[0] == "[12:00:00] #two --> alice has joined"
+
+
+def test_room_names_may_be_longer_when_configured():
+    service, _ = makeService(max_room_name_length=50)
+    alice = named(service, "alice")
+    alice.send("/join " + "r" * 50 + "\n")
+    assert alice.lines()[0].endswith("r" * 50 + " --> alice has joined")
+
+
+@pytest.mark.parametrize("factoryClass", [LineChatFactory, WebSocketChatFactory])
+def test_connection_limits_apply_across_listeners(factoryClass):
+    service, clock = makeService(max_connections_per_ip=2, max_connections=3)
+    lines = LineChatFactory(service)
+    other = (
+        factoryClass(service, reactor=clock)
+        if factoryClass is WebSocketChatFactory
+        else (factoryClass(service))
+    )
+
+    opened = []
+
+    def connect(factory, host):
+        address = IPv4Address("TCP", host, 1234)
+        protocol = factory.buildProtocol(address)
+        transport = StringTransport(peerAddress=address)
+        protocol.makeConnection(transport)
+        opened.append(protocol)
+        return protocol, transport
+
+    first, _ = connect(lines, "1.1.1.1")
+    connect(other, "1.1.1.1")
+    _, refused = connect(lines, "1.1.1.1")
+    assert refused.value() == (
+        b"[12:00:00] error: too many connections from your address (the limit is 2)\r\n"
+    )
+    assert refused.disconnecting
+    connect(lines, "2.2.2.2")
+    _, full = connect(other, "3.3.3.3")
+    assert b"the server is full (3 connections)" in full.value()
+    first.connectionLost(None)
+    _, again = connect(lines, "1.1.1.1")
+    assert not again.disconnecting
+    for protocol in opened[1:]:  # stops Autobahn's handshake timers
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def test_websocket_refusal_is_an_http_503():
+    service, clock = makeService(max_connections_per_ip=1)
+    factory = WebSocketChatFactory(service, reactor=clock)
+    address = IPv4Address("TCP", "1.1.1.1", 1)
+    admitted = factory.buildProtocol(address)
+    admitted.makeConnection(StringTransport(peerAddress=address))
+    refused = StringTransport(peerAddress=address)
+    factory.buildProtocol(address).makeConnection(refused)
+    admitted.connectionLost(Failure(ConnectionDone()))
+    assert refused.value().startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert refused.value().endswith(
+        b"\r\n\r\ntoo many connections from your address (the limit is 1)\n"
+    )
+
+
+def test_slow_reader_is_dropped_and_others_keep_receiving():
+    service, _ = makeService(max_output_buffer=2000, rate_limit=1e6, rate_burst=10**6)
+    slow = named(service, "slow")
+    fast = named(service, "fast", port=5001)
+    talker = named(service, "talker", port=5002)
+    slow.output()
+    fast.output()
+    # The transport asks its producer to pause when its buffer is full, i.e. the client
+    # is not reading; StringTransport never does that by itself, so say it here.
+    slow.transport.producer.pauseProducing()
+    talker.send("".join(f"message number {i:04}\n" for i in range(100)))
+    assert slow.transport.disconnecting  # aborted, not waiting for a flush
+    assert len(slow.transport.value()) < 2000 + 200  # the backlog stopped at the limit
+    slow.drop()  # what the reactor does after an abort
+    received = fast.lines()
+    assert sum("<talker> message number" in line for line in received) == 100
+    assert received[-1] == "[12:00:00] #lobby <-- slow has left (not reading)"
+    assert service.findUser("slow") is None
+
+
+def test_reader_that_catches_up_is_not_dropped():
+    service, _ = makeService(max_output_buffer=2000, rate_limit=1e6, rate_burst=10**6)
+    reader = named(service, "reader")
+    talker = named(service, "talker", port=5001)
+    for _ in range(10):
+        reader.transport.producer.pauseProducing()
+        talker.send("".join(f"message number {i:04}\n" for i in range(30)))
+        reader.transport.producer.resumeProducing()  # it read everything
+    assert not reader.transport.disconnecting
