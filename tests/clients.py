@@ -18,6 +18,7 @@ class _Inbox:
     def __init__(self) -> None:
         self.queue: defer.DeferredQueue = defer.DeferredQueue()
         self.closed: defer.Deferred = defer.Deferred()
+        self.history: list = []  # everything received, skipped or not
 
     async def next(self):
         from twisted.internet import reactor
@@ -49,7 +50,8 @@ class LineClient(LineOnlyReceiver, _Inbox):
         _Inbox.__init__(self)
 
     def lineReceived(self, line: bytes) -> None:
-        self.queue.put(line.decode("utf-8"))
+        self.history.append(line.decode("utf-8"))
+        self.queue.put(self.history[-1])
 
     def say(self, text: str | bytes) -> None:
         self.transport.write((text.encode() if isinstance(text, str) else text) + b"\n")
@@ -73,7 +75,8 @@ class WSClient(WebSocketClientProtocol, _Inbox):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         text = payload.decode("utf-8")
-        self.queue.put(json.loads(text) if self.factory.isJSON else text)
+        self.history.append(json.loads(text) if self.factory.isJSON else text)
+        self.queue.put(self.history[-1])
 
     def onClose(self, wasClean, code, reason) -> None:
         self.closeCode = code

@@ -1,0 +1,183 @@
+"""Limits over real sockets: floods, slow readers, many connections, dead peers."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest_twisted
+from clients import connectLine, eventually
+from twisted.internet import defer, task
+from twisted.internet.endpoints import serverFromString
+
+from chatserv.config import Settings
+from chatserv.protocols.line import LineChatFactory
+from chatserv.protocols.ws import WebSocketChatFactory
+from chatserv.service import ChatService
+
+LOCAL = "tcp:0:interface=127.0.0.1:backlog=1024"
+
+
+async def startServer(**settings):
+    from twisted.internet import reactor
+
+    chat = ChatService(Settings(**settings), clock=reactor)
+    chat.startService()
+    tcp = await serverFromString(reactor, LOCAL).listen(LineChatFactory(chat))
+    ws = await serverFromString(reactor, LOCAL).listen(WebSocketChatFactory(chat, reactor=reactor))
+    return chat, tcp, ws
+
+
+async def stopServer(chat, *ports, clients=()):
+    for port in ports:
+        await port.stopListening()
+    for client in clients:
+        if client.transport.connected:
+            await client.hangUp()
+    chat.stopService()
+    await eventually(lambda: chat.admission.total == 0)
+
+
+async def named(port: int, nick: str):
+    client = await connectLine(port)
+    await client.until("Type a nickname")
+    client.say(nick)
+    await client.until("users (")
+    return client
+
+
+@pytest_twisted.ensureDeferred
+async def test_flood_is_throttled_then_dropped_while_others_chat():
+    from twisted.internet import reactor
+
+    chat, tcp, ws = await startServer()
+    port = tcp.getHost().port
+    alice = await named(port, "alice")
+    bob = await named(port, "bob")
+    flooder = await named(port, "flooder")
+    await alice.until("flooder has joined")
+    await bob.until("flooder has joined")
+
+    def flood():
+        if flooder.transport.connected:
+            flooder.transport.write(b"spam spam spam spam spam spam spam spam\n" * 200)
+
+    pump = task.LoopingCall(flood)
+    pump.start(0.01)
+    latencies = []
+    try:
+        for i in range(10):
+            sent = time.monotonic()
+            alice.say(f"ping {i}")
+            await bob.until(f"<alice> ping {i}")
+            latencies.append(time.monotonic() - sent)
+            await task.deferLater(reactor, 0.05)
+        assert "error: slow down: you are sending more than 5 requests a second" in (
+            await flooder.until("slow down")
+        )
+        assert "disconnected: you sent too much, too fast" in await flooder.until("disconnected")
+        await flooder.closed
+        await eventually(lambda: chat.findUser("flooder") is None)
+        assert any("#lobby <-- flooder has left (flooding)" in line for line in bob.history)
+    finally:
+        pump.stop()
+    # Generous: on a loaded CI machine a few ms become tens; a starved room would be seconds.
+    assert max(latencies) < 1.0, latencies
+    await stopServer(chat, tcp, ws, clients=[alice, bob])
+
+
+@pytest_twisted.ensureDeferred
+async def test_slow_reader_in_a_busy_room():
+    from twisted.internet import reactor
+
+    # Default output cap (256 KiB); flood control off so that one talker can be busy.
+    chat, tcp, ws = await startServer(rate_limit=1e6, rate_burst=10**6, flood_max_dropped=10**6)
+    port = tcp.getHost().port
+    # A reader that never reads, with small buffers so the server notices soon.
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(b"slow\n")
+    await eventually(lambda: chat.findUser("slow") is not None)
+    server_side = chat.findUser("slow").client.transport
+    server_side.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader = await named(port, "reader")
+    talker = await named(port, "talker")
+    total, line = 4000, "x" * 200
+    for i in range(0, total, 100):  # about 1 MB/s to each member
+        talker.say("\n".join(f"{line} {j}" for j in range(i, i + 100)).encode())
+        await task.deferLater(reactor, 0.02)
+    got = 0
+    while got < total:
+        if f"{line} " in await reader.next():
+            got += 1
+    assert got == total  # every message reached the member who reads
+    await eventually(lambda: chat.findUser("slow") is None)
+    assert any("#lobby <-- slow has left (not reading)" in item for item in reader.history)
+    assert any("#lobby <-- slow has left (not reading)" in item for item in talker.history)
+    slow.close()
+    await stopServer(chat, tcp, ws, clients=[reader, talker])
+
+
+@pytest_twisted.ensureDeferred
+async def test_200_connections_from_one_address_against_a_limit_of_100():
+    chat, tcp, ws = await startServer(max_connections_per_ip=100, nick_timeout=30)
+    port = tcp.getHost().port
+    clients = await defer.gatherResults(
+        [defer.ensureDeferred(connectLine(port)) for _ in range(200)]
+    )
+    first = await defer.gatherResults([defer.ensureDeferred(c.next()) for c in clients])
+    greeted = [c for c, line in zip(clients, first, strict=True) if "Type a nickname" in line]
+    refused = [c for c, line in zip(clients, first, strict=True) if "too many connections" in line]
+    assert (len(greeted), len(refused)) == (100, 100)
+    assert first[clients.index(refused[0])].endswith(
+        "error: too many connections from your address (the limit is 100)"
+    )
+    await defer.gatherResults([c.closed for c in refused])  # the server closed them
+    assert chat.admission.byAddress == {"127.0.0.1": 100}
+    await greeted[0].hangUp()
+    again = await connectLine(port)
+    assert "Type a nickname" in await again.next()  # a freed slot is usable again
+    await stopServer(chat, tcp, ws, clients=greeted[1:] + [again])
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_connections_get_tuned_tcp_keepalive():
+    chat, tcp, ws = await startServer(ping_interval=45, ping_timeout=15)
+    alice = await named(tcp.getHost().port, "alice")
+    sock = chat.findUser("alice").client.transport.getHandle()
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 45
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+    await stopServer(chat, tcp, ws, clients=[alice])
+
+
+@pytest_twisted.ensureDeferred
+async def test_dead_websocket_is_closed_after_unanswered_pings():
+    from twisted.internet import reactor
+
+    chat, tcp, ws = await startServer(ping_interval=1, ping_timeout=1)
+    # A client that completes the handshake and then never answers anything.
+    dead = socket.create_connection(("127.0.0.1", ws.getHost().port))
+    dead.sendall(
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await eventually(lambda: len(chat.sessions) == 1)
+    started = time.monotonic()
+    dead.setblocking(False)
+    received = bytearray()
+
+    def readAndCheck() -> bool:
+        try:
+            received.extend(dead.recv(65536))
+        except (BlockingIOError, ConnectionResetError):
+            pass
+        return not chat.sessions
+
+    await eventually(readAndCheck, timeout=10)
+    assert time.monotonic() - started < 5  # pinged within ~1 s, given up ~1 s later
+    assert b"\x89" in received  # it was pinged: a ping frame (FIN + opcode 0x9)
+    dead.close()
+    await task.deferLater(reactor, 0)
+    await stopServer(chat, tcp, ws)
