@@ -256,7 +256,9 @@ def parseJSON(text: str) -> Request:
     Raises L{BadRequest} or L{UnknownCommand} for anything malformed.
     """
     try:
-        obj = json.loads(text)
+        # Numbers are never used as values; parse_int=float keeps a 5000-digit one in an
+        # ignored field from tripping int()'s digit limit.
+        obj = json.loads(text, parse_int=float)
     except (ValueError, RecursionError):  # deep nesting raises RecursionError
         raise BadRequest("malformed JSON: send one JSON object per frame") from None
     if not isinstance(obj, dict):

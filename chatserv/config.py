@@ -47,6 +47,7 @@ class Settings:
     nick_timeout: float = 60.0  # to choose a nickname after connecting
     ping_interval: float = 60.0  # idle time before a connection is checked for life
     ping_timeout: float = 30.0  # time a check may take before the connection is closed
+    tls_handshake_timeout: float = 30.0  # to complete a TLS handshake
     ws_allowed_origins: tuple[str, ...] = ("*",)
 
 
@@ -69,10 +70,16 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "flood_max_dropped",
         )
     },
-    "timeouts": {name: name for name in ("nick_timeout", "ping_interval", "ping_timeout")},
+    "timeouts": {
+        name: name
+        for name in ("nick_timeout", "ping_interval", "ping_timeout", "tls_handshake_timeout")
+    },
     "websocket": {"allowed_origins": "ws_allowed_origins"},
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+LISTENER_KINDS = ("tcp", "ws", "tls", "wss")
 
 
 @dataclass
@@ -81,6 +88,10 @@ class Config:
 
     tcp: list[str] = field(default_factory=list)
     ws: list[str] = field(default_factory=list)
+    tls: list[str] = field(default_factory=list)
+    wss: list[str] = field(default_factory=list)
+    tlsCert: str | None = None  # paths as given, relative ones resolved against the file
+    tlsKey: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +133,8 @@ def loadConfig(path: str | Path) -> Config:
             problems.append(f"[{section}] must be a table")
         elif section == "listen":
             _readListen(table, config, problems)
+        elif section == "tls":
+            _readTLS(table, config, Path(path).parent, problems)
         elif section in _SECTIONS:
             for key, value in table.items():
                 name = _SECTIONS[section].get(key)
@@ -140,9 +153,23 @@ def loadConfig(path: str | Path) -> Config:
     return config
 
 
+def _readTLS(table: dict[str, Any], config: Config, base: Path, problems: list[str]) -> None:
+    for key, value in table.items():
+        if key not in ("cert", "key"):
+            problems.append(f"unknown setting tls.{key}")
+        elif not isinstance(value, str):
+            problems.append(f"tls.{key} must be a file name")
+        else:
+            resolved = str(base / value)  # an absolute value stays as it is
+            if key == "cert":
+                config.tlsCert = resolved
+            else:
+                config.tlsKey = resolved
+
+
 def _readListen(table: dict[str, Any], config: Config, problems: list[str]) -> None:
     for key, value in table.items():
-        if key not in ("tcp", "ws"):
+        if key not in LISTENER_KINDS:
             problems.append(f"unknown setting listen.{key}")
             continue
         values = value if isinstance(value, list) else [value]
@@ -209,4 +236,5 @@ _AT_LEAST = {
     "nick_timeout": 1,
     "ping_interval": 1,
     "ping_timeout": 1,
+    "tls_handshake_timeout": 1,
 }

@@ -251,6 +251,8 @@ class ChatService(Service):
         self._leave(user, room, reason)
 
     def _leave(self, user: User, room: Room, reason: str) -> None:
+        # A quit reason is user text: bound it and make it safe like any message.
+        reason = sanitize(reason[: self.settings.max_message_length])
         self.bus.publish(ev.Left(room.name, user.nick, reason, self.now()), rooms=(room.key,))
         del room.members[user.key]
         del user.rooms[room.key]

@@ -20,6 +20,7 @@ from chatserv import __version__
 from chatserv.config import (
     DEFAULT_TCP,
     DEFAULT_WS,
+    LISTENER_KINDS,
     Config,
     ConfigError,
     loadConfig,
@@ -49,6 +50,8 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Read settings from this TOML file (sample: etc/chatserv.toml)."],
         ["default-room", None, None, "The room users land in [default: lobby]."],
+        ["tls-cert", None, None, "PEM certificate (then its chain) for --tls and --wss."],
+        ["tls-key", None, None, "PEM private key for --tls-cert [default: in the cert file]."],
         [
             "max-line-length",
             None,
@@ -60,8 +63,8 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["tcp"] = []
-        self["ws"] = []
+        for kind in LISTENER_KINDS:
+            self[kind] = []
 
     def parseOptions(self, options=None) -> None:
         # One line instead of twistd's full usage dump; --help still prints the usage.
@@ -78,28 +81,51 @@ class Options(usage.Options):
         """Listen for websocket clients on ENDPOINT; repeatable."""
         self["ws"].append(endpoint)
 
+    def opt_tls(self, endpoint: str) -> None:
+        """Listen for line clients over TLS on ENDPOINT (needs --tls-cert); repeatable."""
+        self["tls"].append(endpoint)
+
+    def opt_wss(self, endpoint: str) -> None:
+        """Listen for websocket clients over TLS on ENDPOINT (needs --tls-cert); repeatable."""
+        self["wss"].append(endpoint)
+
     def opt_version(self) -> None:
         """Print the chatserv version and exit."""
         print(f"chatserv {__version__}")
         sys.exit(0)
 
     def postOptions(self) -> None:
+        from chatserv.tls import TLSConfigError, TLSCredentials
+
         try:
             config = loadConfig(self["config"]) if self["config"] else Config()
-            tcp = [normaliseEndpoint(e) for e in self["tcp"]] or config.tcp
-            ws = [normaliseEndpoint(e) for e in self["ws"]] or config.ws
-            if not tcp and not ws:
-                tcp, ws = [normaliseEndpoint(DEFAULT_TCP)], [normaliseEndpoint(DEFAULT_WS)]
+            # A kind given on the command line replaces the config file's list of it.
+            listeners = {
+                kind: [normaliseEndpoint(e) for e in self[kind]] or getattr(config, kind)
+                for kind in LISTENER_KINDS
+            }
+            if not any(listeners.values()):
+                listeners["tcp"] = [normaliseEndpoint(DEFAULT_TCP)]
+                listeners["ws"] = [normaliseEndpoint(DEFAULT_WS)]
             overrides = dict(config.settings)
             if self["default-room"] is not None:
                 overrides["default_room"] = self["default-room"]
             if self["max-line-length"] is not None:
                 overrides["max_line_length"] = self["max-line-length"]
             self["settings"] = makeSettings(overrides)
-        except ConfigError as e:
+            # Full ssl: descriptions carry their own certificate; everything else uses ours.
+            cert = self["tls-cert"] or config.tlsCert
+            key = self["tls-key"] or config.tlsKey
+            encrypted = listeners["tls"] + listeners["wss"]
+            self["credentials"] = None
+            if any(not d.startswith("ssl:") for d in encrypted):
+                if cert is None:
+                    raise ConfigError("--tls and --wss need a certificate: --tls-cert FILE")
+                self["credentials"] = TLSCredentials(cert, key)
+        except (ConfigError, TLSConfigError) as e:
             # One line, no usage dump: the value is wrong, not the way options are written.
             raise SystemExit(f"chatserv: error: {e}") from None
-        self["tcp"], self["ws"] = tcp, ws
+        self.update(listeners)
 
 
 @implementer(IStreamServerEndpoint)
@@ -144,30 +170,49 @@ class _Listener(StreamServerEndpointService):
             ) from None
 
 
-def listener(reactor, description: str, factory, what: str) -> IService:
-    from twisted.internet.endpoints import serverFromString
-
-    endpoint = _AnnouncedEndpoint(serverFromString(reactor, description), what)
-    return _Listener(endpoint, factory, description, what)
+def listener(endpoint, description: str, factory, what: str) -> IService:
+    return _Listener(_AnnouncedEndpoint(endpoint, what), factory, description, what)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
     from chatserv.protocols.line import LineChatFactory
     from chatserv.protocols.ws import WebSocketChatFactory
     from chatserv.service import ChatService
+    from chatserv.tls import TLSReloadService, tlsEndpoint
 
     top = MultiService()
-    chat = ChatService(options["settings"], clock=reactor)
+    settings = options["settings"]
+    chat = ChatService(settings, clock=reactor)
     # First child: stops last, after the listeners, so it can say goodbye to everyone.
     chat.setServiceParent(top)
-    if options["tcp"]:
-        lineFactory = LineChatFactory(chat)
-        for description in options["tcp"]:
-            listener(reactor, description, lineFactory, "line clients").setServiceParent(top)
-    if options["ws"]:
-        wsFactory = WebSocketChatFactory(chat, reactor=reactor)
-        for description in options["ws"]:
-            listener(reactor, description, wsFactory, "websocket clients").setServiceParent(top)
+    credentials = options.get("credentials")
+
+    def plain(description):
+        return serverFromString(reactor, description)
+
+    def encrypted(description):
+        return tlsEndpoint(reactor, description, credentials, settings.tls_handshake_timeout)
+
+    wires = [
+        ("tcp", plain, lambda: LineChatFactory(chat), "line clients"),
+        ("ws", plain, lambda: WebSocketChatFactory(chat, reactor=reactor), "websocket clients"),
+        ("tls", encrypted, lambda: LineChatFactory(chat, kind="tls"), "TLS line clients"),
+        (
+            "wss",
+            encrypted,
+            lambda: WebSocketChatFactory(chat, reactor=reactor, kind="wss"),
+            "TLS websocket clients",
+        ),
+    ]
+    for kind, endpoint, makeFactory, what in wires:
+        if options[kind]:
+            factory = makeFactory()  # one per wire, shared by its listeners
+            for description in options[kind]:
+                listener(endpoint(description), description, factory, what).setServiceParent(top)
+    if credentials is not None:
+        TLSReloadService(reactor, [credentials]).setServiceParent(top)
     return top

@@ -138,6 +138,7 @@ def test_nickname_must_be_chosen_in_time():
     assert idle.lines() == ["[12:00:30] -!- disconnected: no nickname chosen in 30 seconds"]
     assert idle.transport.disconnecting
     assert not prompt.transport.disconnecting  # had chosen one
+    idle.drop()  # the close completes
     assert not clock.getDelayedCalls()  # bob's timer was cancelled when he chose
 
 
@@ -269,3 +270,12 @@ def test_reader_that_catches_up_is_not_dropped():
         talker.send("".join(f"message number {i:04}\n" for i in range(30)))
         reader.transport.producer.resumeProducing()  # it read everything
     assert not reader.transport.disconnecting
+
+
+def test_a_close_that_never_completes_is_aborted():
+    service, clock = makeService(nick_timeout=10, ping_timeout=30)
+    stuck = LineConnection(service)  # e.g. stalled in a TLS handshake: nothing drains
+    clock.advance(10)
+    assert stuck.transport.disconnecting and not stuck.transport.disconnected  # asked politely
+    clock.advance(30)
+    assert stuck.transport.disconnected  # what abortConnection sets

@@ -709,13 +709,6 @@ def test_makecert_defaults_and_rsa(tmp_path):
 # -- known issue -------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LineChatProtocol.close() calls loseConnection() while its output guard is "
-    "still registered as the transport's producer; Twisted's TLS transport only sends "
-    "close_notify and closes once the producer is unregistered (plain TCP does not wait). "
-    "Fix: unregisterProducer() before loseConnection() in close().",
-)
 @pytest_twisted.ensureDeferred
 async def test_quit_over_tls_closes_the_connection(server):
     from twisted.internet import reactor

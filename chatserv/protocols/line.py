@@ -47,6 +47,7 @@ class LineChatProtocol(Protocol):
 
     factory: LineChatFactory
     address = "tcp (not connected)"
+    _abortLater = None
 
     def connectionMade(self) -> None:
         self.address = peerText(self.factory.kind, self.transport.getPeer())
@@ -99,6 +100,8 @@ class LineChatProtocol(Protocol):
         )
 
     def connectionLost(self, reason=None) -> None:
+        if self._abortLater is not None and self._abortLater.active():
+            self._abortLater.cancel()
         released(self)
         session = getattr(self, "session", None)
         if session is not None:
@@ -116,8 +119,17 @@ class LineChatProtocol(Protocol):
             self._guard.written(len(payload))
 
     def close(self, reason: str) -> None:
-        self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
+        service = self.factory.service
+        self.send(self.wire.render(ev.Notice(reason, service.now())))
+        # A registered producer holds back a TLS close_notify; it has no more to say.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
+        # loseConnection waits for the buffer to drain, which a stalled peer (or one stuck
+        # in a TLS handshake) never lets happen: give up on it after ping_timeout.
+        if self._abortLater is None:
+            self._abortLater = service.clock.callLater(
+                service.settings.ping_timeout, self.transport.abortConnection
+            )
 
 
 class LineChatFactory(AdmissionMixin, Factory):
