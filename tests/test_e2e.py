@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest_twisted
 from clients import connectLine, connectWS
+from tlshelpers import connectTLSLine, connectWSS, makeCert
 from twisted.internet import defer, protocol
 
 TWISTD = Path(sys.executable).with_name("twistd")
 
 
 class TwistdProcess(protocol.ProcessProtocol):
-    def __init__(self) -> None:
+    def __init__(self, expected: int = 2) -> None:
+        self.expected = expected  # listeners to wait for
         self.output = ""
         self.ports: dict[str, int] = {}
         self.listening = defer.Deferred()
@@ -23,9 +25,10 @@ class TwistdProcess(protocol.ProcessProtocol):
 
     def outReceived(self, data: bytes) -> None:
         self.output += data.decode("utf-8", "replace")
-        for what, port in re.findall(r"listening for (\w+) clients on [\d.]+:(\d+)", self.output):
+        found = re.findall(r"listening for ([\w ]+) clients on [\d.]+:(\d+)", self.output)
+        for what, port in found:
             self.ports[what] = int(port)
-        if len(self.ports) == 2 and not self.listening.called:
+        if len(self.ports) == self.expected and not self.listening.called:
             self.listening.callback(self.ports)
 
     errReceived = outReceived
@@ -79,3 +82,68 @@ async def test_twistd_chatserv_serves_both_ports(tmp_path):
         "disconnect tcp 127.0.0.1:",
     ):
         assert expected in proc.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_chatserv_over_tls(tmp_path):
+    from twisted.internet import reactor
+
+    cert, key = makeCert(tmp_path)
+    proc = TwistdProcess(expected=3)
+    local = "tcp:0:interface=127.0.0.1"
+    args = [
+        str(TWISTD),
+        "-n",
+        "--pidfile=",
+        "chatserv",
+        "--tcp",
+        local,
+        "--tls",
+        local,
+        "--wss",
+        local,
+        "--tls-cert",
+        str(cert),
+        "--tls-key",
+        str(key),
+    ]
+    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    try:
+        ports = await proc.listening.addTimeout(30, reactor)
+        alice = await connectTLSLine(ports["TLS line"], cert)
+        await alice.until("Type a nickname")
+        alice.say("alice")
+        await alice.until("#lobby users (1): alice")
+        bob = await connectWSS(ports["TLS websocket"], cert, json_=True)
+        bob.request(type="nick", nick="bob")
+        await bob.until(lambda e: e["type"] == "who")
+        carol = await connectLine(ports["line"])
+        carol.say("carol")
+        await carol.until("users (3)")
+        carol.say("hello encrypted world")
+        assert (await alice.until("<carol>")).endswith("<carol> hello encrypted world")
+        event = await bob.until(lambda e: e["type"] == "message")
+        assert event["text"] == "hello encrypted world"
+    finally:
+        if not proc.ended.called:
+            proc.transport.signalProcess("TERM")
+    for client in (alice, bob, carol):
+        await client.closed
+    assert await proc.ended.addTimeout(30, reactor) == (None, 15)
+    assert "Traceback" not in proc.output
+
+
+def test_tls_without_a_certificate_is_one_error_line(tmp_path):
+    import subprocess
+
+    result = subprocess.run(
+        [str(TWISTD), "-n", "--pidfile=", "chatserv", "--tls", "6697"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "chatserv: error: --tls and --wss need a certificate: --tls-cert FILE"
+    )

@@ -142,3 +142,45 @@ def test_port_in_use_stops_start_up_with_one_line():
         "chatserv: error: cannot listen for line clients on tcp:10001:backlog=1024: "
         "Address already in use"
     )
+
+
+def test_tls_listeners_from_the_config_file(tmp_path):
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    from chatserv.makecert import main as makecert
+
+    makecert(["--host", "localhost", "--out", str(tmp_path)])
+    path = tmp_path / "chat.toml"
+    path.write_text(
+        '[listen]\ntls = [6697]\nwss = ["tcp:8766:interface=127.0.0.1"]\n'
+        '[tls]\ncert = "chatserv.crt"\nkey = "chatserv.key"\n'  # relative to the file
+    )
+    options = parse("--config", str(path))
+    assert options["tcp"] == options["ws"] == []  # TLS only: no plain default listeners
+    assert options["credentials"].certificate is not None
+    reactor = MemoryReactor()
+    top = makeService(options, reactor=reactor)
+    top.privilegedStartService()
+    top.startService()
+    listening = {port: factory for port, factory, *_ in reactor.tcpServers}
+    assert sorted(listening) == [6697, 8766]
+    assert all(isinstance(f, TLSMemoryBIOFactory) for f in listening.values())
+    assert top.getServiceNamed("tls-reload").running
+    top.stopService()
+
+
+def test_tls_certificate_problems_are_one_line(tmp_path):
+    (tmp_path / "bad.crt").write_text("not a certificate")
+    message = refused("--tls", "6697", "--tls-cert", str(tmp_path / "bad.crt"))
+    assert message.startswith("chatserv: error: TLS certificate file")
+    assert "\n" not in message
+    assert "TLS certificate file" in refused("--wss", "1", "--tls-cert", "/nonexistent.crt")
+
+
+def test_full_ssl_descriptions_need_no_tls_cert_option(tmp_path):
+    from chatserv.makecert import main as makecert
+
+    makecert(["--out", str(tmp_path)])
+    description = f"ssl:6697:privateKey={tmp_path}/chatserv.key:certKey={tmp_path}/chatserv.crt"
+    options = parse("--tls", description)
+    assert options["tls"] == [description] and options["credentials"] is None
