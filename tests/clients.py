@@ -96,22 +96,29 @@ class WSClient(WebSocketClientProtocol, _Inbox):
         return self.closed
 
 
-async def connectLine(port: int) -> LineClient:
+def _endpoint(port: int, tls=None):
+    """A client endpoint to 127.0.0.1:C{port}, over TLS when C{tls} (client options) is given."""
     from twisted.internet import reactor
+    from twisted.internet.endpoints import SSL4ClientEndpoint
 
-    client = LineClient()
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
+    if tls is None:
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
+    return SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls, timeout=TIMEOUT)
+
+
+async def connectLine(port: int, tls=None) -> LineClient:
     from twisted.internet.endpoints import connectProtocol
 
-    await connectProtocol(endpoint, client)
+    client = LineClient()
+    await connectProtocol(_endpoint(port, tls), client)
     return client
 
 
-async def connectWS(port: int, json_: bool = False) -> WSClient:
+async def connectWS(port: int, json_: bool = False, tls=None) -> WSClient:
     from twisted.internet import reactor
 
     factory = WebSocketClientFactory(
-        f"ws://127.0.0.1:{port}/",
+        f"{'wss' if tls else 'ws'}://localhost:{port}/",
         protocols=["chatserv.v1.json"] if json_ else None,
         reactor=reactor,
     )
@@ -119,8 +126,7 @@ async def connectWS(port: int, json_: bool = False) -> WSClient:
     factory.isJSON = json_
     factory.opened = defer.Deferred()
     factory.setProtocolOptions(closeHandshakeTimeout=2, openHandshakeTimeout=TIMEOUT)
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
-    await endpoint.connect(factory)
+    await _endpoint(port, tls).connect(factory)
     return await factory.opened.addTimeout(TIMEOUT, reactor)
 
 

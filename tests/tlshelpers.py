@@ -7,12 +7,11 @@ import socket
 import ssl
 from pathlib import Path
 
-from clients import TIMEOUT, LineClient, WSClient
+from clients import TIMEOUT, LineClient, WSClient, connectLine, connectWS
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import defer
 
 from chatserv import makecert
 
@@ -36,37 +35,17 @@ def _trust(cafile: Path):
 
 async def connectTLSLine(port: int, cafile: Path, hostname: str = "localhost") -> LineClient:
     """A line client over TLS that verifies the server against C{cafile}."""
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import SSL4ClientEndpoint, connectProtocol
     from twisted.internet.ssl import optionsForClientTLS
 
-    options = optionsForClientTLS(hostname, trustRoot=_trust(cafile))
-    client = LineClient()
-    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, options, timeout=TIMEOUT)
-    await connectProtocol(endpoint, client)
-    return client
+    return await connectLine(port, tls=optionsForClientTLS(hostname, trustRoot=_trust(cafile)))
 
 
 async def connectWSS(port: int, cafile: Path, json_: bool = False) -> WSClient:
     """A websocket client over TLS (wss://) that verifies the server against C{cafile}."""
-    from autobahn.twisted.websocket import WebSocketClientFactory
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import SSL4ClientEndpoint
     from twisted.internet.ssl import optionsForClientTLS
 
-    factory = WebSocketClientFactory(
-        f"wss://localhost:{port}/",
-        protocols=["chatserv.v1.json"] if json_ else None,
-        reactor=reactor,
-    )
-    factory.protocol = WSClient
-    factory.isJSON = json_
-    factory.opened = defer.Deferred()
-    factory.setProtocolOptions(closeHandshakeTimeout=2, openHandshakeTimeout=TIMEOUT)
-    options = optionsForClientTLS("localhost", trustRoot=_trust(cafile))
-    endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, options, timeout=TIMEOUT)
-    await endpoint.connect(factory)
-    return await factory.opened.addTimeout(TIMEOUT, reactor)
+    tls = optionsForClientTLS("localhost", trustRoot=_trust(cafile))
+    return await connectWS(port, json_=json_, tls=tls)
 
 
 def peerCertificate(client) -> x509.Certificate:
