@@ -64,7 +64,7 @@ def released(protocol) -> None:
         protocol.factory.service.admission.release(host)
 
 
-def guardOutput(protocol, kind: str) -> OutputGuard:
+def guardOutput(protocol) -> OutputGuard:
     """Register a slow-reader guard as the producer of C{protocol}'s transport."""
     settings = protocol.factory.service.settings
 

@@ -56,7 +56,7 @@ class LineChatProtocol(Protocol):
         if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
             setNoDelay(True)
         keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
-        self._guard = guardOutput(self, self.factory.kind)
+        self._guard = guardOutput(self)
         self._buffer = b""
         self._discarding = False  # inside an overlong line, dropping up to its end
         self._limit = settings.max_line_length

@@ -63,7 +63,7 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._guard = guardOutput(self, self.factory.kind)
+        self._guard = guardOutput(self)
         self._lostBecause = "connection lost"
 
     def connectionLost(self, reason) -> None:
