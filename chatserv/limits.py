@@ -126,12 +126,14 @@ class OutputGuard:
         self.backlog = 0
         self.tripped = False
 
-    def written(self, size: int) -> None:
+    def written(self, size: int) -> bool:
+        """Count C{size} bytes about to be written; C{True} if they overflow the limit."""
         if self.paused:
             self.backlog += size
             if self.backlog > self.limit and not self.tripped:
                 self.tripped = True
                 self.overflow(self.backlog)
+        return self.tripped
 
     # IPushProducer
     def pauseProducing(self) -> None:

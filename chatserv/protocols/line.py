@@ -114,9 +114,11 @@ class LineChatProtocol(Protocol):
     # -- IChatClient -------------------------------------------------------------------
 
     def send(self, payload: bytes) -> None:
-        if not self._guard.tripped:  # once it is being dropped, queue nothing more
-            self.transport.write(payload)
-            self._guard.written(len(payload))
+        guard = self._guard
+        if guard.paused:  # the client is behind: count, and stop once it is being dropped
+            if guard.tripped or guard.written(len(payload)):
+                return
+        self.transport.write(payload)
 
     def close(self, reason: str) -> None:
         service = self.factory.service

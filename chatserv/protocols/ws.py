@@ -100,10 +100,13 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
     # -- IChatClient -------------------------------------------------------------------
 
     def send(self, payload: tuple[PreparedMessage, ...]) -> None:
-        if self.state == WebSocketServerProtocol.STATE_OPEN and not self._guard.tripped:
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            guard = self._guard
             for frame in payload:
+                if guard.paused:  # the client is behind: count, stop once it is dropped
+                    if guard.tripped or guard.written(len(frame.payloadHybi)):
+                        return
                 self.sendPreparedMessage(frame)
-                self._guard.written(len(frame.payloadHybi))
 
     def close(self, reason: str) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
