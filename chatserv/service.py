@@ -31,6 +31,7 @@ from chatserv.errors import (
 from chatserv.interfaces import IChatClient, IEventBus
 from chatserv.limits import ConnectionLimiter
 from chatserv.names import checkNick, checkRoom, fold
+from chatserv.stats import Counters
 from chatserv.text import sanitize
 
 _log = Logger()
@@ -73,7 +74,9 @@ class LocalBus:
         self._service = service
 
     def publish(self, event, rooms: Iterable[str] = (), users: Iterable[str] = (), skip=None):
-        recipients = self._service.recipients(rooms, users)
+        service = self._service
+        recipients = service.recipients(rooms, users)
+        service.counters.deliveries += len(recipients)
         cache = {}
         for user in recipients:
             if user.key == skip:
@@ -117,6 +120,8 @@ class ChatService(Service):
         self._defaultKey = fold(self.defaultRoom)
         self.rooms[self._defaultKey] = Room(self.defaultRoom)  # always listed
         self._lastId = 0
+        self.counters = Counters()
+        self.startedAt: float | None = None
 
     # -- time and ids --------------------------------------------------------------
 
@@ -151,13 +156,14 @@ class ChatService(Service):
                 found[key] = user
         return list(found.values())
 
-    def tell(self, user: User, event: ev.Event) -> None:
+    def deliver(self, user: User, event: ev.Event) -> None:
         """Send one event to one local session (replies, errors, private notices)."""
+        self.counters.deliveries += 1
         client = user.client
         client.send(client.wire.render(event))
 
     def notice(self, user: User, text: str) -> None:
-        self.tell(user, ev.Notice(text, self.now()))
+        self.deliver(user, ev.Notice(text, self.now()))
 
     # -- sessions ------------------------------------------------------------------
 
@@ -207,7 +213,7 @@ class ChatService(Service):
                 room.members = {u.key: u for u in room.members.values()}
         if old is None:
             _log.info("{address} is now {nick}", address=user.client.address, nick=nick)
-            self.tell(
+            self.deliver(
                 user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.", self.now())
             )
             return self.join(user, self.defaultRoom).addCallback(lambda _: None)
@@ -240,7 +246,7 @@ class ChatService(Service):
             user.rooms[key] = room
             room.members[user.key] = user
             self.bus.publish(ev.Joined(room.name, user.nick, self.now()), rooms=(key,))
-        self.tell(user, self.who(user, room.name))
+        self.deliver(user, self.who(user, room.name))
         return room
 
     def part(self, user: User, name: str, reason: str = "left") -> None:
@@ -287,6 +293,7 @@ class ChatService(Service):
         if room is None:
             raise NotInRoom("you are not in a room; /join ROOM first")
         text = self._cleanText(text)
+        self.counters.messages += 1
         event = ev.RoomMessage(kind, room.name, user.nick, text, self.now(), self._nextId())
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
@@ -298,24 +305,133 @@ class ChatService(Service):
         if target is None:
             raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
         text = self._cleanText(text)
+        self.counters.messages += 1
         event = ev.PrivateMessage(user.nick, target.nick, text, self.now(), self._nextId())
         self.bus.publish(event, users=(target.key,))
         if target is not user:
-            self.tell(
+            self.deliver(
                 user,
                 ev.PrivateMessage(event.sender, event.to, text, event.ts, event.id, outgoing=True),
             )
         return event
 
-    # -- service -------------------------------------------------------------------
+    # -- administration (the manhole console and, later, admin commands use these) ----
 
-    def stopService(self):
-        """Tell everyone the server is going down and close every session.
+    def roomSummary(self) -> list[tuple[str, int]]:
+        """Every room and its member count, by name."""
+        return list(self.roomList().rooms)
 
-        Sessions are forgotten first, silently: announcing each departure to rooms that
-        are all closing anyway would cost n²/2 deliveries for n users in one room.
-        """
-        super().stopService()
+    def userSummary(self, room: str | None = None) -> list[dict]:
+        """The named users (in C{room}, if given), with where they come from."""
+        if room is None:
+            users = list(self.users.values())
+        else:
+            found = self.rooms.get(fold(self._roomName(room)))
+            if found is None:
+                raise NoSuchRoom(f"there is no room #{self._roomName(room)}")
+            users = list(found.members.values())
+        return [
+            {
+                "nick": u.nick,
+                "address": u.client.address,
+                "room": u.room.name if u.room is not None else None,
+                "rooms": [r.name for r in u.rooms.values()],
+                "connected": u.connectedAt,
+            }
+            for u in users
+        ]
+
+    def broadcast(self, text: str) -> int:
+        """A server notice to every connection; returns how many got it."""
+        event = ev.Notice(sanitize(text), self.now())
+        sessions = list(self.sessions)
+        for user in sessions:
+            self.deliver(user, event)
+        return len(sessions)
+
+    def broadcastRoom(self, room: str, text: str) -> int:
+        """A server notice to the members of one room; returns how many got it."""
+        name = self._roomName(room)
+        found = self.rooms.get(fold(name))
+        if found is None:
+            raise NoSuchRoom(f"there is no room #{name}")
+        members = len(found.members)
+        self.bus.publish(ev.Notice(sanitize(text), self.now(), room=found.name), rooms=(found.key,))
+        return members
+
+    def tellUser(self, nick: str, text: str) -> None:
+        """A server notice to one user."""
+        user = self._named(nick)
+        self.deliver(user, ev.Notice(sanitize(text), self.now()))
+
+    def kick(self, nick: str, reason: str = "") -> None:
+        """Disconnect a user; their rooms see why."""
+        user = self._named(nick)
+        why = f"kicked: {reason}" if reason else "kicked"
+        self.end(user, why, f"you were {why}")
+
+    def closeRoom(self, room: str, reason: str = "room closed") -> int:
+        """Disconnect everyone in a room (it then disappears); returns how many."""
+        name = self._roomName(room)
+        found = self.rooms.get(fold(name))
+        if found is None:
+            raise NoSuchRoom(f"there is no room #{name}")
+        members = list(found.members.values())
+        for user in members:
+            self.end(user, reason, f"disconnected: #{found.name} was closed ({reason})")
+        return len(members)
+
+    def reset(self, reason: str = "server reset") -> int:
+        """Disconnect every connection and empty every room; returns how many."""
+        sessions = list(self.sessions)
+        self._forgetAll()
+        for user in sessions:
+            self._close(user, f"disconnected: {reason}")
+        return len(sessions)
+
+    def end(self, user: User, why: str, farewell: str) -> None:
+        """Disconnect one session: C{why} for its rooms and the log, C{farewell} for it."""
+        if user not in self.sessions:
+            return
+        _log.info(
+            "ending {address} ({nick}): {why}",
+            address=user.client.address,
+            nick=user.nick or "-",
+            why=why,
+        )
+        self.disconnect(user, why)
+        self._close(user, farewell)
+
+    def stats(self) -> dict:
+        """Counters and gauges, as the console and the metrics endpoint show them."""
+        byKind: dict[str, int] = {}
+        for user in self.sessions:
+            kind = getattr(user.client, "kind", "other")
+            byKind[kind] = byKind.get(kind, 0) + 1
+        return {
+            "connections": len(self.sessions),
+            "connections_by_protocol": byKind,
+            "users": len(self.users),
+            "rooms": len(self.rooms),
+            **self.counters.asDict(),
+            "uptime_seconds": self.now() - self.startedAt if self.startedAt is not None else 0.0,
+        }
+
+    def _named(self, nick: str) -> User:
+        user = self.findUser(nick)
+        if user is None:
+            raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
+        return user
+
+    def _close(self, user: User, farewell: str) -> None:
+        try:
+            user.client.close(farewell)
+        except Exception:
+            _log.failure("closing {address} failed", address=user.client.address)
+
+    def _forgetAll(self) -> None:
+        # Silently: announcing each departure to rooms that all empty anyway would cost
+        # n²/2 deliveries for n users in one room.
         closing = list(self.sessions)
         self.sessions.clear()
         self.users.clear()
@@ -325,10 +441,20 @@ class ChatService(Service):
         for user in closing:
             user.rooms.clear()
             user.room = None
-            try:
-                user.client.close("server shutting down")
-            except Exception:
-                _log.failure("closing {address} failed", address=user.client.address)
+
+    # -- service -------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.startedAt = self.now()
+
+    def stopService(self):
+        """Tell everyone the server is going down and close every session."""
+        super().stopService()
+        sessions = list(self.sessions)
+        self._forgetAll()
+        for user in sessions:
+            self._close(user, "server shutting down")
 
     # -- helpers -------------------------------------------------------------------
 

@@ -85,7 +85,7 @@ class Session:
     # -- what handlers use (commands.Context) ----------------------------------------
 
     def reply(self, event: ev.Event) -> None:
-        self.service.tell(self.user, event)
+        self.service.deliver(self.user, event)
 
     def quit(self, reason: str) -> None:
         self.end(f"quit: {reason}" if reason else "quit", "Goodbye.")
@@ -101,6 +101,7 @@ class Session:
         verdict = self._flood.check(self.service.now())
         if verdict is Verdict.ACCEPT:
             return True
+        self.service.counters.rate_limited += 1
         if verdict is Verdict.WARN:
             rate = self.service.settings.rate_limit
             self.reply(
@@ -117,6 +118,7 @@ class Session:
                 nick=self.user.nick or "-",
             )
         elif verdict is Verdict.DISCONNECT:
+            self.service.counters.floods += 1
             self.end("flooding", "disconnected: you sent too much, too fast")
         return False
 
@@ -134,8 +136,11 @@ class Session:
     # -- running requests in order -----------------------------------------------------
 
     def _submit(self, parse: Callable[[], Request | None]) -> None:
-        if self.closed or not self._admit():
+        # The session may have been ended by the service (kick, reset) before the
+        # protocol noticed: what the client sent after that is not for anyone.
+        if self.closed or self.user not in self.service.sessions or not self._admit():
             return
+        self.service.counters.requests += 1
         self._pending.append(parse)
         if not self._busy:
             self._drain()
@@ -181,6 +186,7 @@ class Session:
             _log.failure("reporting an error to {address} failed", address=self.client.address)
 
     def _report(self, failure: Failure) -> None:
+        self.service.counters.errors += 1
         if failure.check(ChatError):
             error = failure.value
             _log.info(

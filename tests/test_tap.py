@@ -2,7 +2,7 @@
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 
 from chatserv.config import ConfigError, Settings, loadConfig, normaliseEndpoint
 from chatserv.service import ChatService

@@ -48,6 +48,7 @@ class AdmissionMixin:
         host = str(getattr(addr, "host", addr))
         why = self.service.admission.admit(host)
         if why is not None:
+            self.service.counters.refused_connections += 1
             _log.info(
                 "refused {kind} connection from {host}: {why}", kind=self.kind, host=host, why=why
             )
@@ -69,6 +70,7 @@ def guardOutput(protocol) -> OutputGuard:
     settings = protocol.factory.service.settings
 
     def tooSlow(backlog: int) -> None:
+        protocol.factory.service.counters.slow_readers += 1
         _log.info(
             "dropping {address}: not reading ({backlog} bytes waiting, the limit is {limit})",
             address=protocol.address,

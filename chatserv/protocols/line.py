@@ -47,10 +47,12 @@ class LineChatProtocol(Protocol):
 
     factory: LineChatFactory
     address = "tcp (not connected)"
+    kind = "tcp"
     _abortLater = None
 
     def connectionMade(self) -> None:
-        self.address = peerText(self.factory.kind, self.transport.getPeer())
+        self.kind = self.factory.kind
+        self.address = peerText(self.kind, self.transport.getPeer())
         settings = self.factory.service.settings
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
@@ -61,6 +63,7 @@ class LineChatProtocol(Protocol):
         self._discarding = False  # inside an overlong line, dropping up to its end
         self._limit = settings.max_line_length
         self._lostBecause = "connection lost"
+        self._counters = self.factory.service.counters
         self.session = Session(self.factory.service, self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -119,6 +122,7 @@ class LineChatProtocol(Protocol):
             if guard.tripped or guard.written(len(payload)):
                 return
         self.transport.write(payload)
+        self._counters.bytes_out += len(payload)
 
     def close(self, reason: str) -> None:
         service = self.factory.service

@@ -49,9 +49,11 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
     wire: FrameWire
     echo = False
     isJSON = False
+    kind = "ws"
 
     def onConnect(self, request):
-        self.address = peerText(self.factory.kind, self.transport.getPeer())
+        self.kind = self.factory.kind
+        self.address = peerText(self.kind, self.transport.getPeer())
         if JSON_SUBPROTOCOL in request.protocols:
             self.isJSON = True
             self.echo = True  # JSON clients draw their own messages from the server's copy
@@ -65,6 +67,7 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
         super().connectionMade()
         self._guard = guardOutput(self)
         self._lostBecause = "connection lost"
+        self._counters = self.factory.service.counters
 
     def connectionLost(self, reason) -> None:
         released(self)
@@ -107,6 +110,7 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
                     if guard.tripped or guard.written(len(frame.payloadHybi)):
                         return
                 self.sendPreparedMessage(frame)
+                self._counters.bytes_out += len(frame.payloadHybi)
 
     def close(self, reason: str) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
