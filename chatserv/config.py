@@ -92,20 +92,24 @@ class Config:
     wss: list[str] = field(default_factory=list)
     tlsCert: str | None = None  # paths as given, relative ones resolved against the file
     tlsKey: str | None = None
+    metrics: str | None = None  # endpoint of the Prometheus listener
+    manhole: dict[str, str] = field(default_factory=dict)  # port, authorized_keys, ...
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def normaliseEndpoint(value: str | int) -> str:
+def normaliseEndpoint(value: str | int, interface: str | None = None) -> str:
     """Turn a bare port into a server endpoint description; check any description.
 
-    Raises L{ConfigError} with a one-line reason.
+    A bare port listens on C{interface} if given (administrative listeners default to
+    127.0.0.1), else on all interfaces. Raises L{ConfigError} with a one-line reason.
     """
     text = str(value).strip()
     if text.isdigit():
         port = int(text)
         if port > 65535:
             raise ConfigError(f"port {port} is out of range (0-65535)")
-        return f"tcp:{port}:backlog={DEFAULT_BACKLOG}"
+        where = f":interface={interface}" if interface else ""
+        return f"tcp:{port}{where}:backlog={DEFAULT_BACKLOG}"
     # Parse against a reactor that cannot listen: checks syntax and endpoint type only.
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
@@ -135,6 +139,11 @@ def loadConfig(path: str | Path) -> Config:
             _readListen(table, config, problems)
         elif section == "tls":
             _readTLS(table, config, Path(path).parent, problems)
+        elif section == "metrics":
+            _readAdmin(table, ("port",), Path(path).parent, problems, "metrics", config)
+        elif section == "manhole":
+            keys = ("port", "authorized_keys", "passwords", "host_key")
+            _readAdmin(table, keys, Path(path).parent, problems, "manhole", config)
         elif section in _SECTIONS:
             for key, value in table.items():
                 name = _SECTIONS[section].get(key)
@@ -165,6 +174,30 @@ def _readTLS(table: dict[str, Any], config: Config, base: Path, problems: list[s
                 config.tlsCert = resolved
             else:
                 config.tlsKey = resolved
+
+
+def _readAdmin(table, keys, base: Path, problems: list[str], section: str, config) -> None:
+    """[metrics] and [manhole]: a port (localhost by default) and files."""
+    for key, value in table.items():
+        if key not in keys:
+            problems.append(f"unknown setting {section}.{key}")
+        elif key == "port":
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                problems.append(f"{section}.port takes a port number or an endpoint string")
+                continue
+            try:
+                endpoint = normaliseEndpoint(value, interface="127.0.0.1")
+            except ConfigError as e:
+                problems.append(f"{section}.port: {e}")
+                continue
+            if section == "metrics":
+                config.metrics = endpoint
+            else:
+                config.manhole["port"] = endpoint
+        elif not isinstance(value, str):
+            problems.append(f"{section}.{key} must be a file name")
+        else:
+            config.manhole[key] = str(base / value)
 
 
 def _readListen(table: dict[str, Any], config: Config, problems: list[str]) -> None:

@@ -53,6 +53,12 @@ class Options(usage.Options):
         ["tls-cert", None, None, "PEM certificate (then its chain) for --tls and --wss."],
         ["tls-key", None, None, "PEM private key for --tls-cert [default: in the cert file]."],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics on ENDPOINT (a bare port listens on 127.0.0.1).",
+        ],
+        [
             "max-line-length",
             None,
             None,
@@ -126,6 +132,14 @@ class Options(usage.Options):
             # One line, no usage dump: the value is wrong, not the way options are written.
             raise SystemExit(f"chatserv: error: {e}") from None
         self.update(listeners)
+        try:
+            self["metrics"] = (
+                normaliseEndpoint(self["metrics"], interface="127.0.0.1")
+                if self["metrics"] is not None
+                else config.metrics
+            )
+        except ConfigError as e:
+            raise SystemExit(f"chatserv: error: --metrics: {e}") from None
 
 
 @implementer(IStreamServerEndpoint)
@@ -215,4 +229,9 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 listener(endpoint(description), description, factory, what).setServiceParent(top)
     if credentials is not None:
         TLSReloadService(reactor, [credentials]).setServiceParent(top)
+    if options.get("metrics"):
+        from chatserv.metrics import makeMetricsService
+
+        description = options["metrics"]
+        makeMetricsService(reactor, chat, plain(description), description).setServiceParent(top)
     return top

@@ -147,3 +147,59 @@ def test_tls_without_a_certificate_is_one_error_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "chatserv: error: --tls and --wss need a certificate: --tls-cert FILE"
     )
+
+
+class JSONLogProcess(protocol.ProcessProtocol):
+    """twistd with --logger chatserv.logs.json: every output line must be a JSON event."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.events: list[dict] = []
+        self.port = defer.Deferred()
+        self.ended = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        import json
+
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            event = json.loads(line)  # fails the test on anything that is not JSON
+            self.events.append(event)
+            if event.get("what") == "line clients" and not self.port.called:
+                self.port.callback(event["port"])
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(reason.value.exitCode)
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_log_lines(tmp_path):
+    from twisted.internet import reactor
+
+    proc = JSONLogProcess()
+    args = [
+        str(TWISTD),
+        "-n",
+        "--pidfile=",
+        "--logger",
+        "chatserv.logs.json",
+        "chatserv",
+        "--tcp",
+        "tcp:0:interface=127.0.0.1",
+    ]
+    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    try:
+        port = await proc.port.addTimeout(30, reactor)
+        alice = await connectLine(port)
+        alice.say("alice")
+        await alice.until("users (1)")
+        await alice.hangUp()
+    finally:
+        proc.transport.signalProcess("TERM")
+    await proc.ended.addTimeout(30, reactor)
+    named = [e for e in proc.events if e.get("log_namespace") == "chatserv.service"]
+    assert named and named[0]["nick"] == "alice"
+    assert named[0]["address"].startswith("tcp 127.0.0.1:")
+    assert named[0]["log_level"]["name"] == "info"
+    assert any(e.get("log_format", "").startswith("disconnect") for e in proc.events)
