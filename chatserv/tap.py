@@ -59,6 +59,26 @@ class Options(usage.Options):
             "Serve Prometheus metrics at /metrics on ENDPOINT (a bare port listens on 127.0.0.1).",
         ],
         [
+            "manhole",
+            None,
+            None,
+            "Serve an SSH admin console on ENDPOINT (a bare port listens on 127.0.0.1); "
+            "needs --manhole-keys or --manhole-passwords.",
+        ],
+        ["manhole-keys", None, None, "authorized_keys file of keys that may log in."],
+        [
+            "manhole-passwords",
+            None,
+            None,
+            "File of 'user:argon2-hash' lines (make one with chatserv-manhole-passwd).",
+        ],
+        [
+            "manhole-host-key",
+            None,
+            None,
+            "SSH host key file, created on first start [default: chatserv_host_key].",
+        ],
+        [
             "max-line-length",
             None,
             None,
@@ -140,6 +160,19 @@ class Options(usage.Options):
             )
         except ConfigError as e:
             raise SystemExit(f"chatserv: error: --metrics: {e}") from None
+        # The manhole: command-line values override the config file's [manhole] table.
+        manhole = dict(config.manhole)
+        for option, key in (
+            ("manhole", "port"),
+            ("manhole-keys", "authorized_keys"),
+            ("manhole-passwords", "passwords"),
+            ("manhole-host-key", "host_key"),
+        ):
+            if self[option] is not None:
+                manhole[key] = self[option]
+        if manhole and "port" not in manhole:
+            raise SystemExit("chatserv: error: manhole settings given but no --manhole port")
+        self["manhole"] = manhole or None
 
 
 @implementer(IStreamServerEndpoint)
@@ -229,6 +262,22 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 listener(endpoint(description), description, factory, what).setServiceParent(top)
     if credentials is not None:
         TLSReloadService(reactor, [credentials]).setServiceParent(top)
+    if options.get("manhole"):
+        from chatserv.manhole import DEFAULT_HOST_KEY, ManholeConfigError, makeManholeService
+
+        manhole = options["manhole"]
+        try:
+            console = makeManholeService(
+                reactor,
+                chat,
+                manhole["port"],
+                manhole.get("authorized_keys"),
+                manhole.get("passwords"),
+                manhole.get("host_key", DEFAULT_HOST_KEY),
+            )
+        except ManholeConfigError as e:
+            raise SystemExit(f"chatserv: error: {e}") from None
+        console.setServiceParent(top)
     if options.get("metrics"):
         from chatserv.metrics import makeMetricsService
 

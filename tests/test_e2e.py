@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest_twisted
-from clients import connectLine, connectWS
+from clients import connectLine, connectWS, eventually
 from tlshelpers import connectTLSLine, connectWSS, makeCert
 from twisted.internet import defer, protocol
 
@@ -203,3 +203,51 @@ async def test_json_log_lines(tmp_path):
     assert named[0]["address"].startswith("tcp 127.0.0.1:")
     assert named[0]["log_level"]["name"] == "info"
     assert any(e.get("log_format", "").startswith("disconnect") for e in proc.events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistd_chatserv_with_the_manhole_console(tmp_path):
+    from test_manhole import _open, makeKey
+    from twisted.internet import reactor
+    from twisted.internet.threads import deferToThread
+
+    keyFile, public = makeKey(tmp_path, "admin")
+    (tmp_path / "authorized_keys").write_bytes(public + b"\n")
+    proc = TwistdProcess(expected=1)
+    local = "tcp:0:interface=127.0.0.1"
+    args = [
+        str(TWISTD),
+        "-n",
+        "--pidfile=",
+        "chatserv",
+        "--tcp",
+        local,
+        "--manhole",
+        "0",
+        "--manhole-keys",
+        "authorized_keys",
+    ]
+    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    try:
+        ports = await proc.listening.addTimeout(30, reactor)
+        await eventually(lambda: "manhole (SSH) listening on" in proc.output)
+        sshPort = int(
+            re.search(r"manhole \(SSH\) listening on 127\.0\.0\.1:(\d+)", proc.output).group(1)
+        )
+        assert (tmp_path / "chatserv_host_key").stat().st_mode & 0o777 == 0o600
+        alice = await connectLine(ports["line"])
+        alice.say("alice")
+        await alice.until("users (1)")
+        console = await deferToThread(_open, sshPort, "admin", keyFile, None, True)
+        try:
+            await console.greeting()
+            assert "alice" in await console.run("users()")
+            await console.run('tell("alice", "hello from the console")')
+            assert (await alice.until("console")).endswith("-!- hello from the console")
+        finally:
+            console.close()
+    finally:
+        proc.transport.signalProcess("TERM")
+    await alice.closed
+    assert await proc.ended.addTimeout(30, reactor) == (None, 15)
+    assert "manhole login: admin from 127.0.0.1:" in proc.output

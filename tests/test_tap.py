@@ -184,3 +184,45 @@ def test_full_ssl_descriptions_need_no_tls_cert_option(tmp_path):
     description = f"ssl:6697:privateKey={tmp_path}/chatserv.key:certKey={tmp_path}/chatserv.crt"
     options = parse("--tls", description)
     assert options["tls"] == [description] and options["credentials"] is None
+
+
+def test_no_manhole_unless_asked():
+    assert parse()["manhole"] is None
+
+
+def test_manhole_from_the_config_file_listens_on_localhost(tmp_path):
+    from test_manhole import makeKey
+
+    _, public = makeKey(tmp_path, "admin")
+    (tmp_path / "keys").write_bytes(public + b"\n")
+    path = tmp_path / "chat.toml"
+    path.write_text('[manhole]\nport = 2222\nauthorized_keys = "keys"\nhost_key = "hostkey"\n')
+    options = parse("--config", str(path))
+    assert options["manhole"] == {
+        "port": "tcp:2222:interface=127.0.0.1:backlog=1024",
+        "authorized_keys": str(tmp_path / "keys"),
+        "host_key": str(tmp_path / "hostkey"),
+    }
+    reactor = MemoryReactor()
+    top = makeService(options, reactor=reactor)
+    top.privilegedStartService()
+    top.startService()
+    assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+        (10001, ""),
+        (8765, ""),
+        (2222, "127.0.0.1"),
+    ]
+    assert (tmp_path / "hostkey").exists()  # made on first start
+    top.stopService()
+
+
+def test_manhole_problems_are_one_line(tmp_path):
+    assert refused("--manhole-keys", "keys") == (
+        "chatserv: error: manhole settings given but no --manhole port"
+    )
+    options = parse("--manhole", "2222", "--manhole-host-key", str(tmp_path / "hk"))
+    with pytest.raises(SystemExit) as info:
+        makeService(options, reactor=MemoryReactor())
+    assert str(info.value) == (
+        "chatserv: error: the manhole needs --manhole-keys FILE or --manhole-passwords FILE"
+    )
