@@ -55,7 +55,6 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService
 from twisted.conch import error as conch_error
 from twisted.conch.insults import insults
@@ -76,7 +75,7 @@ from twisted.cred.credentials import ISSHPrivateKey, IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer
-from twisted.internet.error import CannotListenError, ConnectionDone
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThreadPool
@@ -86,6 +85,7 @@ from zope.interface import implementer
 
 from chatserv import __version__
 from chatserv.errors import ChatError
+from chatserv.listening import Listener
 from chatserv.text import sanitize
 
 _log = Logger()
@@ -930,26 +930,16 @@ class _Announced:
         return self._endpoint.listen(factory).addCallback(announce)
 
 
-class ManholeService(StreamServerEndpointService):
+class ManholeService(Listener):
     """The manhole's listener; stopping it also closes the consoles still open."""
 
     name = "manhole"
-    _raiseSynchronously = True
     port = None  # the listening port, once listening
 
     def __init__(self, endpoint, factory: ManholeFactory, description: str, hostKey) -> None:
-        super().__init__(_Announced(endpoint, self), factory)
+        super().__init__(_Announced(endpoint, self), factory, description, "the manhole")
         self.description = description
         self.hostKey = hostKey
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
-            raise SystemExit(
-                f"chatserv: error: cannot listen for the manhole on {self.description}: {reason}"
-            ) from None
 
     def stopService(self):
         stopped = super().stopService()

@@ -16,6 +16,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from chatserv.listening import listener
 from chatserv.service import ChatService
 
 LAG_INTERVAL = 1.0  # seconds between event-loop lag probes
@@ -132,8 +133,6 @@ def metricsSite(chat: ChatService, lag: LagMonitor) -> Site:
 
 def makeMetricsService(reactor, chat: ChatService, endpoint, description: str) -> MultiService:
     """The lag monitor and the HTTP listener serving C{/metrics} on C{endpoint}."""
-    from chatserv.tap import listener
-
     top = MultiService()
     lag = LagMonitor(reactor)
     lag.setServiceParent(top)

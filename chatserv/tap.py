@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import sys
 
-from twisted.application.internet import StreamServerEndpointService
-from twisted.application.service import IService, MultiService
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.application.service import MultiService
 from twisted.logger import Logger
 from twisted.python import usage
-from zope.interface import implementer
 
 from chatserv import __version__
 from chatserv.config import (
@@ -27,6 +23,7 @@ from chatserv.config import (
     makeSettings,
     normaliseEndpoint,
 )
+from chatserv.listening import listener
 
 _log = Logger()
 
@@ -173,52 +170,6 @@ class Options(usage.Options):
         if manhole and "port" not in manhole:
             raise SystemExit("chatserv: error: manhole settings given but no --manhole port")
         self["manhole"] = manhole or None
-
-
-@implementer(IStreamServerEndpoint)
-class _AnnouncedEndpoint:
-    """An endpoint that logs the address it listens on (port 0 becomes a real port)."""
-
-    def __init__(self, endpoint: IStreamServerEndpoint, what: str) -> None:
-        self._endpoint = endpoint
-        self._what = what
-
-    def listen(self, factory):
-        def announce(port):
-            address = port.getHost()
-            _log.info(
-                "listening for {what} on {host}:{port}",
-                what=self._what,
-                host=getattr(address, "host", address),
-                port=getattr(address, "port", ""),
-            )
-            return port
-
-        return self._endpoint.listen(factory).addCallback(announce)
-
-
-class _Listener(StreamServerEndpointService):
-    """Listens at start-up, failing start-up with one clear line if it cannot."""
-
-    _raiseSynchronously = True  # as strports.service does
-
-    def __init__(self, endpoint, factory, description: str, what: str) -> None:
-        super().__init__(endpoint, factory)
-        self._description = description
-        self._what = what
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except CannotListenError as e:
-            reason = getattr(e.socketError, "strerror", None) or str(e.socketError)
-            raise SystemExit(
-                f"chatserv: error: cannot listen for {self._what} on {self._description}: {reason}"
-            ) from None
-
-
-def listener(endpoint, description: str, factory, what: str) -> IService:
-    return _Listener(_AnnouncedEndpoint(endpoint, what), factory, description, what)
 
 
 def makeService(options: Options, reactor=None) -> MultiService:
