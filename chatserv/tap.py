@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 from twisted.application.service import MultiService
-from twisted.logger import Logger
 from twisted.python import usage
 
 from chatserv import __version__
@@ -24,8 +23,6 @@ from chatserv.config import (
     normaliseEndpoint,
 )
 from chatserv.listening import listener
-
-_log = Logger()
 
 
 def _wholeNumber(value: str) -> int:
