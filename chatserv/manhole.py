@@ -374,18 +374,22 @@ class AuthorizedKeysChecker:
 
     credentialInterfaces = (ISSHPrivateKey,)
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, reactor) -> None:
         self._file = _WatchedFile(path, "authorized keys", readAuthorizedKeys)
+        self._reactor = reactor
 
     def requestAvatarId(self, credentials) -> defer.Deferred[bytes]:
-        return defer.execute(self._check, credentials)
+        # Looking at the file is disk I/O: done in the thread pool, not the reactor.
+        d = deferToThreadPool(self._reactor, self._reactor.getThreadPool(), self._file.current)
+        d.addCallbacks(self._check, self._unusable, callbackArgs=(credentials,))
+        return d
 
-    def _check(self, credentials) -> bytes:
-        try:
-            authorized = self._file.current()
-        except ManholeConfigError as e:
-            _log.error("manhole key logins refused: {error}", error=e)
-            raise UnauthorizedLogin("authorized keys file unusable") from None
+    def _unusable(self, failure: Failure):
+        failure.trap(ManholeConfigError)
+        _log.error("manhole key logins refused: {error}", error=failure.value)
+        raise UnauthorizedLogin("authorized keys file unusable")
+
+    def _check(self, authorized: list, credentials) -> bytes:
         try:
             key = keys.Key.fromString(credentials.blob)
         except Exception:
@@ -419,20 +423,29 @@ class PasswordFileChecker:
         self._limit = defer.DeferredSemaphore(PASSWORD_CHECKS_AT_ONCE)
 
     def requestAvatarId(self, credentials) -> defer.Deferred[bytes]:
-        try:
-            users = self._file.current()
-        except ManholeConfigError as e:
-            _log.error("manhole password logins refused: {error}", error=e)
-            return defer.fail(UnauthorizedLogin("password file unusable"))
-        hashed = users.get(credentials.username.decode("utf-8", "replace"))
-        d = self._limit.run(
-            deferToThreadPool,
-            self._reactor,
-            self._reactor.getThreadPool(),
-            _verifyPassword,
-            hashed,
-            credentials.password,
-        )
+        # Reading the file and hashing are both done in the thread pool.
+        pool = self._reactor.getThreadPool()
+        d = deferToThreadPool(self._reactor, pool, self._file.current)
+
+        def unusable(failure: Failure):
+            failure.trap(ManholeConfigError)
+            _log.error("manhole password logins refused: {error}", error=failure.value)
+            raise UnauthorizedLogin("password file unusable")
+
+        def verify(users: dict):
+            nonlocal hashed
+            hashed = users.get(credentials.username.decode("utf-8", "replace"))
+            return self._limit.run(
+                deferToThreadPool,
+                self._reactor,
+                pool,
+                _verifyPassword,
+                hashed,
+                credentials.password,
+            )
+
+        hashed = None
+        d.addCallbacks(verify, unusable)
 
         def checked(ok: bool) -> bytes:
             if not ok:
@@ -995,7 +1008,7 @@ def makeManholeService(
         raise ManholeConfigError(f"bad manhole endpoint {description!r}: {e}") from None
     checkers: list[ICredentialsChecker] = []
     if authorizedKeys is not None:
-        checkers.append(AuthorizedKeysChecker(str(authorizedKeys)))
+        checkers.append(AuthorizedKeysChecker(str(authorizedKeys), reactor))
     if passwords is not None:
         checkers.append(PasswordFileChecker(str(passwords), reactor))
     key = loadHostKey(str(hostKey))

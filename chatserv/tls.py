@@ -28,12 +28,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from OpenSSL import SSL
 from twisted.application.service import Service
+from twisted.internet import defer
 from twisted.internet.interfaces import (
     IOpenSSLContextFactory,
     IOpenSSLServerConnectionCreator,
     IStreamServerEndpoint,
 )
 from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -223,18 +225,34 @@ class TLSCredentials:
         Returns whether the new files were taken.
         """
         try:
-            self._current = _load(self.certPath, self.keyPath)
+            loaded = _load(self.certPath, self.keyPath)
         except TLSConfigError as e:
-            _log.error(
-                "TLS certificate not reloaded, still using the previous one: {error}", error=e
-            )
-            return False
+            return self._refused(e)
+        return self._took(loaded)
+
+    def reloadInThread(self, reactor) -> defer.Deferred[bool]:
+        """L{reload}, with the files read in the reactor's thread pool (for SIGHUP)."""
+        d = deferToThreadPool(reactor, reactor.getThreadPool(), _load, self.certPath, self.keyPath)
+        return d.addCallbacks(self._took, self._refusedFailure)
+
+    def _took(self, loaded: _Loaded) -> bool:
+        self._current = loaded
         _log.info(
             "TLS certificate reloaded from {path}: {summary}",
             path=self.certPath,
-            summary=describe(self._current.certificate),
+            summary=describe(loaded.certificate),
         )
         return True
+
+    def _refusedFailure(self, failure) -> bool:
+        failure.trap(TLSConfigError)  # anything else is a bug: let it be logged as one
+        return self._refused(failure.value)
+
+    def _refused(self, error: Exception) -> bool:
+        _log.error(
+            "TLS certificate not reloaded, still using the previous one: {error}", error=error
+        )
+        return False
 
     # -- IOpenSSLServerConnectionCreator: called for each accepted connection ----------
 
@@ -392,7 +410,7 @@ def installReloadOnSIGHUP(
 
     def reloadAll() -> None:
         for c in unique:
-            c.reload()
+            c.reloadInThread(reactor)  # the files are read off the reactor thread
 
     def onSIGHUP(signum, frame) -> None:
         reactor.callFromThread(reloadAll)  # safe from a signal handler; runs in the loop
