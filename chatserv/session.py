@@ -31,11 +31,13 @@ GREETING = "Welcome to chatserv! Type a nickname to begin, or /help."
 class Session:
     """Runs a client's requests against the service, in order."""
 
+    __slots__ = ("service", "client", "user", "_pending", "_busy", "closed", "_flood", "_nickTimer")
+
     def __init__(self, service: ChatService, client: IChatClient) -> None:
         self.service = service
         self.client = client
         self.user = service.connect(client)
-        self._pending: deque[Callable[[], Request | None]] = deque()
+        self._pending: deque[Callable[[], Request | None]] | None = None
         self._busy = False
         self.closed = False
         settings = service.settings
@@ -72,7 +74,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        self._pending.clear()
+        self._pending = None
         self._stopNickTimer()
         self.service.disconnect(self.user, why)
         _log.info(
@@ -141,19 +143,20 @@ class Session:
         if self.closed or self.user not in self.service.sessions or not self._admit():
             return
         self.service.counters.requests += 1
-        self._pending.append(parse)
-        if not self._busy:
-            self._drain()
+        if self._busy:  # an earlier request waits: queue behind it
+            if self._pending is None:
+                self._pending = deque()  # made only when needed: most sessions never wait
+            self._pending.append(parse)
+        else:
+            self._runOne(parse)
 
-    def _drain(self) -> None:
-        while self._pending and not self._busy and not self.closed:
-            parse = self._pending.popleft()
-            # Most requests finish at once; only one that returns a Deferred costs one.
-            try:
-                result = self._run(parse)
-            except Exception:
-                self._failed(Failure())
-                continue
+    def _runOne(self, parse: Callable[[], Request | None]) -> None:
+        # Most requests finish at once; only one that returns a Deferred costs one.
+        try:
+            result = self._run(parse)
+        except Exception:
+            self._failed(Failure())
+        else:
             if isinstance(result, defer.Deferred):
                 result.addErrback(self._failed)
                 if not result.called:  # it waits: hold back the rest until it is done
@@ -176,7 +179,9 @@ class Session:
 
     def _resume(self, _: object) -> None:
         self._busy = False
-        self._drain()
+        pending = self._pending
+        while pending and not self._busy and not self.closed:
+            self._runOne(pending.popleft())
 
     def _failed(self, failure: Failure) -> None:
         try:
