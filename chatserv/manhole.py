@@ -4,19 +4,9 @@
     ssh -p 2222 admin@localhost
 
 gives a Python prompt inside the server. Its namespace holds the running L{ChatService}
-as C{chat} and these helpers, thin wrappers over the service's administration methods
-(the same ones tests and admin commands call):
-
-    rooms()                          every room and its member count
-    users(room=None)                 who is online, or who is in one room
-    broadcast(text)                  a server notice to every connection
-    rbroadcast(room, text)           a server notice to the members of one room
-    tell(nick, text)                 a server notice to one user
-    kick(nick, reason="")            disconnect a user; their rooms see why
-    close_room(room, reason=...)     disconnect everyone in a room
-    reset(reason=...)                disconnect everyone and empty every room
-    stats()                          counters and gauges
-    help_chat(), help()              this list; help(users) explains one helper
+as C{chat} and the helpers listed in C{_HELP} below (C{help_chat()} shows them in the
+console): thin wrappers over the service's administration methods, the same ones tests
+and admin commands call.
 
 Each helper prints what it found or did and returns the value, so C{n = stats()} can be
 used in code. A refusal from the service (no such user, no such room) is shown as one
