@@ -15,6 +15,14 @@ from twisted.internet import defer, protocol
 TWISTD = Path(sys.executable).with_name("twistd")
 
 
+def spawnTwistd(proc: protocol.ProcessProtocol, cwd: Path, *args: str) -> None:
+    """Start C{twistd ARGS} in C{cwd} as a user would, its output going to C{proc}."""
+    from twisted.internet import reactor
+
+    argv = [str(TWISTD), *args]
+    reactor.spawnProcess(proc, argv[0], argv, env=dict(os.environ), path=str(cwd))
+
+
 class TwistdProcess(protocol.ProcessProtocol):
     def __init__(self, expected: int = 2) -> None:
         self.expected = expected  # listeners to wait for
@@ -45,8 +53,7 @@ async def test_twistd_chatserv_serves_both_ports(tmp_path):
 
     proc = TwistdProcess()
     local = "tcp:0:interface=127.0.0.1"
-    args = [str(TWISTD), "-n", "--pidfile=", "chatserv", "--tcp", local, "--ws", local]
-    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    spawnTwistd(proc, tmp_path, "-n", "--pidfile=", "chatserv", "--tcp", local, "--ws", local)
     try:
         ports = await proc.listening.addTimeout(30, reactor)
         alice = await connectLine(ports["line"])
@@ -91,8 +98,9 @@ async def test_twistd_chatserv_over_tls(tmp_path):
     cert, key = makeCert(tmp_path)
     proc = TwistdProcess(expected=3)
     local = "tcp:0:interface=127.0.0.1"
-    args = [
-        str(TWISTD),
+    spawnTwistd(
+        proc,
+        tmp_path,
         "-n",
         "--pidfile=",
         "chatserv",
@@ -106,8 +114,7 @@ async def test_twistd_chatserv_over_tls(tmp_path):
         str(cert),
         "--tls-key",
         str(key),
-    ]
-    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    )
     try:
         ports = await proc.listening.addTimeout(30, reactor)
         alice = await connectTLSLine(ports["TLS line"], cert)
@@ -178,8 +185,9 @@ async def test_json_log_lines(tmp_path):
     from twisted.internet import reactor
 
     proc = JSONLogProcess()
-    args = [
-        str(TWISTD),
+    spawnTwistd(
+        proc,
+        tmp_path,
         "-n",
         "--pidfile=",
         "--logger",
@@ -187,8 +195,7 @@ async def test_json_log_lines(tmp_path):
         "chatserv",
         "--tcp",
         "tcp:0:interface=127.0.0.1",
-    ]
-    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    )
     try:
         port = await proc.port.addTimeout(30, reactor)
         alice = await connectLine(port)
@@ -215,8 +222,9 @@ async def test_twistd_chatserv_with_the_manhole_console(tmp_path):
     (tmp_path / "authorized_keys").write_bytes(public + b"\n")
     proc = TwistdProcess(expected=1)
     local = "tcp:0:interface=127.0.0.1"
-    args = [
-        str(TWISTD),
+    spawnTwistd(
+        proc,
+        tmp_path,
         "-n",
         "--pidfile=",
         "chatserv",
@@ -226,8 +234,7 @@ async def test_twistd_chatserv_with_the_manhole_console(tmp_path):
         "0",
         "--manhole-keys",
         "authorized_keys",
-    ]
-    reactor.spawnProcess(proc, args[0], args, env=dict(os.environ), path=str(tmp_path))
+    )
     try:
         ports = await proc.listening.addTimeout(30, reactor)
         await eventually(lambda: "manhole (SSH) listening on" in proc.output)
