@@ -71,11 +71,16 @@ class LineConnection:
     def send(self, data: bytes | str) -> None:
         self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
 
-    def output(self) -> str:
-        """Everything written since the last call, decoded."""
+    def outputBytes(self) -> bytes:
+        """Everything written since the last call."""
+        self.protocol.factory.flusher.flush()  # what the reactor does at the end of a turn
         value = self.transport.value()
         self.transport.clear()
-        return value.decode("utf-8")
+        return value
+
+    def output(self) -> str:
+        """Everything written since the last call, decoded."""
+        return self.outputBytes().decode("utf-8")
 
     def lines(self) -> list[str]:
         text = self.output()

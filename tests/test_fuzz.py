@@ -244,9 +244,7 @@ class LineAttacker:
         self.conn.send(text.encode("utf-8", "surrogatepass") + b"\n")
 
     def take(self) -> list[str]:
-        raw = self.conn.transport.value()
-        self.conn.transport.clear()
-        return lineOutput(raw)
+        return lineOutput(self.conn.outputBytes())
 
     @property
     def closed(self) -> bool:
@@ -416,9 +414,7 @@ class World:
 
     def observed(self) -> tuple[list[str], list[dict]]:
         """What the observers received since the last call (checked)."""
-        raw = self.line.transport.value()
-        self.line.transport.clear()
-        lines = lineOutput(raw)
+        lines = lineOutput(self.line.outputBytes())
         events = [checkEvent(f.text) for f in self.json.frames() if f.opcode == ws.TEXT]
         for item in lines + events:  # the observers did nothing wrong
             assert not isError(item), item

@@ -145,6 +145,7 @@ def test_nickname_must_be_chosen_in_time():
 def test_nick_timer_is_cancelled_when_the_connection_goes():
     service, clock = makeService()
     conn = LineConnection(service)
+    conn.output()  # and the greeting's flush is done
     conn.drop()
     assert not clock.getDelayedCalls()
 
@@ -252,6 +253,7 @@ def test_slow_reader_is_dropped_and_others_keep_receiving():
     # is not reading; StringTransport never does that by itself, so say it here.
     slow.transport.producer.pauseProducing()
     talker.send("".join(f"message number {i:04}\n" for i in range(100)))
+    slow.protocol.factory.flusher.flush()  # the end of the reactor turn
     assert slow.transport.disconnecting  # aborted, not waiting for a flush
     assert len(slow.transport.value()) < 2000 + 200  # the backlog stopped at the limit
     slow.drop()  # what the reactor does after an abort
@@ -268,6 +270,7 @@ def test_reader_that_catches_up_is_not_dropped():
     for _ in range(10):
         reader.transport.producer.pauseProducing()
         talker.send("".join(f"message number {i:04}\n" for i in range(30)))
+        reader.protocol.factory.flusher.flush()
         reader.transport.producer.resumeProducing()  # it read everything
     assert not reader.transport.disconnecting
 

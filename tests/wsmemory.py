@@ -190,6 +190,7 @@ class WSConnection:
     # -- receiving -------------------------------------------------------------------
 
     def _read(self) -> None:
+        self.protocol.factory.flusher.flush()  # what the reactor would do at the turn's end
         data = self._tail + self.transport.value()
         self.transport.clear()
         if self.response is None:

@@ -21,6 +21,7 @@ from chatserv import render
 from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols import AdmissionMixin, guardOutput, keepAlive, peerText, released
+from chatserv.protocols.batching import BatchedOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -41,7 +42,7 @@ LINE_WIRE = LineWire()
 
 
 @implementer(IChatClient)
-class LineChatProtocol(Protocol):
+class LineChatProtocol(BatchedOutput, Protocol):
     wire = LINE_WIRE
     echo = False  # a terminal already shows what its user typed
 
@@ -109,6 +110,7 @@ class LineChatProtocol(Protocol):
         session = getattr(self, "session", None)
         if session is not None:
             session.connectionLost(self._lostBecause)
+        self.discardOutput()  # nobody to read it, including the user's own leave notice
 
     def dropSlowReader(self) -> None:
         self._lostBecause = "not reading"
@@ -116,17 +118,18 @@ class LineChatProtocol(Protocol):
 
     # -- IChatClient -------------------------------------------------------------------
 
-    def send(self, payload: bytes) -> None:
-        guard = self._guard
-        if guard.paused:  # the client is behind: count, and stop once it is being dropped
-            if guard.tripped or guard.written(len(payload)):
-                return
-        self.transport.write(payload)
-        self._counters.bytes_out += len(payload)
+    # send() and flush() come from BatchedOutput.
+
+    def _joined(self, pending: list[bytes]) -> bytes:
+        return b"".join(pending)
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)
 
     def close(self, reason: str) -> None:
         service = self.factory.service
         self.send(self.wire.render(ev.Notice(reason, service.now())))
+        self.flush()
         # A registered producer holds back a TLS close_notify; it has no more to say.
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -144,6 +147,7 @@ class LineChatFactory(AdmissionMixin, Factory):
 
     def __init__(self, service: ChatService, kind: str = "tcp") -> None:
         self.service = service
+        self.flusher = Flusher(service.clock)
         self.kind = kind  # how logs name this listener's peers: tcp, tls
 
     def refusal(self, reason: str) -> bytes:

@@ -21,6 +21,7 @@ from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols import AdmissionMixin, guardOutput, peerText, released
+from chatserv.protocols.batching import BatchedOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -41,7 +42,7 @@ class FrameWire:
 
 
 @implementer(IChatClient)
-class WebSocketChatProtocol(WebSocketServerProtocol):
+class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
     # Note: no `log` attribute here; it would replace Autobahn's own filtered logger.
     factory: WebSocketChatFactory
     session: Session | None = None
@@ -71,7 +72,8 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
 
     def connectionLost(self, reason) -> None:
         released(self)
-        super().connectionLost(reason)
+        super().connectionLost(reason)  # Autobahn calls onClose, which ends the session
+        self.discardOutput()
 
     def dropSlowReader(self) -> None:
         self._lostBecause = "not reading"
@@ -102,18 +104,27 @@ class WebSocketChatProtocol(WebSocketServerProtocol):
 
     # -- IChatClient -------------------------------------------------------------------
 
-    def send(self, payload: tuple[PreparedMessage, ...]) -> None:
+    # send() and flush() come from BatchedOutput: a payload is a tuple of prepared frames.
+
+    def _joined(self, pending: list[tuple[PreparedMessage, ...]]) -> bytes:
+        # A prepared message's payloadHybi is its whole frame, ready for the wire (what
+        # sendPreparedMessage writes when, as here, no compression was negotiated).
+        return b"".join([frame.payloadHybi for payload in pending for frame in payload])
+
+    def _write(self, data: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            guard = self._guard
-            for frame in payload:
-                if guard.paused:  # the client is behind: count, stop once it is dropped
-                    if guard.tripped or guard.written(len(frame.payloadHybi)):
-                        return
-                self.sendPreparedMessage(frame)
-                self._counters.bytes_out += len(frame.payloadHybi)
+            super().sendData(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Autobahn writes its own frames (pongs, closes) through here: what this connection
+        # was sent before them goes first, so the wire keeps the order things happened in.
+        if self._pending is not None:
+            self.flush()
+        super().sendData(data, sync, chopsize)
 
     def close(self, reason: str) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
+        self.flush()
         self.sendClose(1000)
 
 
@@ -144,6 +155,7 @@ class WebSocketChatFactory(AdmissionMixin, WebSocketServerFactory):
             autoPingTimeout=settings.ping_timeout,
         )
         self.service = service
+        self.flusher = Flusher(service.clock)
         self.kind = kind
         self.textWire = FrameWire(self, render.lines)
         self._refusal = f"HTTP/1.1 503 Service Unavailable\r\nServer: {self.server}\r\n"
