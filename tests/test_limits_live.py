@@ -6,7 +6,7 @@ import socket
 import time
 
 import pytest_twisted
-from clients import connectLine, eventually
+from clients import connectLine, connectWS, eventually
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 
@@ -150,6 +150,21 @@ async def test_line_connections_get_tuned_tcp_keepalive():
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
     await stopServer(chat, tcp, ws, clients=[alice])
+
+
+@pytest_twisted.ensureDeferred
+async def test_both_wires_turn_off_nagle():
+    """Small chat frames must leave at once, not wait for the peer's delayed ACK."""
+    chat, tcp, ws = await startServer()
+    alice = await named(tcp.getHost().port, "alice")
+    bob = await connectWS(ws.getHost().port)
+    await bob.until("Type a nickname")
+    bob.say("bob")
+    await eventually(lambda: chat.findUser("bob") is not None)
+    for nick in ("alice", "bob"):
+        sock = chat.findUser(nick).client.transport.getHandle()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1, nick
+    await stopServer(chat, tcp, ws, clients=[alice, bob])
 
 
 @pytest_twisted.ensureDeferred

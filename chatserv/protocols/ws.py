@@ -66,6 +66,12 @@ class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        # Autobahn means to set TCP_NODELAY here, but reads the option before copying it
+        # from the factory and swallows the AttributeError; Nagle plus delayed ACKs then
+        # hold frames back for up to 40 ms. Set it ourselves.
+        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            setNoDelay(True)
         self._guard = guardOutput(self)
         self._lostBecause = "connection lost"
         self._counters = self.factory.service.counters
