@@ -7,7 +7,7 @@ through their L{IChatClient}. Methods that a later store will make asynchronous
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from twisted.application.service import Service
@@ -29,7 +29,7 @@ from chatserv.errors import (
     TooManyRooms,
 )
 from chatserv.interfaces import IChatClient, IEventBus
-from chatserv.limits import ConnectionLimiter
+from chatserv.limits import ConnectionLimiter, Deadlines
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
 from chatserv.text import sanitize
@@ -122,6 +122,10 @@ class ChatService(Service):
         self._lastId = 0
         self.counters = Counters()
         self.startedAt: float | None = None
+        # Connections that must choose a nickname in time: one timer for all of them.
+        self.nickDeadlines: Deadlines[Callable[[], object]] = Deadlines(
+            clock, self.settings.nick_timeout, lambda expire: expire()
+        )
 
     # -- time and ids --------------------------------------------------------------
 
@@ -451,6 +455,7 @@ class ChatService(Service):
     def stopService(self):
         """Tell everyone the server is going down and close every session."""
         super().stopService()
+        self.nickDeadlines.stop()
         sessions = list(self.sessions)
         self._forgetAll()
         for user in sessions:

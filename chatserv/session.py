@@ -12,7 +12,6 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -20,7 +19,7 @@ from chatserv import events as ev
 from chatserv.commands import Request, parseJSON, parseLine
 from chatserv.errors import ChatError, NickRequired, RateLimited
 from chatserv.interfaces import IChatClient
-from chatserv.limits import FloodGuard, Verdict
+from chatserv.limits import Deadline, FloodGuard, Verdict
 from chatserv.service import ChatService
 
 _log = Logger()
@@ -31,7 +30,16 @@ GREETING = "Welcome to chatserv! Type a nickname to begin, or /help."
 class Session:
     """Runs a client's requests against the service, in order."""
 
-    __slots__ = ("service", "client", "user", "_pending", "_busy", "closed", "_flood", "_nickTimer")
+    __slots__ = (
+        "service",
+        "client",
+        "user",
+        "_pending",
+        "_busy",
+        "closed",
+        "_flood",
+        "_nickDeadline",
+    )
 
     def __init__(self, service: ChatService, client: IChatClient) -> None:
         self.service = service
@@ -44,9 +52,7 @@ class Session:
         self._flood = FloodGuard(
             settings.rate_limit, settings.rate_burst, settings.flood_max_dropped, service.now()
         )
-        self._nickTimer: IDelayedCall | None = service.clock.callLater(
-            settings.nick_timeout, self._noNick
-        )
+        self._nickDeadline: Deadline | None = service.nickDeadlines.add(self._noNick)
         _log.info("connect from {address}", address=client.address)
         if service.settings.motd:
             service.notice(self.user, service.settings.motd)
@@ -125,15 +131,15 @@ class Session:
         return False
 
     def _noNick(self) -> None:
-        self._nickTimer = None
+        self._nickDeadline = None
         if self.user.nick is None and not self.closed:
             timeout = self.service.settings.nick_timeout
             self.end("no nickname", f"disconnected: no nickname chosen in {timeout:g} seconds")
 
     def _stopNickTimer(self) -> None:
-        if self._nickTimer is not None:
-            self._nickTimer.cancel()
-            self._nickTimer = None
+        if self._nickDeadline is not None:
+            self.service.nickDeadlines.cancel(self._nickDeadline)
+            self._nickDeadline = None
 
     # -- running requests in order -----------------------------------------------------
 
@@ -162,7 +168,7 @@ class Session:
                 if not result.called:  # it waits: hold back the rest until it is done
                     self._busy = True
                     result.addBoth(self._resume)
-        if self._nickTimer is not None and self.user.nick is not None:
+        if self._nickDeadline is not None and self.user.nick is not None:
             self._stopNickTimer()
 
     def _run(self, parse: Callable[[], Request | None]):

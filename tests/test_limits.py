@@ -4,11 +4,19 @@ import pytest
 from helpers import LineConnection, makeService, named
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from chatserv.config import Settings
-from chatserv.limits import ConnectionLimiter, FloodGuard, OutputGuard, TokenBucket, Verdict
+from chatserv.limits import (
+    ConnectionLimiter,
+    Deadlines,
+    FloodGuard,
+    TokenBucket,
+    Verdict,
+)
 from chatserv.protocols.line import LineChatFactory
 from chatserv.protocols.ws import WebSocketChatFactory
 
@@ -71,21 +79,6 @@ def test_connection_limiter_per_address_and_total():
     assert limiter.admit("c") is None
     limiter.release("nobody")  # harmless
     assert limiter.total == 3 and limiter.byAddress == {"a": 1, "b": 1, "c": 1}
-
-
-def test_output_guard_counts_only_while_paused():
-    tripped = []
-    guard = OutputGuard(limit=100, overflow=tripped.append)
-    guard.written(1000)  # the transport is keeping up: nothing counted
-    guard.pauseProducing()
-    guard.written(60)
-    guard.resumeProducing()  # drained: start again
-    guard.pauseProducing()
-    guard.written(60)
-    assert tripped == []
-    guard.written(60)
-    guard.written(60)
-    assert tripped == [120]  # once
 
 
 # -- on the line protocol ----------------------------------------------------------------
@@ -282,3 +275,71 @@ def test_a_close_that_never_completes_is_aborted():
     assert stuck.transport.disconnecting and not stuck.transport.disconnected  # asked politely
     clock.advance(30)
     assert stuck.transport.disconnected  # what abortConnection sets
+
+
+def test_deadlines_expire_in_order_with_one_timer():
+    clock = Clock()
+    expired = []
+    deadlines = Deadlines(clock, 10, expired.append)
+    first = deadlines.add("first")
+    clock.advance(3)
+    deadlines.add("second")
+    third = deadlines.add("third")
+    assert len(clock.getDelayedCalls()) == 1  # one timer, however many items
+    deadlines.cancel(third)
+    clock.advance(6.9)
+    assert expired == []
+    clock.advance(0.1)  # first is due at 10
+    assert expired == ["first"]
+    deadlines.cancel(first)  # too late: no effect
+    clock.advance(3)  # second and (cancelled) third are due at 13
+    assert expired == ["first", "second"]
+    assert not clock.getDelayedCalls() and len(deadlines) == 0
+
+
+def test_deadlines_leave_no_timer_once_everything_is_cancelled():
+    clock = Clock()
+    deadlines = Deadlines(clock, 60, lambda item: None)
+    handles = [deadlines.add(i) for i in range(5)]
+    for handle in reversed(handles):  # the front last: the queue empties only then
+        deadlines.cancel(handle)
+    assert not clock.getDelayedCalls() and len(deadlines) == 0
+    deadlines.add("again")
+    assert len(clock.getDelayedCalls()) == 1
+    deadlines.stop()
+    assert not clock.getDelayedCalls()
+
+
+def test_a_failing_expiry_is_logged_and_the_rest_still_expire():
+    clock = Clock()
+    expired = []
+
+    def expire(item):
+        if item == "bad":
+            raise RuntimeError("boom")
+        expired.append(item)
+
+    deadlines = Deadlines(clock, 1, expire)
+    for item in ("bad", "good"):
+        deadlines.add(item)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        clock.advance(1)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert expired == ["good"]
+    assert [e["log_format"] for e in logged if "log_failure" in e] == ["a deadline's expiry failed"]
+
+
+def test_an_item_added_while_expiring_gets_the_full_delay():
+    clock = Clock()
+    expired = []
+    deadlines = Deadlines(clock, 5, lambda item: (expired.append(item), deadlines.add("next")))
+    deadlines.add("first")
+    clock.advance(5)
+    clock.advance(4.9)
+    assert expired == ["first"]
+    clock.advance(0.1)
+    assert expired == ["first", "next"]
+    deadlines.stop()

@@ -1,7 +1,8 @@
 """Wire protocols: thin adapters between bytes and a L{chatserv.session.Session}.
 
 What every wire shares lives here: how peers are named in logs, the connection limits
-applied when a connection is accepted, and the slow-reader guard.
+applied when a connection is accepted, and TCP keepalive; what leaves a connection
+(coalescing, the slow-reader guard) is in L{chatserv.protocols.output}.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ import socket
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-
-from chatserv.limits import OutputGuard
 
 _log = Logger()
 
@@ -63,25 +62,6 @@ def released(protocol) -> None:
     host = protocol.__dict__.pop("admittedFrom", None)
     if host is not None:
         protocol.factory.service.admission.release(host)
-
-
-def guardOutput(protocol) -> OutputGuard:
-    """Register a slow-reader guard as the producer of C{protocol}'s transport."""
-    settings = protocol.factory.service.settings
-
-    def tooSlow(backlog: int) -> None:
-        protocol.factory.service.counters.slow_readers += 1
-        _log.info(
-            "dropping {address}: not reading ({backlog} bytes waiting, the limit is {limit})",
-            address=protocol.address,
-            backlog=backlog,
-            limit=settings.max_output_buffer,
-        )
-        protocol.dropSlowReader()
-
-    guard = OutputGuard(settings.max_output_buffer, tooSlow)
-    protocol.transport.registerProducer(guard, True)
-    return guard
 
 
 def keepAlive(transport, idle: float, timeout: float) -> None:

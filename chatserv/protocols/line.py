@@ -20,8 +20,8 @@ from chatserv import events as ev
 from chatserv import render
 from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import AdmissionMixin, guardOutput, keepAlive, peerText, released
-from chatserv.protocols.batching import BatchedOutput, Flusher
+from chatserv.protocols import AdmissionMixin, keepAlive, peerText, released
+from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -42,29 +42,36 @@ LINE_WIRE = LineWire()
 
 
 @implementer(IChatClient)
-class LineChatProtocol(BatchedOutput, Protocol):
+class LineChatProtocol(ConnectionOutput, Protocol):
     wire = LINE_WIRE
     echo = False  # a terminal already shows what its user typed
 
     factory: LineChatFactory
-    address = "tcp (not connected)"
-    kind = "tcp"
     _abortLater = None
+    _buffer = b""  # the start of a line whose end has not arrived
+    _discarding = False  # inside an overlong line, dropping up to its end
+    _lostBecause = "connection lost"
+
+    @property
+    def kind(self) -> str:
+        """The listener's kind: tcp, or tls."""
+        return self.factory.kind
+
+    @property
+    def address(self) -> str:
+        """The peer as logs show it; made when logged, not held by every connection."""
+        if self.transport is None:
+            return "tcp (not connected)"
+        return peerText(self.kind, self.transport.getPeer())
 
     def connectionMade(self) -> None:
-        self.kind = self.factory.kind
-        self.address = peerText(self.kind, self.transport.getPeer())
         settings = self.factory.service.settings
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
             setNoDelay(True)
         keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
-        self._guard = guardOutput(self)
-        self._buffer = b""
-        self._discarding = False  # inside an overlong line, dropping up to its end
+        self.startOutput()
         self._limit = settings.max_line_length
-        self._lostBecause = "connection lost"
-        self._counters = self.factory.service.counters
         self.session = Session(self.factory.service, self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -118,7 +125,7 @@ class LineChatProtocol(BatchedOutput, Protocol):
 
     # -- IChatClient -------------------------------------------------------------------
 
-    # send() and flush() come from BatchedOutput.
+    # send() and flush() come from ConnectionOutput.
 
     def _joined(self, pending: list[bytes]) -> bytes:
         return b"".join(pending)

@@ -20,8 +20,8 @@ from chatserv import __version__, render
 from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import AdmissionMixin, guardOutput, peerText, released
-from chatserv.protocols.batching import BatchedOutput, Flusher
+from chatserv.protocols import AdmissionMixin, peerText, released
+from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -42,7 +42,7 @@ class FrameWire:
 
 
 @implementer(IChatClient)
-class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
+class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
     # Note: no `log` attribute here; it would replace Autobahn's own filtered logger.
     factory: WebSocketChatFactory
     session: Session | None = None
@@ -51,6 +51,7 @@ class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
     echo = False
     isJSON = False
     kind = "ws"
+    _lostBecause = "connection lost"
 
     def onConnect(self, request):
         self.kind = self.factory.kind
@@ -72,9 +73,7 @@ class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
         setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
         if setNoDelay is not None:
             setNoDelay(True)
-        self._guard = guardOutput(self)
-        self._lostBecause = "connection lost"
-        self._counters = self.factory.service.counters
+        self.startOutput()
 
     def connectionLost(self, reason) -> None:
         released(self)
@@ -110,7 +109,7 @@ class WebSocketChatProtocol(BatchedOutput, WebSocketServerProtocol):
 
     # -- IChatClient -------------------------------------------------------------------
 
-    # send() and flush() come from BatchedOutput: a payload is a tuple of prepared frames.
+    # send() and flush() come from ConnectionOutput: a payload is a tuple of prepared frames.
 
     def _joined(self, pending: list[tuple[PreparedMessage, ...]]) -> bytes:
         # A prepared message's payloadHybi is its whole frame, ready for the wire (what

@@ -1,4 +1,4 @@
-"""Output coalescing: one write per connection per reactor turn, in order, nothing lost."""
+"""What leaves a connection: one write per reactor turn, in order; slow readers bounded."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from helpers import LineConnection, makeService, named
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 
-from chatserv.protocols.batching import Flusher
+from chatserv.protocols.output import Flusher
 
 
 class CountingTransport(StringTransport):
@@ -151,3 +151,25 @@ def test_websocket_pong_and_close_come_after_pending_output():
     assert kinds[0] == (ws.TEXT, "[12:00:00] #lobby <talker> before the ping")
     assert kinds[1] == (ws.PONG, b"p1")
     assert frames[-1].opcode == ws.CLOSE and frames[-1].code == 1007
+
+
+def test_slow_reader_limit_is_exact_and_counts_only_while_paused():
+    line = b"[12:00:00] #lobby <talker> 0123456789\r\n"
+    service, _ = makeService(max_output_buffer=2 * len(line))
+    reader = named(service, "reader")
+    talker = named(service, "talker", port=5001)
+    reader.output()
+    for _ in range(5):  # keeping up: nothing counted, however much
+        talker.send("0123456789\n")
+        reader.output()
+    producer = reader.transport.producer
+    assert producer is reader.protocol  # the protocol is its transport's producer
+    producer.pauseProducing()
+    for _ in range(2):  # exactly the limit while paused: still connected
+        talker.send("0123456789\n")
+        assert reader.outputBytes() == line
+    assert not reader.transport.disconnecting
+    talker.send("0123456789\n")  # one byte more than the limit
+    assert reader.outputBytes() == b""
+    assert reader.transport.disconnecting
+    assert service.counters.slow_readers == 1
