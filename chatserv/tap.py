@@ -174,6 +174,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
         from twisted.internet import reactor
     from twisted.internet.endpoints import serverFromString
 
+    from chatserv.filelimit import FileLimitService
     from chatserv.protocols.line import LineChatFactory
     from chatserv.protocols.ws import WebSocketChatFactory
     from chatserv.service import ChatService
@@ -181,6 +182,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     top = MultiService()
     settings = options["settings"]
+    FileLimitService(settings.max_connections).setServiceParent(top)  # before any listener
     chat = ChatService(settings, clock=reactor)
     # First child: stops last, after the listeners, so it can say goodbye to everyone.
     chat.setServiceParent(top)

@@ -5,6 +5,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 
 from chatserv.config import ConfigError, Settings, loadConfig, normaliseEndpoint
+from chatserv.filelimit import FileLimitService
 from chatserv.service import ChatService
 from chatserv.tap import Options, makeService
 
@@ -112,8 +113,9 @@ def test_make_service_listens_where_asked():
     reactor = MemoryReactor()
     top = makeService(parse("--tcp", "10001", "--ws", "8765", "--ws", "8766"), reactor=reactor)
     children = list(top)
-    assert isinstance(children[0], ChatService)  # first, so it stops last
-    assert all(isinstance(c, StreamServerEndpointService) for c in children[1:])
+    assert isinstance(children[0], FileLimitService)  # before any listener starts
+    assert isinstance(children[1], ChatService)  # before the listeners, so it stops after
+    assert all(isinstance(c, StreamServerEndpointService) for c in children[2:])
     top.privilegedStartService()
     top.startService()
     assert sorted(port for port, *_ in reactor.tcpServers) == [8765, 8766, 10001]
