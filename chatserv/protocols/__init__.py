@@ -64,6 +64,13 @@ def released(protocol) -> None:
         protocol.factory.service.admission.release(host)
 
 
+def noDelay(transport) -> None:
+    """Turn Nagle off: a chat line must leave at once, not wait for the peer's delayed ACK."""
+    setNoDelay = getattr(transport, "setTcpNoDelay", None)
+    if setNoDelay is not None:  # not TCP (tests' in-memory transports, UNIX sockets)
+        setNoDelay(True)
+
+
 def keepAlive(transport, idle: float, timeout: float) -> None:
     """Have the kernel probe an idle TCP connection and close it when the peer is gone.
 

@@ -20,7 +20,7 @@ from chatserv import events as ev
 from chatserv import render
 from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import AdmissionMixin, keepAlive, peerText, released
+from chatserv.protocols import AdmissionMixin, keepAlive, noDelay, peerText, released
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
@@ -66,9 +66,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
 
     def connectionMade(self) -> None:
         settings = self.factory.service.settings
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:  # avoid Nagle + delayed-ACK stalls on chat lines
-            setNoDelay(True)
+        noDelay(self.transport)
         keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
         self.startOutput()
         self._limit = settings.max_line_length

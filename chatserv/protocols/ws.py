@@ -20,7 +20,7 @@ from chatserv import __version__, render
 from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import AdmissionMixin, peerText, released
+from chatserv.protocols import AdmissionMixin, noDelay, peerText, released
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
@@ -70,9 +70,7 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
         # Autobahn means to set TCP_NODELAY here, but reads the option before copying it
         # from the factory and swallows the AttributeError; Nagle plus delayed ACKs then
         # hold frames back for up to 40 ms. Set it ourselves.
-        setNoDelay = getattr(self.transport, "setTcpNoDelay", None)
-        if setNoDelay is not None:
-            setNoDelay(True)
+        noDelay(self.transport)
         self.startOutput()
 
     def connectionLost(self, reason) -> None:
