@@ -128,6 +128,7 @@ def startServer(kind: str, workdir: str) -> Server:
         argv = [
             twistd, "-n", "--pidfile=", "chatserv",
             "--config", str(ROOT / "etc" / "bench.toml"),
+            "--db", str(Path(workdir) / f"chatserv-{tcp}.db"),
             "--tcp", f"tcp:{tcp}:interface=127.0.0.1:backlog=1024",
             "--ws", f"tcp:{ws}:interface=127.0.0.1:backlog=1024",
         ]  # fmt: skip

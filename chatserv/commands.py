@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from twisted.internet import defer
 
 from chatserv import events as ev
-from chatserv.errors import BadRequest, UnknownCommand, UsageError
+from chatserv.errors import BadRequest, NotInRoom, UnknownCommand, UsageError
+from chatserv.moderation import DURATION, describeSanction, parseDuration
 from chatserv.service import ChatService, User
 from chatserv.text import sanitize
 
@@ -31,6 +32,8 @@ class Context(Protocol):
 
     def quit(self, reason: str) -> None: ...
 
+    def notice(self, text: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class Param:
@@ -38,6 +41,10 @@ class Param:
     rest: bool = False  # takes the rest of the line, spaces included
     optional: bool = False
     label: str = ""  # how usage shows it, if not the upper-cased name
+    # Line grammar: an optional word that is this parameter only if it matches (e.g. a
+    # duration), else it is left for the next parameter.
+    match: re.Pattern[str] | None = None
+    number: bool = False  # JSON may send a number
 
     def usage(self) -> str:
         word = self.label or self.name.upper()
@@ -49,10 +56,11 @@ class Command:
     name: str
     params: tuple[Param, ...]
     summary: str
-    run: Callable[[Context, dict[str, str]], Any]
+    handler: Callable[[Context, dict[str, str]], Any]
     aliases: tuple[str, ...] = ()  # other /names; /alias/ARG works too
     shorthand: tuple[str, ...] = ()  # other ways to write it, for /help
     anonymous: bool = False  # allowed before a nickname is chosen
+    admin: bool = False  # for admins only (listed under "admin commands" in /help)
 
     @property
     def usage(self) -> str:
@@ -60,7 +68,13 @@ class Command:
 
     def helpEntry(self) -> ev.HelpEntry:
         shown = tuple(f"/{a}/{self.params[0].usage()}" for a in self.aliases)
-        return ev.HelpEntry(self.name, self.usage, self.summary, shown + self.shorthand)
+        summary = f"{self.summary} (admins)" if self.admin else self.summary
+        return ev.HelpEntry(self.name, self.usage, summary, shown + self.shorthand)
+
+    def run(self, ctx: Context, args: dict[str, str]) -> Any:
+        if self.admin:
+            ctx.service.requireAdmin(ctx.user, self.name)
+        return self.handler(ctx, args)
 
 
 @dataclass(frozen=True)
@@ -92,8 +106,8 @@ def _who(ctx: Context, args: dict[str, str]) -> None:
     ctx.reply(ctx.service.who(ctx.user, args.get("room")))
 
 
-def _msg(ctx: Context, args: dict[str, str]) -> None:
-    ctx.service.privmsg(ctx.user, args["to"], args["text"])
+def _msg(ctx: Context, args: dict[str, str]):
+    return ctx.service.privmsg(ctx.user, args["to"], args["text"])
 
 
 def _me(ctx: Context, args: dict[str, str]) -> None:
@@ -121,8 +135,105 @@ def _quit(ctx: Context, args: dict[str, str]) -> None:
     ctx.quit(args.get("reason", ""))
 
 
+def _history(ctx: Context, args: dict[str, str]):
+    count = args.get("count")
+    if count is not None and not (count.isdigit() and int(count) > 0):
+        raise UsageError("usage: /history [N], N a number of messages, e.g. /history 100")
+    return ctx.service.history(ctx.user, int(count) if count is not None else None)
+
+
+# -- accounts ---------------------------------------------------------------------------
+
+
+def _register(ctx: Context, args: dict[str, str]):
+    return ctx.service.register(ctx.user, args["password"])
+
+
+def _login(ctx: Context, args: dict[str, str]):
+    return ctx.service.login(ctx.user, args["nick"], args["password"])
+
+
+def _passwd(ctx: Context, args: dict[str, str]):
+    return ctx.service.changePassword(ctx.user, args["old"], args["new"])
+
+
+def _color(ctx: Context, args: dict[str, str]):
+    return ctx.service.setColor(ctx.user, args.get("color"))
+
+
+# -- admin commands ---------------------------------------------------------------------
+
+
+def _kick(ctx: Context, args: dict[str, str]) -> None:
+    ctx.service.kick(args["nick"], args.get("reason", ""), by=ctx.user.nick)
+
+
+def _duration(args: dict[str, str]) -> float | None:
+    text = args.get("duration")
+    return parseDuration(text) if text is not None else None
+
+
+async def _ban(ctx: Context, args: dict[str, str]) -> None:
+    ban = await ctx.service.ban(
+        args["nick"], _duration(args), args.get("reason", ""), by=ctx.user.nick
+    )
+    ctx.notice(f"banned {ban.nick} {describeSanction(ban, ctx.service.now())}")
+
+
+async def _unban(ctx: Context, args: dict[str, str]) -> None:
+    await ctx.service.lift("ban", args["nick"], by=ctx.user.nick)
+    ctx.notice(f"unbanned {args['nick']}")
+
+
+async def _mute(ctx: Context, args: dict[str, str]) -> None:
+    mute = await ctx.service.mute(args["nick"], _duration(args), by=ctx.user.nick)
+    ctx.notice(f"muted {mute.nick} {describeSanction(mute, ctx.service.now())}")
+
+
+async def _unmute(ctx: Context, args: dict[str, str]) -> None:
+    await ctx.service.lift("mute", args["nick"], by=ctx.user.nick)
+    ctx.notice(f"unmuted {args['nick']}")
+
+
+def _topic(ctx: Context, args: dict[str, str]):
+    room = args.get("room")
+    if room is None:
+        if ctx.user.room is None:
+            raise NotInRoom("you are not in a room; /topic #ROOM names one")
+        room = ctx.user.room.name
+    if "text" not in args:  # anyone may look
+        ctx.reply(ctx.service.topicOf(room))
+        return None
+    ctx.service.requireAdmin(ctx.user, "topic")
+    return ctx.service.setTopic(room, args["text"], by=ctx.user.nick)
+
+
+def _broadcast(ctx: Context, args: dict[str, str]) -> None:
+    count = ctx.service.broadcast(f"{args['text']} (from {ctx.user.nick})")
+    ctx.notice(f"sent to {count} connections")
+
+
+def _rbroadcast(ctx: Context, args: dict[str, str]) -> None:
+    count = ctx.service.broadcastRoom(args["room"], f"{args['text']} (from {ctx.user.nick})")
+    ctx.notice(f"sent to {count} users")
+
+
+async def _promote(ctx: Context, args: dict[str, str]) -> None:
+    account = await ctx.service.setAdmin(args["nick"], True, by=ctx.user.nick)
+    ctx.notice(f"{account.nick} is now an admin")
+
+
+async def _demote(ctx: Context, args: dict[str, str]) -> None:
+    account = await ctx.service.setAdmin(args["nick"], False, by=ctx.user.nick)
+    ctx.notice(f"{account.nick} is no longer an admin")
+
+
 _ROOM = Param("room")
 _TEXT = Param("text", rest=True)
+_NICK = Param("nick")
+_ROOM_WORD = re.compile(r"#\S+")  # /topic's optional room must be written with its #
+_DURATION = Param("duration", optional=True, match=DURATION)
+_REASON = Param("reason", rest=True, optional=True)
 
 TABLE: tuple[Command, ...] = (
     Command(
@@ -173,12 +284,73 @@ TABLE: tuple[Command, ...] = (
         anonymous=True,
     ),
     Command(
-        "quit",
-        (Param("reason", rest=True, optional=True),),
-        "leave the server",
-        _quit,
+        "history",
+        (Param("count", optional=True, label="N", number=True),),
+        "show the last N messages of your room",
+        _history,
+    ),
+    Command("quit", (_REASON,), "leave the server", _quit, anonymous=True),
+    Command(
+        "register",
+        (Param("password"),),
+        "register your nickname with a password of one word (you are then logged in)",
+        _register,
+    ),
+    Command(
+        "login",
+        (_NICK, Param("password")),
+        "log in to a registered nickname",
+        _login,
         anonymous=True,
     ),
+    Command(
+        "passwd",
+        (Param("old", label="OLD"), Param("new", label="NEW")),
+        "change your password",
+        _passwd,
+    ),
+    Command(
+        "color",
+        (Param("color", optional=True, label="#RRGGBB"),),
+        "show or set the colour of your nickname (none: no colour)",
+        _color,
+    ),
+    Command(
+        "topic",
+        (
+            Param("room", optional=True, label="#ROOM", match=_ROOM_WORD),
+            Param("text", rest=True, optional=True),
+        ),
+        "show a room's topic; admins set it (the room then stays when empty)",
+        _topic,
+    ),
+    Command("kick", (_NICK, _REASON), "disconnect a user", _kick, admin=True),
+    Command(
+        "ban",
+        (_NICK, _DURATION, _REASON),
+        "ban a nickname and its address (DURATION: 30s, 10m, 2h, 7d; none: until /unban)",
+        _ban,
+        admin=True,
+    ),
+    Command("unban", (_NICK,), "lift a ban", _unban, admin=True),
+    Command(
+        "mute",
+        (_NICK, _DURATION),
+        "stop a nickname from talking (DURATION as for /ban)",
+        _mute,
+        admin=True,
+    ),
+    Command("unmute", (_NICK,), "lift a mute", _unmute, admin=True),
+    Command("broadcast", (_TEXT,), "a notice to everyone connected", _broadcast, admin=True),
+    Command(
+        "rbroadcast",
+        (_ROOM, _TEXT),
+        "a notice to everyone in one room",
+        _rbroadcast,
+        admin=True,
+    ),
+    Command("promote", (_NICK,), "make a registered nickname an admin", _promote, admin=True),
+    Command("demote", (_NICK,), "take a nickname's admin rights away", _demote, admin=True),
 )
 
 _BY_NAME: dict[str, Command] = {c.name: c for c in TABLE}
@@ -236,8 +408,10 @@ def _splitArgs(command: Command, rest: str) -> dict[str, str]:
         if param.rest:
             value, rest = rest, ""
         else:
-            value, _, rest = rest.partition(" ")
-            rest = rest.lstrip()
+            value, _, after = rest.partition(" ")
+            if param.match is not None and not param.match.fullmatch(value):
+                continue  # not this optional parameter: the word belongs to the next one
+            rest = after.lstrip()
         if value:
             args[param.name] = value
         elif not param.optional:
@@ -272,6 +446,8 @@ def parseJSON(text: str) -> Request:
     args: dict[str, str] = {}
     for param in command.params:
         value = obj.get(param.name)
+        if param.number and isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(int(value)) if value == int(value) else str(value)
         if value is None:
             if not param.optional:
                 raise BadRequest(f'"{kind}" needs a "{param.name}" string')

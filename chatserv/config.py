@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from chatserv.errors import BadName
-from chatserv.names import MAX_ROOM_NAME_LENGTH, checkRoom
+from chatserv.names import MAX_ROOM_NAME_LENGTH, checkNick, checkRoom
 
 DEFAULT_TCP = "10001"
 DEFAULT_WS = "8765"
@@ -49,6 +49,22 @@ class Settings:
     ping_timeout: float = 30.0  # time a check may take before the connection is closed
     tls_handshake_timeout: float = 30.0  # to complete a TLS handshake
     ws_allowed_origins: tuple[str, ...] = ("*",)
+    # -- storage
+    db: str = "chatserv.db"  # a SQLite file, a postgresql:// URL, or "memory"
+    flush_interval: float = 0.1  # seconds a room message may wait before it is committed
+    batch_size: int = 1000  # messages committed at once, at most
+    # -- history
+    history_on_join: int = 50  # messages replayed to someone joining a room
+    max_history_request: int = 500  # the most /history N returns
+    retention_max_messages: int = 100000  # kept per room; 0: no limit
+    retention_days: float = 0.0  # messages older than this are deleted; 0: kept forever
+    retention_interval: float = 3600.0  # seconds between two prunes
+    max_offline_messages: int = 100  # private messages kept for one offline account
+    # -- accounts
+    admins: tuple[str, ...] = ()  # registered nicknames with admin rights
+    min_password_length: int = 8
+    max_login_failures: int = 5  # per nickname and per address, before logins must wait
+    login_failure_decay: float = 60.0  # seconds after which one failed login is forgotten
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -75,6 +91,22 @@ _SECTIONS: dict[str, dict[str, str]] = {
         for name in ("nick_timeout", "ping_interval", "ping_timeout", "tls_handshake_timeout")
     },
     "websocket": {"allowed_origins": "ws_allowed_origins"},
+    "storage": {name: name for name in ("db", "flush_interval", "batch_size")},
+    "history": {
+        name: name
+        for name in (
+            "history_on_join",
+            "max_history_request",
+            "retention_max_messages",
+            "retention_days",
+            "retention_interval",
+            "max_offline_messages",
+        )
+    },
+    "accounts": {
+        name: name
+        for name in ("admins", "min_password_length", "max_login_failures", "login_failure_decay")
+    },
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
 
@@ -239,6 +271,11 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
         checkRoom(settings.default_room, settings.max_room_name_length)
     except BadName as e:
         raise ConfigError(f"default_room: {e}") from None
+    for admin in settings.admins:
+        try:
+            checkNick(admin)
+        except BadName as e:
+            raise ConfigError(f"admins: {e}") from None
     problems = [
         f"{name} must be at least {least}"
         for name, least in _AT_LEAST.items()
@@ -270,4 +307,15 @@ _AT_LEAST = {
     "ping_interval": 1,
     "ping_timeout": 1,
     "tls_handshake_timeout": 1,
+    "flush_interval": 0.001,
+    "batch_size": 1,
+    "history_on_join": 0,
+    "max_history_request": 1,
+    "retention_max_messages": 0,
+    "retention_days": 0,
+    "retention_interval": 1,
+    "max_offline_messages": 0,
+    "min_password_length": 1,
+    "max_login_failures": 1,
+    "login_failure_decay": 1,
 }

@@ -52,6 +52,49 @@ class TooManyRooms(ChatError):
     code = "too-many-rooms"
 
 
+# -- accounts and moderation -----------------------------------------------------------------
+
+
+class NickRegistered(ChatError):
+    code = "nick-registered"
+
+
+class LoginFailed(ChatError):
+    code = "login-failed"
+
+
+class LoginThrottled(ChatError):
+    code = "login-throttled"
+
+
+class NotLoggedIn(ChatError):
+    code = "not-logged-in"
+
+
+class WeakPassword(ChatError):
+    code = "weak-password"
+
+
+class NotPermitted(ChatError):
+    code = "not-permitted"
+
+
+class Banned(ChatError):
+    code = "banned"
+
+
+class Muted(ChatError):
+    code = "muted"
+
+
+class NotSanctioned(ChatError):
+    code = "not-sanctioned"
+
+
+class MailboxFull(ChatError):
+    code = "mailbox-full"
+
+
 # -- the command language --------------------------------------------------------------------
 
 

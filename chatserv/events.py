@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class RoomMessage:
-    """A line said in a room; C{kind} is C{"message"} or C{"action"} (C{/me})."""
+    """A line said in a room; C{kind} is C{"message"} or C{"action"} (C{/me}).
+
+    C{color} is the sender's chosen colour (C{"#RRGGBB"}) if any; C{history} marks a
+    message replayed from the store rather than said just now.
+    """
 
     kind: str
     room: str
@@ -19,11 +23,17 @@ class RoomMessage:
     text: str
     ts: float
     id: int
+    color: str | None = None
+    history: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class PrivateMessage:
-    """A private message; C{outgoing} marks the copy shown to its sender."""
+    """A private message; C{outgoing} marks the copy shown to its sender.
+
+    C{offline} marks one kept for its registered recipient while they were away and
+    delivered when they logged in.
+    """
 
     sender: str
     to: str
@@ -31,6 +41,8 @@ class PrivateMessage:
     ts: float
     id: int
     outgoing: bool = False
+    color: str | None = None
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,38 @@ class Welcome:
 
     nick: str
     text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    """The connection is now logged in to the account C{nick} (after /login or /register)."""
+
+    nick: str
+    admin: bool
+    color: str | None
+    text: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A room's topic: shown on join, on /topic, and to the room when an admin sets it."""
+
+    room: str
+    topic: str | None  # None: the room has none
+    by: str
+    setAt: float
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryMark:
+    """Brackets replayed messages: C{end} False before them, True after."""
+
+    room: str
+    count: int
+    end: bool
     ts: float
 
 
@@ -123,6 +167,9 @@ Event = (
     | Renamed
     | Notice
     | Welcome
+    | LoggedIn
+    | Topic
+    | HistoryMark
     | Error
     | WhoReply
     | RoomsReply

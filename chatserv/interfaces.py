@@ -22,6 +22,7 @@ class IChatClient(Interface):
     wire = Attribute("The IWire that renders events for this client.")
     echo = Attribute("True if the client wants copies of its own room messages.")
     address = Attribute("The peer, as text for logs, e.g. 'tcp 127.0.0.1:50312'.")
+    host = Attribute("The peer's IP address, e.g. '127.0.0.1': bans and throttles use it.")
 
     def send(payload):
         """Queue a payload rendered by C{wire} for this client. Must not raise."""

@@ -21,6 +21,11 @@ def clockTime(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts))
 
 
+def dateTime(ts: float) -> str:
+    """YYYY-MM-DD HH:MM:SS in the server's local time zone: for history, which may be old."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
 def _room(name: str) -> str:
     return "#" + name
 
@@ -44,13 +49,31 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
         else f"{_room(e.room)} * {e.sender} {e.text}"
     ],
     ev.PrivateMessage: lambda e: [
-        f"-> *{e.to}* {e.text}" if e.outgoing else f"*{e.sender}* {e.text}"
+        (
+            f"-> *{e.to}* (offline; kept for their next login) {e.text}"
+            if e.offline
+            else f"-> *{e.to}* {e.text}"
+        )
+        if e.outgoing
+        else f"*{e.sender}* {e.text}"
     ],
     ev.Joined: lambda e: [f"{_room(e.room)} --> {e.nick} has joined"],
     ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
     ev.Renamed: lambda e: [f"--- {e.old} is now known as {e.new}"],
     ev.Notice: lambda e: [f"{_room(e.room)} -!- {e.text}" if e.room else f"-!- {e.text}"],
     ev.Welcome: lambda e: [f"-!- {e.text}"],
+    ev.LoggedIn: lambda e: [f"-!- {e.text}"],
+    ev.Topic: lambda e: [
+        f"{_room(e.room)} topic: {e.topic} (set by {e.by}, {dateTime(e.setAt)})"
+        if e.topic is not None
+        else f"{_room(e.room)} has no topic"
+    ],
+    ev.HistoryMark: lambda e: [
+        f"{_room(e.room)} --- end of history ---"
+        if e.end
+        else f"{_room(e.room)} --- history: the last {e.count} "
+        f"message{'s' if e.count != 1 else ''} ---"
+    ],
     ev.Error: lambda e: [f"error: {e.text}"],
     ev.WhoReply: lambda e: [f"{_room(e.room)} users ({len(e.nicks)}): {', '.join(e.nicks)}"],
     ev.RoomsReply: lambda e: [
@@ -63,7 +86,12 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
 
 def lines(event: ev.Event) -> list[str]:
     """The event as one or more display lines, each starting with its time."""
-    stamp = f"[{clockTime(event.ts)}] "
+    if getattr(event, "history", False) or (
+        getattr(event, "offline", False) and not event.outgoing
+    ):
+        stamp = f"[{dateTime(event.ts)}] "  # said earlier, maybe days ago
+    else:
+        stamp = f"[{clockTime(event.ts)}] "
     return [stamp + line for line in _DESCRIBE[type(event)](event)]
 
 
@@ -80,22 +108,27 @@ def _ms(ts: float) -> int:
     return int(ts * 1000)
 
 
+def _marked(fields: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    """Add the optional fields that are set (a colour, C{"history": true}), only those:
+    the common message stays as small as it was."""
+    for name, value in optional.items():
+        if value:
+            fields[name] = value
+    return fields
+
+
 # The JSON fields of each event, besides "type" and "ts" (milliseconds since the epoch).
 _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
-    ev.RoomMessage: lambda e: {
-        "type": e.kind,
-        "id": e.id,
-        "room": e.room,
-        "from": e.sender,
-        "text": e.text,
-    },
-    ev.PrivateMessage: lambda e: {
-        "type": "msg",
-        "id": e.id,
-        "from": e.sender,
-        "to": e.to,
-        "text": e.text,
-    },
+    ev.RoomMessage: lambda e: _marked(
+        {"type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": e.text},
+        color=e.color,
+        history=e.history,
+    ),
+    ev.PrivateMessage: lambda e: _marked(
+        {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": e.text},
+        color=e.color,
+        offline=e.offline,
+    ),
     ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
     ev.Left: lambda e: {
         "type": "leave",
@@ -107,6 +140,27 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.Renamed: lambda e: {"type": "rename", "from": e.old, "to": e.new, "text": _text(e)},
     ev.Notice: lambda e: {"type": "notice", "room": e.room, "text": e.text},
     ev.Welcome: lambda e: {"type": "welcome", "nick": e.nick, "text": e.text},
+    ev.LoggedIn: lambda e: {
+        "type": "login",
+        "nick": e.nick,
+        "admin": e.admin,
+        "color": e.color,
+        "text": e.text,
+    },
+    ev.Topic: lambda e: {
+        "type": "topic",
+        "room": e.room,
+        "topic": e.topic,
+        "by": e.by or None,
+        "set": _ms(e.setAt) if e.topic is not None else None,
+        "text": _text(e),
+    },
+    ev.HistoryMark: lambda e: {
+        "type": "history-end" if e.end else "history-start",
+        "room": e.room,
+        "count": e.count,
+        "text": _text(e),
+    },
     ev.Error: lambda e: {"type": "error", "code": e.code, "text": e.text},
     ev.WhoReply: lambda e: {
         "type": "who",

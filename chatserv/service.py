@@ -1,37 +1,57 @@
 """The chat domain: users, rooms and the rules. No bytes, no wire formats in here.
 
 Protocols reach the domain only through L{ChatService}'s methods and receive events
-through their L{IChatClient}. Methods that a later store will make asynchronous
-(choosing a nickname, joining a room) already return Deferreds.
+through their L{IChatClient}. What is kept across restarts (accounts, permanent rooms,
+bans and mutes, history, offline messages) goes through an L{IStore}; methods that may
+wait on it return Deferreds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatserv import events as ev
+from chatserv.accounts import LoginThrottle, Passwords, checkColor
 from chatserv.config import Settings
 from chatserv.errors import (
+    Banned,
+    ChatError,
     EmptyText,
+    LoginFailed,
+    LoginThrottled,
+    MailboxFull,
     MessageTooLong,
+    Muted,
+    NickRegistered,
     NickRequired,
     NickTaken,
     NoSuchRoom,
     NoSuchUser,
     NotInRoom,
+    NotLoggedIn,
+    NotPermitted,
+    NotSanctioned,
     TooManyRooms,
+    UsageError,
+    WeakPassword,
 )
 from chatserv.interfaces import IChatClient, IEventBus
 from chatserv.limits import ConnectionLimiter, Deadlines
+from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
+from chatserv.store import Account, IStore, RoomRecord, Sanction
 from chatserv.text import sanitize
 
 _log = Logger()
@@ -40,7 +60,7 @@ _log = Logger()
 class User:
     """One connected session. It has a nickname once it has chosen one."""
 
-    __slots__ = ("client", "nick", "key", "rooms", "room", "connectedAt")
+    __slots__ = ("client", "nick", "key", "rooms", "room", "connectedAt", "account", "color")
 
     def __init__(self, client: IChatClient, connectedAt: float) -> None:
         self.client = client
@@ -49,18 +69,33 @@ class User:
         self.rooms: dict[str, Room] = {}  # every room joined, by key
         self.room: Room | None = None  # the room plain lines go to
         self.connectedAt = connectedAt
+        self.account: Account | None = None  # set once logged in (or registered)
+        self.color: str | None = None  # "#rrggbb", shown by clients that can
+
+    @property
+    def host(self) -> str:
+        """The peer's IP address, which login throttling and bans go by."""
+        return getattr(self.client, "host", None) or self.client.address
 
     def __repr__(self) -> str:
         return f"<User {self.nick!r} {self.client.address}>"
 
 
 class Room:
-    __slots__ = ("key", "name", "members")
+    __slots__ = ("key", "name", "members", "topic", "topicBy", "topicTs", "recent", "loading")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.key = fold(name)
         self.members: dict[str, User] = {}  # by user key, in order of joining
+        # A room with a topic is permanent: it stays listed when empty, across restarts.
+        self.topic: str | None = None
+        self.topicBy = ""
+        self.topicTs = 0.0
+        # The newest messages, replayed to each joiner without asking the store; None
+        # until loaded, which happens when the room is first joined.
+        self.recent: deque[ev.RoomMessage] | None = None
+        self.loading: list[defer.Deferred[None]] | None = None  # joiners waiting for it
 
     def __repr__(self) -> str:
         return f"<Room #{self.name} ({len(self.members)})>"
@@ -103,12 +138,26 @@ class ChatService(Service):
         settings: Settings | None = None,
         clock: IReactorTime | None = None,
         bus: IEventBus | None = None,
+        store: IStore | None = None,
+        passwords: Passwords | None = None,
     ) -> None:
+        """C{store} defaults to an in-memory one. Its L{IStore.load} is called here: make the
+        service before the reactor runs (as the twistd plugin does)."""
         if clock is None:
             from twisted.internet import reactor as clock  # only when not injected
+        if store is None:
+            from chatserv.store.memory import MemoryStore
+
+            store = MemoryStore()
         self.settings = settings or Settings()
         self.clock = clock
         self.bus: IEventBus = bus if bus is not None else LocalBus(self)
+        self.store = store
+        self.passwords = passwords or Passwords()
+        self.throttle = LoginThrottle(
+            self.settings.max_login_failures, self.settings.login_failure_decay
+        )
+        self.adminKeys = frozenset(fold(nick) for nick in self.settings.admins)
         self.sessions: set[User] = set()  # every connection, named or not
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
@@ -119,7 +168,16 @@ class ChatService(Service):
         self.defaultRoom = self._roomName(self.settings.default_room)
         self._defaultKey = fold(self.defaultRoom)
         self.rooms[self._defaultKey] = Room(self.defaultRoom)  # always listed
-        self._lastId = 0
+        state = store.load()
+        self._lastId = state.lastId  # ids go on where the stored ones stop
+        self.sanctions = Sanctions(state.sanctions)
+        for record in state.rooms:
+            room = self.rooms.get(record.key) or Room(record.name)
+            room.topic, room.topicBy, room.topicTs = record.topic, record.topicBy, record.topicTs
+            self.rooms[record.key] = room
+        self._pruner = LoopingCall(self._prune)
+        self._pruner.clock = clock
+        self._closed: defer.Deferred[None] | None = None
         self.counters = Counters()
         self.startedAt: float | None = None
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -195,18 +253,46 @@ class ChatService(Service):
     def setNick(self, user: User, nick: str) -> defer.Deferred[None]:
         """Choose or change C{user}'s nickname; a first nickname also joins the default room.
 
-        Fails with L{BadName} or L{NickTaken}.
+        Fails with L{BadName}, L{NickTaken}, L{NickRegistered} (someone's account: log in)
+        or L{Banned}.
         """
-        return defer.maybeDeferred(self._setNick, user, nick)
+        return defer.ensureDeferred(self._setNick(user, nick))
 
-    def _setNick(self, user: User, nick: str) -> defer.Deferred[None] | None:
+    async def _setNick(self, user: User, nick: str) -> None:
         key = fold(checkNick(nick))
+        if user.nick == nick:
+            return
+        self._refuseBanned(key)
+        self._refuseTaken(user, key, nick)
+        if user.account is None or user.account.key != key:
+            if await self.store.account(key) is not None:
+                raise NickRegistered(
+                    f'the nickname "{nick}" is registered: /login {nick} PASSWORD, '
+                    "or choose another"
+                )
+            if user not in self.sessions:
+                return
+            self._refuseTaken(user, key, nick)  # someone may have taken it meanwhile
+        await self._applyNick(user, nick, key)
+
+    def _refuseTaken(self, user: User, key: str, nick: str) -> None:
         holder = self.users.get(key)
         if holder is not None and holder is not user:
             raise NickTaken(f'the nickname "{nick}" is taken; choose another')
+
+    def _refuseBanned(self, key: str) -> None:
+        ban = self.sanctions.active("ban", key, self.now())
+        if ban is not None:
+            raise Banned(f'the nickname "{ban.nick}" is banned {describeSanction(ban, self.now())}')
+
+    def _applyNick(self, user: User, nick: str, key: str) -> defer.Deferred[None]:
+        """Give C{user} the nickname (checks done); the first one joins the default room."""
         old = user.nick
         if old == nick:
-            return None
+            return defer.succeed(None)
+        if user.account is not None and user.account.key != key:
+            self.notice(user, f"you are no longer logged in as {user.account.nick}")
+            user.account = None
         oldKey = user.key
         if oldKey is not None:
             del self.users[oldKey]
@@ -225,15 +311,135 @@ class ChatService(Service):
             "{address} renamed {old} -> {nick}", address=user.client.address, old=old, nick=nick
         )
         self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms), users=(key,))
-        return None
+        return defer.succeed(None)
+
+    # -- accounts ------------------------------------------------------------------
+
+    def isAdmin(self, user: User) -> bool:
+        """Logged in to an account that an admin promoted or the config file names."""
+        account = user.account
+        return account is not None and (account.admin or account.key in self.adminKeys)
+
+    async def register(self, user: User, password: str) -> None:
+        """Claim C{user}'s current nickname with C{password}; they are then logged in."""
+        self._requireNick(user)
+        if user.account is not None:
+            raise NickRegistered(f"you are already logged in as {user.account.nick}")
+        self._checkPassword(password)
+        nick, key = user.nick, user.key
+        hashed = await self.passwords.hash(password)
+        account = Account(key, nick, hashed, user.color, False, self.now())
+        if not await self.store.addAccount(account):
+            raise NickRegistered(f'"{nick}" is already registered: /login {nick} PASSWORD')
+        if user not in self.sessions or user.key != key:
+            return
+        user.account = account
+        _log.info("{address} registered {nick}", address=user.client.address, nick=nick)
+        self._loggedIn(user, f"registered {nick}; next time, /login {nick} PASSWORD")
+
+    async def login(self, user: User, nick: str, password: str) -> None:
+        """Log in to the account C{nick}, taking that nickname (and ending any other
+        connection logged in to it). Failures are throttled per nickname and address."""
+        key = fold(checkNick(nick))
+        if user.account is not None and user.account.key == key:
+            raise UsageError(f"you are already logged in as {user.account.nick}")
+        keys = [f"nick {key}", f"host {user.host}"]
+        wait = self.throttle.wait(keys, self.now())
+        if wait > 0:
+            raise LoginThrottled(
+                f"too many failed logins; try again in {describeDuration(math.ceil(wait))}"
+            )
+        account = await self.store.account(key)
+        ok = await self.passwords.verify(account.passwordHash if account else None, password)
+        if not ok or account is None:
+            self.throttle.failed(keys, self.now())
+            _log.info("{address}: failed login as {nick}", address=user.client.address, nick=nick)
+            raise LoginFailed("wrong nickname or password")
+        self.throttle.succeeded(keys[0])
+        if user not in self.sessions:
+            return
+        self._refuseBanned(key)
+        holder = self.users.get(key)
+        if holder is not None and holder is not user:
+            self.end(holder, "logged in elsewhere", "disconnected: you logged in from elsewhere")
+        user.account, user.color = account, account.color
+        _log.info("{address} logged in as {nick}", address=user.client.address, nick=account.nick)
+        self._loggedIn(user, f"you are logged in as {account.nick}")
+        await self._applyNick(user, account.nick, key)
+        await self._deliverOffline(user)
+
+    def _loggedIn(self, user: User, text: str) -> None:
+        if self.isAdmin(user):
+            text += " (admin)"
+        self.deliver(
+            user, ev.LoggedIn(user.account.nick, self.isAdmin(user), user.color, text, self.now())
+        )
+
+    async def _deliverOffline(self, user: User) -> None:
+        kept = await self.store.takeOffline(user.key)
+        if kept:
+            s = "s" if len(kept) != 1 else ""
+            self.notice(user, f"{len(kept)} private message{s} arrived while you were away:")
+            for message in kept:
+                self.deliver(user, message)
+
+    async def changePassword(self, user: User, old: str, new: str) -> None:
+        account = self._requireAccount(user)
+        self._checkPassword(new)
+        keys = [f"nick {account.key}", f"host {user.host}"]
+        wait = self.throttle.wait(keys, self.now())
+        if wait > 0:
+            raise LoginThrottled(
+                f"too many wrong passwords; try again in {describeDuration(math.ceil(wait))}"
+            )
+        if not await self.passwords.verify(account.passwordHash, old):
+            self.throttle.failed(keys, self.now())
+            raise LoginFailed("wrong password; your password is unchanged")
+        hashed = await self.passwords.hash(new)
+        await self.store.setPassword(account.key, hashed)
+        if user.account is not None and user.account.key == account.key:
+            user.account = dataclasses.replace(user.account, passwordHash=hashed)
+        _log.info(
+            "{address} changed the password of {nick}",
+            address=user.client.address,
+            nick=account.nick,
+        )
+        self.notice(user, "password changed")
+
+    async def setColor(self, user: User, color: str | None) -> None:
+        """Show (C{color} None) or set C{user}'s colour; an account keeps it."""
+        if color is None:
+            shown = user.color or "none (/color #RRGGBB sets one)"
+            self.notice(user, f"your colour: {shown}")
+            return
+        user.color = checkColor(color)
+        if user.account is not None:
+            await self.store.setColor(user.account.key, user.color)
+            user.account = dataclasses.replace(user.account, color=user.color)
+        self.notice(
+            user, f"your colour is now {user.color}" if user.color else "you have no colour now"
+        )
+
+    def _requireAccount(self, user: User) -> Account:
+        if user.account is None:
+            raise NotLoggedIn("log in first: /login NICK PASSWORD (or /register PASSWORD)")
+        return user.account
+
+    def _checkPassword(self, password: str) -> None:
+        least = self.settings.min_password_length
+        if len(password) < least:
+            raise WeakPassword(f"a password needs at least {least} characters")
 
     # -- rooms ---------------------------------------------------------------------
 
     def join(self, user: User, name: str) -> defer.Deferred[Room]:
-        """Join (creating if needed) room C{name} and make it C{user}'s current room."""
-        return defer.maybeDeferred(self._join, user, name)
+        """Join (creating if needed) room C{name} and make it C{user}'s current room.
 
-    def _join(self, user: User, name: str) -> Room:
+        A newcomer sees the room's topic, who is there and its recent history.
+        """
+        return defer.ensureDeferred(self._join(user, name))
+
+    async def _join(self, user: User, name: str) -> Room:
         self._requireNick(user)
         name = self._roomName(name)
         key = fold(name)
@@ -245,13 +451,73 @@ class ChatService(Service):
                     "join one that exists: /rooms lists them"
                 )
             room = self.rooms[key] = Room(name)
+        if room.recent is None:
+            await self._loadRecent(room)
+            if user not in self.sessions:  # gone while the history loaded
+                self._dropIfUnused(room)
+                return room
         user.room = room
         if key not in user.rooms:
             user.rooms[key] = room
             room.members[user.key] = user
             self.bus.publish(ev.Joined(room.name, user.nick, self.now()), rooms=(key,))
-        self.deliver(user, self.who(user, room.name))
+            if room.topic is not None:
+                self.deliver(user, self._topicEvent(room))
+            self.deliver(user, self.who(user, room.name))
+            self._replay(user, room, list(room.recent))
+        else:
+            self.deliver(user, self.who(user, room.name))
         return room
+
+    async def _loadRecent(self, room: Room) -> None:
+        """Fill C{room.recent} from the store, once, however many join at the same time."""
+        if room.loading is not None:
+            waiting: defer.Deferred[None] = defer.Deferred()
+            room.loading.append(waiting)
+            await waiting
+            return
+        room.loading = []
+        limit = self.settings.history_on_join
+        rows: list[ev.RoomMessage] = []
+        try:
+            if limit:
+                await self.store.flush()  # what the room said before it was last emptied
+                rows = await self.store.history(room.key, limit)
+        except Exception:
+            # Joining must still work with the database down; the history is missing.
+            _log.failure("loading the history of #{room} failed", room=room.name)
+        room.recent = deque(rows, maxlen=limit)
+        waiting, room.loading = room.loading, None
+        for d in waiting:
+            d.callback(None)
+
+    def _replay(self, user: User, room: Room, messages: list[ev.RoomMessage]) -> None:
+        if not messages:
+            return
+        now = self.now()
+        self.deliver(user, ev.HistoryMark(room.name, len(messages), False, now))
+        for message in messages:
+            self.deliver(user, message)
+        self.deliver(user, ev.HistoryMark(room.name, len(messages), True, now))
+
+    async def history(self, user: User, count: int | None = None) -> None:
+        """Replay the last C{count} messages of C{user}'s room (older ones from the store)."""
+        room = user.room
+        if room is None:
+            raise NotInRoom("you are not in a room; /join ROOM first")
+        most = self.settings.max_history_request
+        count = count or self.settings.history_on_join or most
+        if count > most:
+            raise UsageError(f"at most {most} messages at once")
+        recent = list(room.recent or ())
+        if count > len(recent):
+            await self.store.flush()  # the tail is all in the store, or queued before it
+            before = recent[0].id if recent else None
+            recent = await self.store.history(room.key, count - len(recent), before) + recent
+        found = recent[-count:]
+        if not found:
+            self.notice(user, f"#{room.name} has no history")
+        self._replay(user, room, found)
 
     def part(self, user: User, name: str, reason: str = "left") -> None:
         """Leave room C{name}."""
@@ -268,7 +534,17 @@ class ChatService(Service):
         del user.rooms[room.key]
         if user.room is room:
             user.room = next(reversed(user.rooms.values()), None)
-        if not room.members and room.key != self._defaultKey:
+        self._dropIfUnused(room)
+
+    def _dropIfUnused(self, room: Room) -> None:
+        # Permanent rooms (with a topic) and the default room stay; their history is kept.
+        if (
+            not room.members
+            and room.loading is None
+            and room.topic is None
+            and room.key != self._defaultKey
+            and self.rooms.get(room.key) is room
+        ):
             del self.rooms[room.key]
 
     def who(self, user: User, name: str | None = None) -> ev.WhoReply:
@@ -291,32 +567,65 @@ class ChatService(Service):
     # -- talking -------------------------------------------------------------------
 
     def say(self, user: User, text: str, kind: str = "message") -> ev.RoomMessage:
-        """Say C{text} in C{user}'s current room (C{kind} "action" for /me)."""
+        """Say C{text} in C{user}'s current room (C{kind} "action" for /me); it is stored."""
         self._requireNick(user)
         room = user.room
         if room is None:
             raise NotInRoom("you are not in a room; /join ROOM first")
+        self._refuseMuted(user)
         text = self._cleanText(text)
         self.counters.messages += 1
-        event = ev.RoomMessage(kind, room.name, user.nick, text, self.now(), self._nextId())
+        event = ev.RoomMessage(
+            kind, room.name, user.nick, text, self.now(), self._nextId(), user.color
+        )
+        self.store.addMessage(event)
+        if room.recent is not None:
+            room.recent.append(dataclasses.replace(event, history=True))
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
 
-    def privmsg(self, user: User, nick: str, text: str) -> ev.PrivateMessage:
-        """Send C{text} to C{nick} only; the sender gets a copy marked outgoing."""
+    def privmsg(self, user: User, nick: str, text: str):
+        """Send C{text} to C{nick} only; the sender gets a copy marked outgoing.
+
+        To an offline registered nickname the message is kept for their next login
+        (a Deferred then); to anyone else offline it fails with L{NoSuchUser}.
+        """
         self._requireNick(user)
+        self._refuseMuted(user)
         target = self.findUser(nick)
         if target is None:
-            raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
+            return defer.ensureDeferred(self._privmsgOffline(user, nick, text))
         text = self._cleanText(text)
         self.counters.messages += 1
-        event = ev.PrivateMessage(user.nick, target.nick, text, self.now(), self._nextId())
+        event = ev.PrivateMessage(
+            user.nick, target.nick, text, self.now(), self._nextId(), color=user.color
+        )
         self.bus.publish(event, users=(target.key,))
         if target is not user:
-            self.deliver(
-                user,
-                ev.PrivateMessage(event.sender, event.to, text, event.ts, event.id, outgoing=True),
-            )
+            self.deliver(user, dataclasses.replace(event, outgoing=True))
+        return event
+
+    async def _privmsgOffline(self, user: User, nick: str, text: str) -> ev.PrivateMessage:
+        offline = NoSuchUser(f'no user "{sanitize(nick)}" is online')
+        limit = self.settings.max_offline_messages
+        try:
+            key = fold(checkNick(nick))
+        except ChatError:
+            raise offline from None
+        text = self._cleanText(text)
+        account = await self.store.account(key) if limit else None
+        if account is None:
+            raise offline
+        event = ev.PrivateMessage(
+            user.nick, account.nick, text, self.now(), self._nextId(), color=user.color
+        )
+        if not await self.store.addOffline(key, event, limit):
+            raise MailboxFull(f"{account.nick} has {limit} messages waiting; try again later")
+        self.counters.messages += 1
+        self.deliver(user, dataclasses.replace(event, outgoing=True, offline=True))
+        target = self.users.get(key)
+        if target is not None and target.account is not None and target.account.key == key:
+            await self._deliverOffline(target)  # they logged in while it was being kept
         return event
 
     # -- administration (the manhole console and, later, admin commands use these) ----
@@ -368,11 +677,137 @@ class ChatService(Service):
         user = self._named(nick)
         self.deliver(user, ev.Notice(sanitize(text), self.now()))
 
-    def kick(self, nick: str, reason: str = "") -> None:
+    def kick(self, nick: str, reason: str = "", by: str | None = None) -> None:
         """Disconnect a user; their rooms see why."""
         user = self._named(nick)
-        why = f"kicked: {reason}" if reason else "kicked"
+        who = f"kicked by {by}" if by else "kicked"
+        why = f"{who}: {sanitize(reason)}" if reason else who
         self.end(user, why, f"you were {why}")
+
+    def requireAdmin(self, user: User, command: str) -> None:
+        if not self.isAdmin(user):
+            raise NotPermitted(f"not permitted: /{command} is for admins")
+
+    async def ban(
+        self, nick: str, duration: float | None = None, reason: str = "", by: str = "console"
+    ) -> Sanction:
+        """Ban a nickname (and the address it is online from, if it is) for C{duration}
+        seconds or until lifted; a user online under it is disconnected."""
+        key = fold(checkNick(nick))
+        target = self.users.get(key)
+        now = self.now()
+        ban = Sanction(
+            "ban",
+            key,
+            target.nick if target is not None else nick,
+            target.host if target is not None else None,
+            now + duration if duration else None,
+            sanitize(reason[: self.settings.max_message_length]),
+            by,
+            now,
+        )
+        self.sanctions.add(ban)
+        _log.info(
+            "{by} banned {nick} ({host}) {span}",
+            by=by,
+            nick=ban.nick,
+            host=ban.host or "-",
+            span=describeSanction(ban, now),
+        )
+        if target is not None:
+            why = f"banned by {by}" + (f": {ban.reason}" if ban.reason else "")
+            self.end(target, why, f"you are banned {describeSanction(ban, now)}")
+        await self.store.addSanction(ban)
+        return ban
+
+    async def mute(self, nick: str, duration: float | None = None, by: str = "console") -> Sanction:
+        """Refuse what a nickname says (rooms and private messages) for a while."""
+        key = fold(checkNick(nick))
+        target = self.users.get(key)
+        now = self.now()
+        name = target.nick if target is not None else nick
+        mute = Sanction("mute", key, name, None, now + duration if duration else None, "", by, now)
+        self.sanctions.add(mute)
+        _log.info("{by} muted {nick} {span}", by=by, nick=name, span=describeSanction(mute, now))
+        if target is not None:
+            self.notice(target, f"{by} muted you {describeSanction(mute, now)}")
+        await self.store.addSanction(mute)
+        return mute
+
+    async def lift(self, kind: str, nick: str, by: str = "console") -> None:
+        """Lift a ban (C{kind} "ban") or a mute ("mute")."""
+        key = fold(checkNick(nick))
+        held = self.sanctions.remove(kind, key)
+        stored = await self.store.removeSanction(kind, key)
+        if held is None and not stored:
+            raise NotSanctioned(f'"{nick}" is not {"banned" if kind == "ban" else "muted"}')
+        _log.info("{by} lifted the {kind} of {nick}", by=by, kind=kind, nick=nick)
+        target = self.users.get(key)
+        if target is not None and kind == "mute":
+            self.notice(target, f"{by} unmuted you")
+
+    async def setAdmin(self, nick: str, admin: bool, by: str = "console") -> Account:
+        """Promote a registered nickname to admin, or demote it."""
+        key = fold(checkNick(nick))
+        if not admin and key in self.adminKeys:
+            raise NotPermitted(f"{nick} is an admin in the config file; remove them there")
+        account = await self.store.account(key)
+        if account is None:
+            raise NoSuchUser(f'"{sanitize(nick)}" is not registered')
+        await self.store.setAdmin(key, admin)
+        account = dataclasses.replace(account, admin=admin)
+        _log.info(
+            "{by} {did} {nick}", by=by, did="promoted" if admin else "demoted", nick=account.nick
+        )
+        target = self.users.get(key)
+        if target is not None and target.account is not None and target.account.key == key:
+            target.account = account
+            self._loggedIn(
+                target,
+                f"{by} made you an admin" if admin else f"{by} took your admin rights away",
+            )
+        return account
+
+    def topicOf(self, room: str) -> ev.Topic:
+        name = self._roomName(room)
+        found = self.rooms.get(fold(name))
+        if found is None:
+            raise NoSuchRoom(f"there is no room #{name}")
+        return self._topicEvent(found)
+
+    async def setTopic(self, room: str, topic: str, by: str = "console") -> ev.Topic:
+        """Set a room's topic (creating the room); the room becomes permanent."""
+        name = self._roomName(room)
+        key = fold(name)
+        found = self.rooms.get(key)
+        if found is None:
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise TooManyRooms(
+                    f"there are too many rooms (the limit is {self.settings.max_rooms})"
+                )
+            found = self.rooms[key] = Room(name)
+        found.topic, found.topicBy, found.topicTs = self._cleanText(topic), by, self.now()
+        event = self._topicEvent(found)
+        self.bus.publish(event, rooms=(key,))
+        await self.store.saveRoom(
+            RoomRecord(key, found.name, found.topic, found.topicBy, found.topicTs)
+        )
+        return event
+
+    def _topicEvent(self, room: Room) -> ev.Topic:
+        return ev.Topic(room.name, room.topic, room.topicBy, room.topicTs, self.now())
+
+    def _refuseMuted(self, user: User) -> None:
+        mute = self.sanctions.active("mute", user.key, self.now())
+        if mute is not None:
+            raise Muted(f"you are muted {describeSanction(mute, self.now())}")
+
+    def bannedAddress(self, user: User) -> str | None:
+        """Why a new connection must be refused (its address is banned), or C{None}."""
+        ban = self.sanctions.bannedHost(user.host, self.now())
+        if ban is None:
+            return None
+        return f"this address is banned {describeSanction(ban, self.now())}"
 
     def closeRoom(self, room: str, reason: str = "room closed") -> int:
         """Disconnect everyone in a room (it then disappears); returns how many."""
@@ -441,7 +876,11 @@ class ChatService(Service):
         self.users.clear()
         for room in self.rooms.values():
             room.members.clear()
-        self.rooms = {key: room for key, room in self.rooms.items() if key == self._defaultKey}
+        self.rooms = {
+            key: room
+            for key, room in self.rooms.items()
+            if key == self._defaultKey or room.topic is not None
+        }
         for user in closing:
             user.rooms.clear()
             user.room = None
@@ -451,15 +890,36 @@ class ChatService(Service):
     def startService(self) -> None:
         super().startService()
         self.startedAt = self.now()
+        self._pruner.start(self.settings.retention_interval, now=True)
 
-    def stopService(self):
-        """Tell everyone the server is going down and close every session."""
+    def stopService(self) -> defer.Deferred[None]:
+        """Tell everyone the server is going down, close every session, and store what
+        is queued: the Deferred fires once it is committed."""
         super().stopService()
         self.nickDeadlines.stop()
+        if self._pruner.running:
+            self._pruner.stop()
         sessions = list(self.sessions)
         self._forgetAll()
         for user in sessions:
             self._close(user, "server shutting down")
+        if self._closed is None:
+            self._closed = self.store.close()
+        return self._closed
+
+    def _prune(self) -> defer.Deferred[None] | None:
+        """Apply the retention settings, in the store's threads."""
+        most, days = self.settings.retention_max_messages, self.settings.retention_days
+        if not most and not days:
+            return None
+
+        def done(deleted: int) -> None:
+            if deleted:
+                _log.info("retention: deleted {count} old messages", count=deleted)
+
+        d = self.store.prune(self.now(), most, days * 86400)
+        # A failed prune is logged and tried again next time; it must not stop the loop.
+        return d.addCallbacks(done, lambda f: _log.failure("pruning old messages failed", f))
 
     # -- helpers -------------------------------------------------------------------
 

@@ -54,6 +54,10 @@ class Session:
         )
         self._nickDeadline: Deadline | None = service.nickDeadlines.add(self._noNick)
         _log.info("connect from {address}", address=client.address)
+        banned = service.bannedAddress(self.user)
+        if banned is not None:
+            self.end("banned address", f"disconnected: {banned}")
+            return
         if service.settings.motd:
             service.notice(self.user, service.settings.motd)
         service.notice(self.user, GREETING)
@@ -94,6 +98,9 @@ class Session:
 
     def reply(self, event: ev.Event) -> None:
         self.service.deliver(self.user, event)
+
+    def notice(self, text: str) -> None:
+        self.service.notice(self.user, text)
 
     def quit(self, reason: str) -> None:
         self.end(f"quit: {reason}" if reason else "quit", "Goodbye.")

@@ -44,6 +44,14 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "Read settings from this TOML file (sample: etc/chatserv.toml)."],
         ["default-room", None, None, "The room users land in [default: lobby]."],
+        [
+            "db",
+            None,
+            None,
+            "Where accounts, rooms, bans and history are kept: a SQLite file (created on "
+            "first start), a postgresql://USER:PASSWORD@HOST/DB URL, or 'memory' (nothing "
+            "kept) [default: chatserv.db].",
+        ],
         ["tls-cert", None, None, "PEM certificate (then its chain) for --tls and --wss."],
         ["tls-key", None, None, "PEM private key for --tls-cert [default: in the cert file]."],
         [
@@ -130,6 +138,8 @@ class Options(usage.Options):
             overrides = dict(config.settings)
             if self["default-room"] is not None:
                 overrides["default_room"] = self["default-room"]
+            if self["db"] is not None:
+                overrides["db"] = self["db"]
             if self["max-line-length"] is not None:
                 overrides["max_line_length"] = self["max-line-length"]
             self["settings"] = makeSettings(overrides)
@@ -183,7 +193,13 @@ def makeService(options: Options, reactor=None) -> MultiService:
     top = MultiService()
     settings = options["settings"]
     FileLimitService(settings.max_connections).setServiceParent(top)  # before any listener
-    chat = ChatService(settings, clock=reactor)
+    from chatserv.store import StoreError, openStore
+
+    try:
+        store = openStore(settings.db, reactor, settings.flush_interval, settings.batch_size)
+        chat = ChatService(settings, clock=reactor, store=store)
+    except StoreError as e:
+        raise SystemExit(f"chatserv: error: {e}") from None
     # First child: stops last, after the listeners, so it can say goodbye to everyone.
     chat.setServiceParent(top)
     credentials = options.get("credentials")

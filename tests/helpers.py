@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+from argon2 import PasswordHasher
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
+from chatserv.accounts import Passwords
 from chatserv.config import Settings
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols.line import LineChatFactory
@@ -18,10 +20,20 @@ from chatserv.service import ChatService
 NOON = 1795262400.0
 
 
-def makeService(**settings) -> tuple[ChatService, Clock]:
+# Cheap argon2 parameters: tests check behaviour, not the cost of a guess.
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
+def fastPasswords(inThread: bool = False) -> Passwords:
+    """Password hashing for tests: cheap, and synchronous unless C{inThread}."""
+    return Passwords(hasher=FAST_HASHER, inThread=inThread)
+
+
+def makeService(store=None, **settings) -> tuple[ChatService, Clock]:
     clock = Clock()
     clock.advance(NOON)
-    return ChatService(Settings(**settings), clock=clock), clock
+    service = ChatService(Settings(**settings), clock=clock, store=store, passwords=fastPasswords())
+    return service, clock
 
 
 @implementer(IWire)
@@ -42,6 +54,7 @@ class FakeClient:
         self.wire = wire or RecordingWire()
         self.echo = echo
         self.address = f"fake {name}"
+        self.host = f"fake-{name}"
         self.received: list = []
         self.closedWith: str | None = None
 

@@ -64,6 +64,7 @@ async def server():
     for client in srv.clients:
         await client.hangUp()
     await eventually(lambda: not chat.sessions)  # server side has seen every close
+    await chat.stopService()
 
 
 @pytest_twisted.ensureDeferred

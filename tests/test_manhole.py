@@ -246,6 +246,7 @@ async def server(tmp_path, logs):
     for client in srv.clients:
         await client.hangUp()
     await eventually(lambda: not chat.sessions)
+    await chat.stopService()
 
 
 # -- the helpers, with their effect on chat users --------------------------------------

@@ -98,4 +98,5 @@ async def test_scrape_after_chat_traffic():
     await chatPort.stopListening()
     await webPort.stopListening()
     lag.stopService()
+    await chat.stopService()
     chat.stopService()

@@ -130,8 +130,7 @@ def test_private_message_and_copy_for_sender():
         False,
     )
     assert copy.outgoing and copy.id == received.id
-    with pytest.raises(NoSuchUser):
-        service.privmsg(alice, "nobody", "hello?")
+    assert isinstance(failure(service.privmsg(alice, "nobody", "hello?")), NoSuchUser)
 
 
 def test_join_switch_rooms_and_empty_rooms_vanish():

@@ -1,5 +1,7 @@
 """Options, the config file and the service tree, without sockets."""
 
+from dataclasses import replace
+
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock as MemoryReactor
@@ -7,7 +9,14 @@ from twisted.internet.testing import MemoryReactorClock as MemoryReactor
 from chatserv.config import ConfigError, Settings, loadConfig, normaliseEndpoint
 from chatserv.filelimit import FileLimitService
 from chatserv.service import ChatService
-from chatserv.tap import Options, makeService
+from chatserv.tap import Options
+from chatserv.tap import makeService as _makeService
+
+
+def makeService(options: Options, reactor):
+    """The service tree, keeping nothing on disk (the store has tests of its own)."""
+    options["settings"] = replace(options["settings"], db="memory")
+    return _makeService(options, reactor=reactor)
 
 
 def parse(*args) -> Options:

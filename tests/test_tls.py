@@ -117,6 +117,7 @@ async def _stop(server: Server, ports) -> None:
     for client in server.clients:
         await client.hangUp()
     await eventually(lambda: not server.chat.sessions)  # the server has seen every close
+    await server.chat.stopService()
 
 
 @pytest_twisted.async_yield_fixture

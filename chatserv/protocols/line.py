@@ -64,6 +64,11 @@ class LineChatProtocol(ConnectionOutput, Protocol):
             return "tcp (not connected)"
         return peerText(self.kind, self.transport.getPeer())
 
+    @property
+    def host(self) -> str:
+        """The peer's IP address (bans and login throttling go by it)."""
+        return str(getattr(self.transport.getPeer(), "host", "")) if self.transport else ""
+
     def connectionMade(self) -> None:
         settings = self.factory.service.settings
         noDelay(self.transport)

@@ -53,6 +53,11 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
     kind = "ws"
     _lostBecause = "connection lost"
 
+    @property
+    def host(self) -> str:
+        """The peer's IP address (bans and login throttling go by it)."""
+        return str(getattr(self.transport.getPeer(), "host", "")) if self.transport else ""
+
     def onConnect(self, request):
         self.kind = self.factory.kind
         self.address = peerText(self.kind, self.transport.getPeer())

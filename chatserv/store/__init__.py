@@ -1,0 +1,175 @@
+"""Persistence: accounts, permanent rooms, sanctions, history and offline messages.
+
+One small interface (L{IStore}) and three backends:
+
+- C{memory}: dictionaries in this process; nothing survives a restart (tests, trials).
+- SQLite (the default): a file, created with its schema on first start.
+- PostgreSQL: a C{postgresql://} URL, for a database shared beyond one machine.
+
+Every method that touches a database returns a Deferred and runs in a thread pool
+(L{twisted.enterprise.adbapi}); none blocks the reactor. The exception is L{IStore.load},
+which runs once at start-up, before the reactor starts, so that a server never accepts
+connections before it knows its bans and rooms (and a broken database stops start-up
+with one line, like a port in use).
+
+Room messages are not written one by one: L{IStore.addMessage} queues them and a batch
+is committed every C{flush_interval} seconds (or sooner when C{batch_size} wait). After a
+graceful stop everything is written; after C{kill -9} at most the messages accepted in
+the last C{flush_interval} (plus a batch being committed at that instant) are lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zope.interface import Interface
+
+from chatserv.events import PrivateMessage, RoomMessage
+
+__all__ = [
+    "Account",
+    "IStore",
+    "PrivateMessage",
+    "RoomMessage",
+    "RoomRecord",
+    "Sanction",
+    "State",
+    "StoreError",
+    "openStore",
+]
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; C{str()} is one line saying why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A registered nickname. C{key} is C{names.fold(nick)}."""
+
+    key: str
+    nick: str  # as written when registered
+    passwordHash: str  # argon2id, never the password
+    color: str | None = None  # "#rrggbb"
+    admin: bool = False  # promoted by an admin (admins named in the config are not stored)
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRecord:
+    """A permanent room: one an admin gave a topic. It outlives restarts and emptiness."""
+
+    key: str
+    name: str
+    topic: str
+    topicBy: str
+    topicTs: float
+
+
+@dataclass(frozen=True, slots=True)
+class Sanction:
+    """A ban or a mute of a nickname (and, for bans, the address it was used from)."""
+
+    kind: str  # "ban" or "mute"
+    key: str  # fold(nick)
+    nick: str
+    host: str | None  # IP address banned along with the nick, if the user was online
+    until: float | None  # POSIX time it ends; None: until lifted
+    reason: str
+    by: str  # the admin's nick
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """What the service needs before it accepts anyone (see L{IStore.load})."""
+
+    lastId: int = 0  # the highest message id ever stored (room and offline messages)
+    rooms: list[RoomRecord] = field(default_factory=list)
+    sanctions: list[Sanction] = field(default_factory=list)  # unexpired only
+
+
+class IStore(Interface):
+    """What the chat service keeps. Room and nick keys are C{names.fold()}ed."""
+
+    def load():
+        """Return the L{State} to start with. Blocking: called once, before the reactor runs."""
+
+    def addMessage(message):
+        """Queue a L{RoomMessage} (never C{history}) for the next batch. Never fails."""
+
+    def flush():
+        """Deferred firing once every message added so far is committed."""
+
+    def history(roomKey, limit, beforeId=None):
+        """Deferred list of at most C{limit} L{RoomMessage}s of a room, oldest first.
+
+        The newest ones, or the newest with an id below C{beforeId}. Messages still
+        queued are not included: L{flush} first when they must be.
+        """
+
+    def account(key):
+        """Deferred L{Account} or C{None}."""
+
+    def addAccount(account):
+        """Deferred C{True}, or C{False} if the key is already registered."""
+
+    def setPassword(key, passwordHash):
+        """Deferred C{None}."""
+
+    def setColor(key, color):
+        """Deferred C{None}; C{color} may be C{None} (no colour)."""
+
+    def setAdmin(key, admin):
+        """Deferred C{None}."""
+
+    def saveRoom(record):
+        """Deferred C{None}: insert or replace the L{RoomRecord} with its key."""
+
+    def addSanction(sanction):
+        """Deferred C{None}: insert or replace the L{Sanction} of that kind and key."""
+
+    def removeSanction(kind, key):
+        """Deferred C{True} if there was one to remove."""
+
+    def addOffline(toKey, message, limit):
+        """Keep a L{PrivateMessage} for an offline account.
+
+        Deferred C{True}, or C{False} (nothing stored) when C{limit} already wait for it.
+        """
+
+    def takeOffline(toKey):
+        """Deferred list of the L{PrivateMessage}s kept for C{toKey}, oldest first (with
+        C{offline} set); they are deleted."""
+
+    def prune(now, maxPerRoom, maxAge):
+        """Delete room messages beyond the newest C{maxPerRoom} of each room and any
+        (room or offline) older than C{maxAge} seconds; 0 disables either rule.
+        Deferred count of rows deleted. Deletes in small chunks."""
+
+    def close():
+        """Deferred firing once everything queued is committed and connections are closed."""
+
+
+def openStore(
+    url: str,
+    reactor=None,
+    flushInterval: float = 0.1,
+    batchSize: int = 1000,
+) -> IStore:
+    """Open the store named by C{url}, creating or migrating its schema.
+
+    C{"memory"}: in this process only. C{"postgresql://..."} (or C{"postgres://"}):
+    a PostgreSQL database. Anything else: the path of a SQLite file (or
+    C{"sqlite:PATH"}). Blocking; raises L{StoreError} with one line on failure.
+    """
+    if url == "memory":
+        from chatserv.store.memory import MemoryStore
+
+        return MemoryStore()
+    from chatserv.store import sql
+
+    if url.startswith(("postgresql://", "postgres://")):
+        return sql.openPostgreSQL(url, reactor, flushInterval, batchSize)
+    path = url.removeprefix("sqlite:")
+    return sql.openSQLite(path, reactor, flushInterval, batchSize)
