@@ -34,7 +34,7 @@ def describeSanction(sanction: Sanction, now: float) -> str:
     span = (
         "until lifted"
         if sanction.until is None
-        else f"for {describeDuration(sanction.until - now)} more"
+        else f"for {describeDuration(sanction.until - now)}"
     )
     return f"{span} ({sanction.reason})" if sanction.reason else span
 

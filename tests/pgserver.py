@@ -2,9 +2,10 @@
 
 C{CHATSERV_TEST_PG} is a URL such as
 C{postgresql://chatserv:chatserv@127.0.0.1:5432/chatserv_test}; its role needs C{CREATEDB}
-(each test gets a database of its own, dropped afterwards). C{.ci/run} starts a local
-server and sets it. Without a usable server the PostgreSQL tests are skipped, saying why,
-except when C{CI=true}: CI must not pass by skipping them.
+(each test gets an empty database of its own; they are reused, emptied, between tests and
+dropped when the run ends). C{.ci/run} starts a local server and sets it. Without a usable
+server the PostgreSQL tests are skipped, saying why, except when C{CI=true}: CI must not
+pass by skipping them.
 """
 
 from __future__ import annotations

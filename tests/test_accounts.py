@@ -258,16 +258,16 @@ def test_kick(chat):
 def test_ban_with_duration_refuses_nick_and_address_until_it_ends(chat):
     service, clock, alice, bob, carol = chat
     alice.send("/ban carol 10m flooding\n")
-    assert "banned carol for 10 minutes more (flooding)" in alice.output()
-    assert carol.lines()[-1] == "[12:00:00] -!- you are banned for 10 minutes more (flooding)"
+    assert "banned carol for 10 minutes (flooding)" in alice.output()
+    assert carol.lines()[-1] == "[12:00:00] -!- you are banned for 10 minutes (flooding)"
     back = LineConnection(service, host="10.0.0.3", port=5003)  # same address
     assert back.lines() == [
-        "[12:00:00] -!- disconnected: this address is banned for 10 minutes more (flooding)"
+        "[12:00:00] -!- disconnected: this address is banned for 10 minutes (flooding)"
     ]
     other = LineConnection(service, host="10.0.0.4", port=5004)
     other.output()
     other.send("Carol\n")
-    assert 'the nickname "carol" is banned for 10 minutes more' in other.output()
+    assert 'the nickname "carol" is banned for 10 minutes' in other.output()
     clock.advance(601)
     other.send("carol\n")
     assert "Welcome, carol!" in other.output()
@@ -291,12 +291,12 @@ def test_ban_without_duration_and_unban(chat):
 def test_mute(chat):
     service, clock, alice, bob, carol = chat
     alice.send("/mute carol 30s\n")
-    assert carol.lines() == ["[12:00:00] -!- alice muted you for 30 seconds more"]
+    assert carol.lines() == ["[12:00:00] -!- alice muted you for 30 seconds"]
     carol.send("can anyone hear me\n")
     carol.send("/msg bob psst\n")
     assert carol.lines() == [
-        "[12:00:00] error: you are muted for 30 seconds more",
-        "[12:00:00] error: you are muted for 30 seconds more",
+        "[12:00:00] error: you are muted for 30 seconds",
+        "[12:00:00] error: you are muted for 30 seconds",
     ]
     assert bob.lines() == []
     alice.send("/unmute carol\n")
@@ -532,7 +532,7 @@ def test_json_account_requests():
     alice.request(type="ban", nick="mallory", duration="1h", reason="spam")
     alice.request(type="ban", nick="eve", duration="soon")
     notices = [e["text"] for e in alice.take()]
-    assert notices[:2] == ["your colour is now #ff8800", "banned mallory for 1 hour more (spam)"]
+    assert notices[:2] == ["your colour is now #ff8800", "banned mallory for 1 hour (spam)"]
     assert "is not a duration" in notices[2]
     alice.request(type="login", nick="alice", password="nope")
     (error,) = alice.take()

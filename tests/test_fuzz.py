@@ -128,7 +128,8 @@ def escaped(text: str) -> str:
 
 
 NAME = r"[A-Za-z_\[\]{}|^`][A-Za-z0-9_\[\]{}|^`-]*"
-STAMP = re.compile(r"\[\d\d:\d\d:\d\d\] ")
+# Replayed history and kept private messages carry their date as well.
+STAMP = re.compile(r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d\] ")
 # The line format (docs/protocol.md), after the time stamp.
 LINE_FORMS = [
     re.compile(form)
@@ -147,6 +148,11 @@ LINE_FORMS = [
         r"commands \(/help COMMAND for one\):",
         r" {0,2}/[a-z]+ .+",
         r"error: .+",
+        rf"#{NAME} -!- .+",
+        rf"#{NAME} topic: .+ \(set by {NAME}, \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\)",
+        rf"#{NAME} has no topic",
+        rf"#{NAME} --- history: the last \d+ messages? ---",
+        rf"#{NAME} --- end of history ---",
     )
 ]
 INTERNAL = "error: internal error; the server logged it"
@@ -156,7 +162,7 @@ def checkLine(line: str) -> str:
     """A line of line-wire output, without its time stamp."""
     assert STAMP.match(line), f"no time stamp: {line!r}"
     assert not UNSAFE.search(line), f"unescaped control character: {line!r}"
-    body = line[len("[00:00:00] ") :]
+    body = line[STAMP.match(line).end() :]
     assert any(form.fullmatch(body) for form in LINE_FORMS), f"undocumented line: {body!r}"
     assert body != INTERNAL, "a request failed with an internal error"
     return body
@@ -197,6 +203,10 @@ EVENT_FIELDS = {
     "time": {"time": _S},
     "help": {"commands": list},
     "error": {"code": _S},
+    "login": {"nick": _S, "admin": bool, "color": (_S, _N)},
+    "topic": {"room": _S, "topic": (_S, _N), "by": (_S, _N), "set": (_I, _N)},
+    "history-start": {"room": _S, "count": _I},
+    "history-end": {"room": _S, "count": _I},
 }
 
 
@@ -547,6 +557,11 @@ TELNET = [b"\xff\xfd\x03", b"\xff\xfb\x18", b"\xff\xf4", b"\xff\xfa\x18\x01\xff\
 NICKS = ["lineobs", "JSONOBS", ATTACKER, "Mallory", "nobody", "zed[1]", "ZED{1}", "9lives", "é"]
 ROOMS = ["dev", "#dev", "lobby", "#LOBBY", "#", "x" * 33, "bad room", "{dev}", "-dev"]
 COMMAND_NAMES = ["nick", "join", "rooms", "who", "msg", "me", "say", "time", "help", "quit"]
+# Accounts, history and the admin commands (refused: the attacker is no admin).
+COMMAND_NAMES += ["history", "register", "login", "passwd", "color", "topic"]
+ADMIN_COMMANDS = ["kick", "ban", "unban", "mute", "unmute", "broadcast", "rbroadcast"]
+ADMIN_COMMANDS += ["promote", "demote"]
+COMMAND_NAMES += ADMIN_COMMANDS
 ALIASES = ["changeName", "changeRoom"]
 
 
@@ -1179,8 +1194,24 @@ REQUEST_FIELDS = {
     "time": {},
     "help": {"command": True},
     "quit": {"reason": True},
+    "history": {"count": True},
+    "register": {"password": False},
+    "login": {"nick": False, "password": False},
+    "passwd": {"old": False, "new": False},
+    "color": {"color": True},
+    "topic": {"room": True, "text": True},
+    "kick": {"nick": False, "reason": True},
+    "ban": {"nick": False, "duration": True, "reason": True},
+    "unban": {"nick": False},
+    "mute": {"nick": False, "duration": True},
+    "unmute": {"nick": False},
+    "broadcast": {"text": False},
+    "rbroadcast": {"room": False, "text": False},
+    "promote": {"nick": False},
+    "demote": {"nick": False},
 }
-ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit"}
+NUMBER_FIELDS = {"count"}  # may be a JSON number too
+ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit", "login"}
 # The refusals each request may get once it is well formed (docs/protocol.md, "Errors").
 MAY_REFUSE = {
     "nick": {"invalid-name", "nick-taken"},
@@ -1193,6 +1224,13 @@ MAY_REFUSE = {
     "time": set(),
     "help": {"unknown-command"},
     "quit": set(),
+    "history": {"usage", "not-in-room"},
+    "register": {"weak-password", "nick-registered"},
+    "login": {"invalid-name", "login-failed", "login-throttled", "usage"},
+    "passwd": {"not-logged-in", "weak-password", "login-failed", "login-throttled"},
+    "color": {"usage"},
+    "topic": {"invalid-name", "no-such-room", "not-in-room", "not-permitted", "empty-text"},
+    **{name: {"not-permitted"} for name in ADMIN_COMMANDS},
 }
 GOOD_VALUES = {
     "nick": st.sampled_from(NICKS + ["Mallory2", "x" * 33, "bad name"]),
@@ -1201,6 +1239,12 @@ GOOD_VALUES = {
     "text": hostile,
     "command": st.sampled_from(COMMAND_NAMES + ["/join", "changeRoom", "bogus", "?", ""]),
     "reason": hostile,
+    "password": hostile,
+    "old": hostile,
+    "new": hostile,
+    "count": st.sampled_from(["1", "50", "501", "0", "x", 7, 2.5, -3]),
+    "color": st.sampled_from(["#ff8800", "none", "red", "#FFF"]),
+    "duration": st.sampled_from(["10m", "1h", "0m", "soon"]),
 }
 
 jsonScalars = (
@@ -1283,6 +1327,8 @@ def refusalFor(text: str) -> str | None:
         return "unknown-command"
     for name, optional in fields.items():
         value = request.get(name)
+        if name in NUMBER_FIELDS and type(value) in (int, float):
+            continue
         if (value is None and not optional) or (value is not None and not isinstance(value, str)):
             return "bad-request"
     return None

@@ -43,9 +43,10 @@ log = Logger()
 
 PRUNE_CHUNK = 5000  # rows per prune transaction: short enough never to hold the database long
 MAX_RETRY_DELAY = 5.0  # seconds between attempts to commit while the database is down
-# While the database is down, messages wait in memory. Beyond this many batches the oldest
-# are dropped (and that is logged as critical): losing old history beats running out of
-# memory and losing the whole server.
+# While the database is down (or cannot keep up), messages wait in memory. Beyond this many
+# batches the oldest are dropped, logged as critical: losing old history beats running out
+# of memory and losing the whole server. 100 batches is far more than a healthy database
+# ever has waiting (bench/store.py: a burst of 50,000 in well under a second is absorbed).
 QUEUE_LIMIT_BATCHES = 100
 CLOSE_GIVE_UP = 10.0  # close() stops retrying a down database after this many seconds
 SQLITE_BUSY_TIMEOUT = 5.0  # seconds a write waits for another process's lock
@@ -453,8 +454,8 @@ class SQLStore:
             self._dropped += 1
             if self._dropped == 1:
                 log.critical(
-                    "{database}: {limit} room messages wait for the database;"
-                    " dropping the oldest until it answers",
+                    "{database}: {limit} room messages wait for the database (down, or"
+                    " too slow); dropping the oldest until it catches up",
                     database=self._dialect.name,
                     limit=self._queueLimit,
                 )
@@ -545,7 +546,7 @@ class SQLStore:
             self._failures = 0
         if self._dropped:
             log.critical(
-                "{database}: {dropped} room messages were dropped while it was unreachable",
+                "{database}: {dropped} room messages were dropped while it was behind",
                 database=self._dialect.name,
                 dropped=self._dropped,
             )
