@@ -343,12 +343,7 @@ class ChatService(Service):
         key = fold(checkNick(nick))
         if user.account is not None and user.account.key == key:
             raise UsageError(f"you are already logged in as {user.account.nick}")
-        keys = [f"nick {key}", f"host {user.host}"]
-        wait = self.throttle.wait(keys, self.now())
-        if wait > 0:
-            raise LoginThrottled(
-                f"too many failed logins; try again in {describeDuration(math.ceil(wait))}"
-            )
+        keys = self._throttled(key, user, "failed logins")
         account = await self.store.account(key)
         ok = await self.passwords.verify(account.passwordHash if account else None, password)
         if not ok or account is None:
@@ -368,6 +363,17 @@ class ChatService(Service):
         await self._applyNick(user, account.nick, key)
         await self._deliverOffline(user)
 
+    def _throttled(self, key: str, user: User, what: str) -> list[str]:
+        """The throttle keys of a password check for nick C{key} from C{user}'s address;
+        raises L{LoginThrottled} if either has failed too often lately."""
+        keys = [f"nick {key}", f"host {user.host}"]
+        wait = self.throttle.wait(keys, self.now())
+        if wait > 0:
+            raise LoginThrottled(
+                f"too many {what}; try again in {describeDuration(math.ceil(wait))}"
+            )
+        return keys
+
     def _loggedIn(self, user: User, text: str) -> None:
         if self.isAdmin(user):
             text += " (admin)"
@@ -386,12 +392,7 @@ class ChatService(Service):
     async def changePassword(self, user: User, old: str, new: str) -> None:
         account = self._requireAccount(user)
         self._checkPassword(new)
-        keys = [f"nick {account.key}", f"host {user.host}"]
-        wait = self.throttle.wait(keys, self.now())
-        if wait > 0:
-            raise LoginThrottled(
-                f"too many wrong passwords; try again in {describeDuration(math.ceil(wait))}"
-            )
+        keys = self._throttled(account.key, user, "wrong passwords")
         if not await self.passwords.verify(account.passwordHash, old):
             self.throttle.failed(keys, self.now())
             raise LoginFailed("wrong password; your password is unchanged")
