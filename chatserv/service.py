@@ -442,16 +442,8 @@ class ChatService(Service):
 
     async def _join(self, user: User, name: str) -> Room:
         self._requireNick(user)
-        name = self._roomName(name)
-        key = fold(name)
-        room = self.rooms.get(key)
-        if room is None:
-            if len(self.rooms) >= self.settings.max_rooms:
-                raise TooManyRooms(
-                    f"there are too many rooms (the limit is {self.settings.max_rooms}); "
-                    "join one that exists: /rooms lists them"
-                )
-            room = self.rooms[key] = Room(name)
+        room = self._roomOrNew(name)
+        key = room.key
         if room.recent is None:
             await self._loadRecent(room)
             if user not in self.sessions:  # gone while the history loaded
@@ -778,20 +770,13 @@ class ChatService(Service):
 
     async def setTopic(self, room: str, topic: str, by: str = "console") -> ev.Topic:
         """Set a room's topic (creating the room); the room becomes permanent."""
-        name = self._roomName(room)
-        key = fold(name)
-        found = self.rooms.get(key)
-        if found is None:
-            if len(self.rooms) >= self.settings.max_rooms:
-                raise TooManyRooms(
-                    f"there are too many rooms (the limit is {self.settings.max_rooms})"
-                )
-            found = self.rooms[key] = Room(name)
-        found.topic, found.topicBy, found.topicTs = self._cleanText(topic), by, self.now()
+        topic = self._cleanText(topic)  # before the room exists: a refusal leaves none
+        found = self._roomOrNew(room)
+        found.topic, found.topicBy, found.topicTs = topic, by, self.now()
         event = self._topicEvent(found)
-        self.bus.publish(event, rooms=(key,))
+        self.bus.publish(event, rooms=(found.key,))
         await self.store.saveRoom(
-            RoomRecord(key, found.name, found.topic, found.topicBy, found.topicTs)
+            RoomRecord(found.key, found.name, found.topic, found.topicBy, found.topicTs)
         )
         return event
 
@@ -927,6 +912,20 @@ class ChatService(Service):
     def _requireNick(self, user: User) -> None:
         if user.nick is None:
             raise NickRequired("choose a nickname first: type it, or /nick NAME")
+
+    def _roomOrNew(self, name: str) -> Room:
+        """Room C{name}, created (within C{max_rooms}) if it does not exist."""
+        name = self._roomName(name)
+        key = fold(name)
+        room = self.rooms.get(key)
+        if room is None:
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise TooManyRooms(
+                    f"there are too many rooms (the limit is {self.settings.max_rooms}); "
+                    "join one that exists: /rooms lists them"
+                )
+            room = self.rooms[key] = Room(name)
+        return room
 
     def _roomName(self, name: str) -> str:
         return checkRoom(name, self.settings.max_room_name_length)

@@ -107,9 +107,11 @@ class LineConnection:
         self.protocol.connectionLost(Failure(ConnectionLost()))
 
 
-def named(service: ChatService, nick: str, port: int = 5000) -> LineConnection:
+def named(
+    service: ChatService, nick: str, port: int = 5000, host: str = "10.0.0.1"
+) -> LineConnection:
     """A line connection that has chosen C{nick} and whose output so far is read."""
-    conn = LineConnection(service, port=port)
+    conn = LineConnection(service, host=host, port=port)
     conn.send(nick + "\r\n")
     conn.output()
     return conn

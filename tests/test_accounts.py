@@ -19,8 +19,7 @@ PASSWORD = "correct-horse"
 
 
 def registered(service, nick, port, password=PASSWORD):
-    conn = LineConnection(service, host=f"10.0.1.{port % 256}", port=port)
-    conn.send(f"{nick}\n")
+    conn = named(service, nick, port, host=f"10.0.1.{port % 256}")  # own address: bans
     conn.send(f"/register {password}\n")
     assert f"registered {nick}" in conn.output()
     return conn
@@ -537,3 +536,15 @@ def test_json_account_requests():
     alice.request(type="login", nick="alice", password="nope")
     (error,) = alice.take()
     assert error["code"] == "usage"  # already logged in as alice
+
+
+def test_a_refused_topic_creates_no_room():
+    service, clock = makeService(admins=("alice",))
+    alice = jsonClient(service, clock)
+    alice.request(type="nick", nick="alice")
+    alice.request(type="register", password=PASSWORD)
+    alice.take()
+    alice.request(type="topic", room="new", text="   ")
+    (error,) = alice.take()
+    assert error["code"] == "empty-text"
+    assert "new" not in service.rooms
