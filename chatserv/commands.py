@@ -374,6 +374,10 @@ def _shown(text: str) -> str:
 _PRIVATE = re.compile(r"(?P<text>.*\S)\s*>\s*(?P<nick>[^\s>]+)\s*")
 
 
+# The JSON request that carries a line of the command language (clients whose users type).
+LINE_REQUEST = "line"
+
+
 def parseLine(line: str, service: ChatService, user: User) -> Request | None:
     """Turn one line from a line client into a request; C{None} for a blank line.
 
@@ -424,9 +428,11 @@ def _splitArgs(command: Command, rest: str) -> dict[str, str]:
 # -- the JSON grammar -------------------------------------------------------------------
 
 
-def parseJSON(text: str) -> Request:
+def parseJSON(text: str, readLine: Callable[[str], Request | None] | None = None) -> Request | None:
     """Turn one JSON request (see docs/protocol.md) into a request.
 
+    A C{line} request carries a line of the command language, as a person typed it into a
+    client; C{readLine} (L{parseLine} for this user) reads it. C{None} for a blank line.
     Raises L{BadRequest} or L{UnknownCommand} for anything malformed.
     """
     try:
@@ -440,6 +446,13 @@ def parseJSON(text: str) -> Request:
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise BadRequest('a request needs a "type" string, e.g. {"type":"say","text":"hi"}')
+    if kind == LINE_REQUEST and readLine is not None:
+        line = obj.get("text")
+        if not isinstance(line, str):
+            raise BadRequest('"line" needs a "text" string: {"type":"line","text":"/me waves"}')
+        if "\n" in line or "\r" in line:
+            raise BadRequest('a "line" request carries one line; send one request per line')
+        return readLine(line)
     command = _BY_NAME.get(kind)
     if command is None:
         raise UnknownCommand(f'unknown request type "{_shown(kind)}"')

@@ -48,7 +48,9 @@ class Settings:
     ping_interval: float = 60.0  # idle time before a connection is checked for life
     ping_timeout: float = 30.0  # time a check may take before the connection is closed
     tls_handshake_timeout: float = 30.0  # to complete a TLS handshake
+    http_timeout: float = 30.0  # for a web/websocket connection to send its next request
     ws_allowed_origins: tuple[str, ...] = ("*",)
+    web_client: bool = True  # serve the browser client on the websocket port
     # -- storage
     db: str = "chatserv.db"  # a SQLite file, a postgresql:// URL, or "memory"
     flush_interval: float = 0.1  # seconds a room message may wait before it is committed
@@ -88,9 +90,15 @@ _SECTIONS: dict[str, dict[str, str]] = {
     },
     "timeouts": {
         name: name
-        for name in ("nick_timeout", "ping_interval", "ping_timeout", "tls_handshake_timeout")
+        for name in (
+            "nick_timeout",
+            "ping_interval",
+            "ping_timeout",
+            "tls_handshake_timeout",
+            "http_timeout",
+        )
     },
-    "websocket": {"allowed_origins": "ws_allowed_origins"},
+    "websocket": {"allowed_origins": "ws_allowed_origins", "web_client": "web_client"},
     "storage": {name: name for name in ("db", "flush_interval", "batch_size")},
     "history": {
         name: name
@@ -254,6 +262,8 @@ def _put(target: dict[str, Any], name: str, value: Any, where: str, problems: li
         problems.append(f"{where} must be a whole number")
     elif kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
         problems.append(f"{where} must be a number")
+    elif kind == "bool" and not isinstance(value, bool):
+        problems.append(f"{where} must be true or false")
     elif kind == "str" and not isinstance(value, str):
         problems.append(f"{where} must be a string")
     elif kind.startswith("tuple") and not (
@@ -307,6 +317,7 @@ _AT_LEAST = {
     "ping_interval": 1,
     "ping_timeout": 1,
     "tls_handshake_timeout": 1,
+    "http_timeout": 1,
     "flush_interval": 0.001,
     "batch_size": 1,
     "history_on_join": 0,

@@ -66,11 +66,14 @@ class Session:
 
     def receiveLine(self, line: str) -> None:
         """A line from a line client (TCP, websocket text mode)."""
-        self._submit(lambda: parseLine(line, self.service, self.user))
+        self._submit(lambda: self._readLine(line))
 
     def receiveJSON(self, text: str) -> None:
         """A frame from a JSON client."""
-        self._submit(lambda: parseJSON(text))
+        self._submit(lambda: parseJSON(text, self._readLine))
+
+    def _readLine(self, line: str) -> Request | None:
+        return parseLine(line, self.service, self.user)
 
     def refuse(self, error: ChatError) -> None:
         """Report input the protocol could not accept (too long, not UTF-8, ...)."""

@@ -186,7 +186,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     from chatserv.filelimit import FileLimitService
     from chatserv.protocols.line import LineChatFactory
-    from chatserv.protocols.ws import WebSocketChatFactory
+    from chatserv.protocols.web import ChatSite
     from chatserv.service import ChatService
     from chatserv.tls import TLSReloadService, tlsEndpoint
 
@@ -212,12 +212,12 @@ def makeService(options: Options, reactor=None) -> MultiService:
 
     wires = [
         ("tcp", plain, lambda: LineChatFactory(chat), "line clients"),
-        ("ws", plain, lambda: WebSocketChatFactory(chat, reactor=reactor), "websocket clients"),
+        ("ws", plain, lambda: ChatSite(chat, reactor=reactor), "websocket clients"),
         ("tls", encrypted, lambda: LineChatFactory(chat, kind="tls"), "TLS line clients"),
         (
             "wss",
             encrypted,
-            lambda: WebSocketChatFactory(chat, reactor=reactor, kind="wss"),
+            lambda: ChatSite(chat, reactor=reactor, kind="wss"),
             "TLS websocket clients",
         ),
     ]

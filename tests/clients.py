@@ -114,11 +114,11 @@ async def connectLine(port: int, tls=None) -> LineClient:
     return client
 
 
-async def connectWS(port: int, json_: bool = False, tls=None) -> WSClient:
+async def connectWS(port: int, json_: bool = False, tls=None, path: str = "/") -> WSClient:
     from twisted.internet import reactor
 
     factory = WebSocketClientFactory(
-        f"{'wss' if tls else 'ws'}://localhost:{port}/",
+        f"{'wss' if tls else 'ws'}://localhost:{port}{path}",
         protocols=["chatserv.v1.json"] if json_ else None,
         reactor=reactor,
     )

@@ -10,7 +10,7 @@ from twisted.internet.endpoints import serverFromString
 
 from chatserv.config import Settings
 from chatserv.protocols.line import LineChatFactory
-from chatserv.protocols.ws import WebSocketChatFactory
+from chatserv.protocols.web import ChatSite
 from chatserv.service import ChatService
 
 
@@ -54,9 +54,7 @@ async def server():
     chat.startService()
     local = "tcp:0:interface=127.0.0.1"
     tcpPort = await serverFromString(reactor, local).listen(LineChatFactory(chat))
-    wsPort = await serverFromString(reactor, local).listen(
-        WebSocketChatFactory(chat, reactor=reactor)
-    )
+    wsPort = await serverFromString(reactor, local).listen(ChatSite(chat, reactor=reactor))
     srv = Server(chat, tcpPort.getHost().port, wsPort.getHost().port)
     yield srv
     await tcpPort.stopListening()

@@ -12,7 +12,7 @@ from twisted.internet.endpoints import serverFromString
 
 from chatserv.config import Settings
 from chatserv.protocols.line import LineChatFactory
-from chatserv.protocols.ws import WebSocketChatFactory
+from chatserv.protocols.web import ChatSite
 from chatserv.service import ChatService
 
 LOCAL = "tcp:0:interface=127.0.0.1:backlog=1024"
@@ -24,7 +24,7 @@ async def startServer(**settings):
     chat = ChatService(Settings(**settings), clock=reactor)
     chat.startService()
     tcp = await serverFromString(reactor, LOCAL).listen(LineChatFactory(chat))
-    ws = await serverFromString(reactor, LOCAL).listen(WebSocketChatFactory(chat, reactor=reactor))
+    ws = await serverFromString(reactor, LOCAL).listen(ChatSite(chat, reactor=reactor))
     return chat, tcp, ws
 
 

@@ -43,6 +43,9 @@ def test_wheel_has_the_plugin_and_no_twisted_init(wheel):
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert "chatserv/tap.py" in names and "chatserv/protocols/ws.py" in names
+    # The browser client's files, served from the installed package.
+    assert {"chatserv/webclient/index.html", "chatserv/webclient/app.js"} <= names
+    assert "chatserv/webclient/style.css" in names
 
 
 def test_installed_plugin_is_found_by_twistd(wheel, tmp_path):

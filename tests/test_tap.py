@@ -87,7 +87,7 @@ def test_config_problems_are_reported_together(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(
         '[chat]\nmax_line_length = 5\ncolour = "red"\n[limits]\nmax_line_length = "big"\n'
-        "[listen]\ntcp = [true]\n[nonsense]\nx = 1\n"
+        "[listen]\ntcp = [true]\n[nonsense]\nx = 1\n[websocket]\nweb_client = 1\n"
     )
     with pytest.raises(ConfigError) as info:
         loadConfig(path)
@@ -98,6 +98,7 @@ def test_config_problems_are_reported_together(tmp_path):
         "limits.max_line_length must be a whole number",
         "listen.tcp takes port numbers or endpoint strings",
         "unknown section [nonsense]",
+        "websocket.web_client must be true or false",
     ):
         assert problem in message
 
@@ -129,6 +130,13 @@ def test_make_service_listens_where_asked():
     top.startService()
     assert sorted(port for port, *_ in reactor.tcpServers) == [8765, 8766, 10001]
     assert all(backlog == 1024 for _, _, backlog, _ in reactor.tcpServers)
+    from chatserv.protocols.line import LineChatFactory
+    from chatserv.protocols.web import ChatSite
+
+    factories = {port: factory for port, factory, *_ in reactor.tcpServers}
+    assert isinstance(factories[10001], LineChatFactory)
+    # Websocket ports are web sites: the browser client, and the websocket on any path.
+    assert isinstance(factories[8765], ChatSite) and factories[8765] is factories[8766]
     top.stopService()
 
 

@@ -39,7 +39,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from chatserv import makecert
 from chatserv.config import Settings
 from chatserv.protocols.line import LineChatFactory
-from chatserv.protocols.ws import WebSocketChatFactory
+from chatserv.protocols.web import ChatSite
 from chatserv.service import ChatService
 from chatserv.tls import (
     HANDSHAKE_TIMEOUT,
@@ -100,7 +100,7 @@ async def _serve(directory: Path, *makecertArgs: str, handshakeTimeout=HANDSHAKE
     ports = [
         await tlsEndpoint(reactor, LOCAL, credentials, handshakeTimeout).listen(lines),
         await tlsEndpoint(reactor, LOCAL, credentials, handshakeTimeout).listen(
-            WebSocketChatFactory(chat, reactor=reactor, kind="wss")
+            ChatSite(chat, reactor=reactor, kind="wss")
         ),
         await serverFromString(reactor, LOCAL).listen(LineChatFactory(chat)),
     ]

@@ -1,0 +1,150 @@
+"""The websocket port as a small web server: the browser client, and the websocket.
+
+A twisted.web site listens on every C{ws} and C{wss} endpoint. A request that asks for a
+websocket upgrade, on any path (the browser client uses C{/ws}, older clients C{/}), is
+handed to Autobahn's L{WebSocketResource}, which turns the connection into a
+L{WebSocketChatProtocol}; from then on twisted.web is out of the way and frames go
+straight to the chat protocol. Any other request is for the browser client's files, plain
+HTML, CSS and JavaScript shipped in C{chatserv/webclient/}.
+
+Connection limits apply when a connection is accepted, before anyone knows what it will
+ask for; a connection that becomes a websocket keeps the slot it was admitted with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.web import pages, resource, static
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request, Site
+
+from chatserv.protocols import AdmissionMixin, released
+from chatserv.protocols.ws import WebSocketChatFactory
+from chatserv.service import ChatService
+
+WEB_CLIENT = Path(__file__).resolve().parent.parent / "webclient"
+
+# The client is self-contained: nothing from other origins, no inline script or style, so
+# text that slipped through as markup still could not run.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    b"Content-Security-Policy": CONTENT_SECURITY_POLICY.encode("ascii"),
+    b"X-Content-Type-Options": b"nosniff",
+    b"Referrer-Policy": b"no-referrer",
+    # Revalidate every time (a 304 when unchanged): an upgraded server is seen at once.
+    b"Cache-Control": b"no-cache",
+}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+
+
+def isWebSocketRequest(request: Request) -> bool:
+    """Does the request ask to become a websocket (C{Upgrade: websocket})?"""
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and b"websocket" in upgrade.lower()
+
+
+class ClientFiles(static.File):
+    """The browser client's files: no directory listings, strict headers on every file."""
+
+    contentTypes = {**static.File.contentTypes, **_TYPES}
+    childNotFound = pages.notFound()
+
+    def __init__(self, path: str | Path = WEB_CLIENT, *args) -> None:
+        super().__init__(str(path), *args)  # (createSimilarFile passes more arguments)
+
+    def directoryListing(self) -> resource.IResource:
+        return pages.forbidden()
+
+    def render(self, request: Request) -> bytes | int:
+        for name, value in _HEADERS.items():
+            request.setHeader(name, value)
+        return super().render(request)
+
+
+class WebRoot(resource.Resource):
+    """Websocket upgrades on any path go to the chat; everything else is a file."""
+
+    def __init__(self, websocket: resource.IResource, files: resource.IResource | None) -> None:
+        super().__init__()
+        self._websocket = websocket
+        self._files = files
+
+    def getChildWithDefault(self, name: bytes, request: Request) -> resource.IResource:
+        if isWebSocketRequest(request):
+            return self._websocket
+        if self._files is None:
+            return pages.notFound(message="This port speaks websocket only.")
+        return self._files.getChildWithDefault(name, request)
+
+
+class _SiteWebSocketFactory(WebSocketChatFactory):
+    """The chat websocket behind the site: the connection was admitted by the site."""
+
+    _inherited: str | None = None
+
+    @contextmanager
+    def inheriting(self, channel: HTTPChannel) -> Iterator[None]:
+        """While Autobahn builds the protocol for C{channel}, pass it the channel's slot."""
+        self._inherited = channel.__dict__.pop("admittedFrom", None)
+        try:
+            yield
+        finally:
+            if self._inherited is not None:  # no protocol was built: the channel keeps it
+                channel.admittedFrom = self._inherited
+                self._inherited = None
+
+    def buildProtocol(self, addr):
+        protocol = WebSocketServerFactory.buildProtocol(self, addr)  # admitted already
+        if self._inherited is not None:
+            protocol.admittedFrom, self._inherited = self._inherited, None
+        return protocol
+
+
+class _ChatWebSocketResource(WebSocketResource):
+    def render(self, request: Request):
+        channel = request.channel
+        if channel.transport is not None:
+            # The HTTP channel is the transport's producer (for back-pressure); the chat
+            # protocol, which takes the connection over, registers itself instead.
+            channel.transport.unregisterProducer()
+        with self._factory.inheriting(channel):
+            return super().render(request)
+
+
+class _Channel(HTTPChannel):
+    def connectionLost(self, reason) -> None:
+        released(self)  # a no-op once a websocket has taken the slot over
+        super().connectionLost(reason)
+
+
+class ChatSite(AdmissionMixin, Site):
+    """The site on a websocket port; C{websocket} is the chat's websocket factory."""
+
+    protocol = _Channel
+    noisy = False
+
+    def __init__(self, service: ChatService, reactor=None, kind: str = "ws") -> None:
+        self.service = service
+        self.kind = kind
+        self.websocket = _SiteWebSocketFactory(service, reactor=reactor, kind=kind)
+        files = ClientFiles() if service.settings.web_client else None
+        root = WebRoot(_ChatWebSocketResource(self.websocket), files)
+        super().__init__(root, timeout=service.settings.http_timeout, reactor=reactor)
+
+    def refusal(self, reason: str) -> bytes:
+        return self.websocket.refusal(reason)

@@ -1,0 +1,772 @@
+// The chatserv web client: plain DOM, no framework, served by chatserv itself.
+//
+// It speaks the JSON websocket protocol (docs/protocol.md, subprotocol chatserv.v1.json).
+// Typed lines starting with "/" go to the server as {"type":"line"} requests, so every
+// server command works here without a parser of our own.
+//
+// Security: everything the server sends is user-controlled text. The DOM is built with
+// createElement and textContent only; nothing here assigns HTML. The server's
+// Content-Security-Policy forbids inline script and style, so nothing here relies on them.
+"use strict";
+
+const SUBPROTOCOL = "chatserv.v1.json";
+const ROOMS_REFRESH_MS = 15000;
+const BACKOFF_FIRST_S = 1;
+const BACKOFF_MAX_S = 30;
+const MAX_LINES = 1000; // older lines are dropped so a long session stays fast
+const COLOR = /^#[0-9a-f]{6}$/i;
+// Hues for nicknames without a colour of their own: far enough apart to tell apart.
+const NICK_HUES = [0, 25, 45, 90, 140, 170, 195, 215, 245, 275, 300, 330];
+const SHUTDOWN_NOTICE = "server shutting down";
+// Instructions for terminal users that a web client answers with its own form.
+const LINE_CLIENT_HINTS = new Set([
+  "Welcome to chatserv! Type a nickname to begin, or /help.",
+  "Choose a nickname: type it, or /nick NAME.",
+]);
+
+const $ = (id) => document.getElementById(id);
+
+// Everything the client knows. The password lives here only, never in storage.
+const state = {
+  nick: null, // ours, as the server spells it
+  password: null, // kept in memory to log in again after a reconnect
+  pendingPassword: null, // from a typed /register, /login or /passwd, until it succeeds
+  room: null, // the room we are in
+  rejoin: null, // the room to return to after a reconnect
+  chatting: false, // the chat screen is showing (we were welcomed at least once)
+  welcomed: false, // this connection has a nickname
+  ws: null,
+  closeIntent: null, // "retry" or "abandon" when we close the socket ourselves
+  lastNotice: null, // the server's last notice: its farewell if it then closes
+  attempts: 0, // failed reconnects in a row, for the back-off
+  retryAt: 0,
+  retryTimer: null,
+  countdownTimer: null,
+  roomsTimer: null,
+  quietRooms: 0, // our own periodic "rooms" requests, whose replies are not printed
+  quietWho: false, // the "who" that follows our own join is not printed either
+  earlyNotices: [], // notices before the welcome (the message of the day)
+  rooms: new Map(), // folded name -> {name, users}
+  users: [], // members of our room, in join order
+  colors: new Map(), // folded nick -> {color, live}: the colour its messages carry
+  seen: new Set(), // "id:ts" of shown messages: a replayed history skips them
+  history: null, // {room, count, shown} while a history replay arrives
+  pmTo: null, // nickname the input sends private messages to
+  sent: [], // typed lines, for Up/Down recall
+  sentIndex: 0,
+};
+
+// -- small helpers ----------------------------------------------------------------------
+
+// Nicknames and room names compare like IRC's rfc1459 mapping: [ ] \ ~ equal { } | ^.
+function fold(name) {
+  const map = { "[": "{", "]": "}", "\\": "|", "~": "^" };
+  return name.toLowerCase().replace(/[[\]\\~]/g, (c) => map[c]);
+}
+
+function isMe(nick) {
+  return state.nick !== null && nick !== null && fold(nick) === fold(state.nick);
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+function clockTime(date) {
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}`;
+}
+
+// Old messages (history, kept private messages) carry their date too.
+function timeElement(ms, withDate) {
+  const date = new Date(ms);
+  const node = element("time", "time");
+  node.dateTime = date.toISOString();
+  node.title = date.toLocaleString();
+  let text = clockTime(date);
+  if (withDate) {
+    const options = { month: "short", day: "numeric" };
+    if (date.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+    text = `${date.toLocaleDateString(undefined, options)} ${text}`;
+  }
+  node.textContent = text;
+  return node;
+}
+
+// A nickname's colour: the one the server sent, if it is a plain #rrggbb, else a hue
+// picked by a hash of the name (FNV-1a), so everyone sees the same colour for the same
+// person. The hue goes into a CSS variable: the stylesheet picks the lightness that
+// reads well in light or dark mode.
+function paintNick(node, nick, color) {
+  if (typeof color === "string" && COLOR.test(color)) {
+    node.style.color = color;
+    return;
+  }
+  let hash = 0x811c9dc5;
+  for (const c of fold(nick)) hash = Math.imul(hash ^ c.codePointAt(0), 0x01000193) >>> 0;
+  node.classList.add("auto-color");
+  node.style.setProperty("--nick-hue", String(NICK_HUES[hash % NICK_HUES.length]));
+}
+
+function nickElement(nick, color) {
+  const node = element("span", "nick", nick);
+  paintNick(node, nick, color ?? state.colors.get(fold(nick))?.color);
+  return node;
+}
+
+// Remember the colour a nickname's messages carry, for the user list (the "who" event
+// has none). A replayed message may be old: it does not override what a live one said.
+function noteColor(nick, color, live) {
+  const key = fold(nick);
+  const known = state.colors.get(key);
+  if (known && known.live && !live) return;
+  const valid = typeof color === "string" && COLOR.test(color) ? color : undefined;
+  if (known && known.color === valid && known.live === live) return;
+  state.colors.set(key, { color: valid, live });
+  renderUsers();
+}
+
+// -- the message list -----------------------------------------------------------------
+
+function nearBottom() {
+  const list = $("messages");
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+}
+
+// Append a line; follow the conversation unless the user has scrolled up to read.
+function append(line, forceScroll) {
+  const list = $("messages");
+  const follow = forceScroll || nearBottom();
+  list.append(line);
+  while (list.childElementCount > MAX_LINES) list.firstElementChild.remove();
+  if (follow) list.scrollTop = list.scrollHeight;
+}
+
+function lineElement(kind, ts, withDate) {
+  const line = element("li", `line line-${kind}`);
+  line.dataset.kind = kind;
+  line.append(timeElement(ts ?? Date.now(), withDate));
+  return line;
+}
+
+// A line from the server rather than a person: notices, joins, errors, replies.
+function systemLine(kind, text, ts) {
+  const line = lineElement(kind, ts);
+  line.classList.add("system");
+  line.append(element("span", "text", text));
+  append(line);
+  return line;
+}
+
+// Skip a replayed message already on screen (history again after a rejoin).
+function alreadyShown(event) {
+  const key = `${event.id}:${event.ts}`;
+  if (state.seen.has(key)) return true;
+  state.seen.add(key);
+  return false;
+}
+
+// The history divider appears only once a replayed message is new to this page.
+function showHistoryStart() {
+  const replay = state.history;
+  if (!replay || replay.shown) return;
+  replay.shown = true;
+  const line = element("li", "divider", `earlier in #${replay.room}`);
+  line.dataset.kind = "history-start";
+  append(line);
+}
+
+function roomMessage(event) {
+  if (alreadyShown(event) && event.history) return;
+  if (event.history) showHistoryStart();
+  noteColor(event.from, event.color, !event.history);
+  const line = lineElement(event.type, event.ts, event.history);
+  line.dataset.from = event.from;
+  line.dataset.id = String(event.id);
+  if (event.history) line.classList.add("history");
+  if (isMe(event.from)) line.classList.add("mine");
+  const body = element("span", "body");
+  if (event.type === "action") {
+    body.append("* ", nickElement(event.from, event.color), " ", element("span", "text", event.text));
+  } else {
+    body.append(nickElement(event.from, event.color), element("span", "text", event.text));
+  }
+  line.append(body);
+  append(line, isMe(event.from) && !event.history);
+}
+
+function privateMessage(event) {
+  if (alreadyShown(event) && event.offline) return;
+  const outgoing = isMe(event.from) && !isMe(event.to);
+  const line = lineElement("msg", event.ts, event.offline && !outgoing);
+  line.dataset.from = event.from;
+  line.dataset.to = event.to;
+  line.dataset.direction = outgoing ? "out" : "in";
+  const body = element("span", "body");
+  const label = element("span", "pm-label");
+  if (outgoing) {
+    label.append("you → ", nickElement(event.to));
+  } else {
+    label.append(nickElement(event.from, event.color), " → you");
+    // Replying is one click: the sender becomes the private-message target.
+    label.addEventListener("click", () => setPmTarget(event.from));
+    label.classList.add("clickable");
+  }
+  body.append(label, element("span", "text", event.text));
+  if (event.offline) {
+    const note = outgoing ? "kept for their next login" : "sent while you were away";
+    body.append(element("span", "tag", note));
+  }
+  line.append(body);
+  append(line, outgoing);
+}
+
+// -- rooms and people -------------------------------------------------------------------
+
+function setRoomCount(name, users) {
+  state.rooms.set(fold(name), { name, users: Math.max(0, users) });
+  renderRooms();
+}
+
+function adjustRoomCount(name, delta) {
+  const room = state.rooms.get(fold(name));
+  setRoomCount(room ? room.name : name, (room ? room.users : 0) + delta);
+}
+
+function renderRooms() {
+  const list = $("room-list");
+  const rooms = [...state.rooms.values()].sort((a, b) =>
+    a.name.toLowerCase().localeCompare(b.name.toLowerCase()));
+  list.replaceChildren(...rooms.map((room) => {
+    const button = element("button", "room-button");
+    button.type = "button";
+    button.dataset.room = room.name;
+    const current = state.room !== null && fold(room.name) === fold(state.room);
+    if (current) button.setAttribute("aria-current", "true");
+    button.append(element("span", "room-label", `#${room.name}`),
+      element("span", "count", String(room.users)));
+    button.addEventListener("click", () => joinRoom(room.name));
+    const item = element("li");
+    item.append(button);
+    return item;
+  }));
+}
+
+function renderUsers() {
+  const list = $("user-list");
+  $("user-count").textContent = state.users.length ? String(state.users.length) : "";
+  list.replaceChildren(...state.users.map((nick) => {
+    const button = element("button", "user-button");
+    button.type = "button";
+    button.dataset.nick = nick;
+    button.append(nickElement(nick));
+    if (isMe(nick)) {
+      button.append(element("span", "tag", "you"));
+      button.disabled = true;
+    } else {
+      button.title = `Send ${nick} a private message`;
+      button.addEventListener("click", () => setPmTarget(nick));
+    }
+    const item = element("li");
+    item.append(button);
+    return item;
+  }));
+}
+
+function setTopic(room, topic) {
+  if (state.room === null || fold(room) !== fold(state.room)) return;
+  $("room-topic").textContent = topic ?? "";
+}
+
+function showRoom() {
+  $("room-name").textContent = state.room ? `#${state.room}` : "";
+  $("input").placeholder = state.pmTo
+    ? `Private message to ${state.pmTo}`
+    : `Message #${state.room ?? ""}`;
+  document.title = state.room ? `#${state.room} · chatserv` : "chatserv";
+  renderRooms();
+}
+
+function joinRoom(name) {
+  closePanels();
+  const room = name.trim().replace(/^#/, "");
+  if (!room) return;
+  if (state.room !== null && fold(room) === fold(state.room)) return;
+  send({ type: "join", room });
+}
+
+function setPmTarget(nick) {
+  state.pmTo = nick;
+  $("pm-nick").textContent = nick ?? "";
+  $("pm-target").hidden = nick === null;
+  closePanels();
+  showRoom();
+  $("input").focus();
+}
+
+// -- events from the server -------------------------------------------------------------
+
+const handlers = {
+  welcome(event) {
+    state.nick = event.nick;
+    state.welcomed = true;
+    state.attempts = 0;
+    showChat();
+    $("my-nick").textContent = state.nick;
+    setStatus("connected", "connected");
+    for (const notice of state.earlyNotices) systemLine("notice", notice.text, notice.ts);
+    state.earlyNotices = [];
+    systemLine("welcome", event.text, event.ts);
+    startRoomsTimer();
+  },
+
+  login(event) {
+    state.nick = event.nick;
+    if (state.pendingPassword !== null) state.password = state.pendingPassword;
+    state.pendingPassword = null;
+    if ("color" in event) noteColor(event.nick, event.color, true);
+    $("my-nick").textContent = state.nick;
+    systemLine("login", event.text, event.ts);
+  },
+
+  join(event) {
+    if (isMe(event.from)) {
+      state.room = event.room;
+      state.users = [event.from];
+      state.quietWho = true;
+      // Going to a room means talking there: a private-message target would surprise.
+      if (state.pmTo !== null) setPmTarget(null);
+      setTopic(event.room, "");
+      showRoom();
+      systemLine("join", `You joined #${event.room}`, event.ts);
+      requestRooms();
+      // After a reconnect the server puts us in its default room: go back.
+      const back = state.rejoin;
+      state.rejoin = null;
+      if (back !== null && fold(back) !== fold(event.room)) joinRoom(back);
+      return;
+    }
+    if (state.room === null || fold(event.room) !== fold(state.room)) return;
+    if (!state.users.some((nick) => fold(nick) === fold(event.from))) {
+      state.users.push(event.from);
+    }
+    adjustRoomCount(event.room, +1);
+    renderUsers();
+    systemLine("join", `${event.from} joined #${event.room}`, event.ts);
+  },
+
+  leave(event) {
+    adjustRoomCount(event.room, -1);
+    if (isMe(event.from)) {
+      // Switching rooms: the new room's join said it all already.
+      if (!event.reason.startsWith("went to ")) {
+        systemLine("leave", `You left #${event.room} (${event.reason})`, event.ts);
+      }
+      return;
+    }
+    if (state.room === null || fold(event.room) !== fold(state.room)) return;
+    state.users = state.users.filter((nick) => fold(nick) !== fold(event.from));
+    renderUsers();
+    systemLine("leave", `${event.from} left #${event.room} (${event.reason})`, event.ts);
+  },
+
+  rename(event) {
+    if (isMe(event.from)) {
+      // A new name that is not just another spelling logs us out of the account.
+      if (fold(event.from) !== fold(event.to)) state.password = null;
+      state.nick = event.to;
+      $("my-nick").textContent = state.nick;
+    }
+    if (state.pmTo !== null && fold(state.pmTo) === fold(event.from)) setPmTarget(event.to);
+    state.users = state.users.map((nick) => (fold(nick) === fold(event.from) ? event.to : nick));
+    renderUsers();
+    systemLine("rename", `${event.from} is now known as ${event.to}`, event.ts);
+  },
+
+  message: roomMessage,
+  action: roomMessage,
+  msg: privateMessage,
+
+  topic(event) {
+    setTopic(event.room, event.topic);
+    let text = event.text; // "#room has no topic"
+    if (event.topic !== null) {
+      text = `Topic of #${event.room}: ${event.topic}${event.by ? ` (set by ${event.by})` : ""}`;
+    }
+    systemLine("topic", text, event.ts);
+  },
+
+  who(event) {
+    if (state.room !== null && fold(event.room) === fold(state.room)) {
+      state.users = [...event.users];
+      setRoomCount(event.room, event.users.length);
+      renderUsers();
+    }
+    if (state.quietWho) state.quietWho = false;
+    else systemLine("who", event.text, event.ts);
+  },
+
+  rooms(event) {
+    state.rooms = new Map(event.rooms.map((room) => [fold(room.name), room]));
+    if (state.room !== null && !state.rooms.has(fold(state.room))) {
+      state.rooms.set(fold(state.room), { name: state.room, users: state.users.length });
+    }
+    renderRooms();
+    if (state.quietRooms > 0) state.quietRooms -= 1;
+    else systemLine("rooms", event.text, event.ts);
+  },
+
+  // The full list as a table; one command's help is one line.
+  help(event) {
+    if (!Array.isArray(event.commands) || event.commands.length < 2) {
+      systemLine("help", event.text, event.ts);
+      return;
+    }
+    const line = lineElement("help", event.ts);
+    line.classList.add("system");
+    const table = element("dl", "help-list");
+    for (const command of event.commands) {
+      const aliases = command.aliases ?? [];
+      const also = aliases.length ? ` (also ${aliases.join(", ")})` : "";
+      table.append(element("dt", null, command.usage), element("dd", null, command.summary + also));
+    }
+    const body = element("div", "body");
+    body.append(element("span", "text", "Commands (/help COMMAND for one):"), table);
+    line.append(body);
+    append(line);
+  },
+
+  "history-start"(event) {
+    state.history = { room: event.room, count: event.count, shown: false };
+  },
+
+  "history-end"(event) {
+    const replay = state.history;
+    state.history = null;
+    if (replay && replay.shown) {
+      const line = element("li", "divider", "now");
+      line.dataset.kind = "history-end";
+      append(line);
+    } else if (event.count > 0) {
+      // Every replayed message is on screen already (a rejoin, or a typed /history).
+      systemLine("history", `The last messages of #${event.room} are shown above.`, event.ts);
+    }
+  },
+
+  notice(event) {
+    state.lastNotice = event.text;
+    if (event.text === "password changed" && state.pendingPassword !== null) {
+      state.password = state.pendingPassword;
+      state.pendingPassword = null;
+    }
+    if (!state.welcomed) {
+      if (!LINE_CLIENT_HINTS.has(event.text)) state.earlyNotices.push(event);
+      return;
+    }
+    const text = event.room ? `#${event.room}: ${event.text}` : event.text;
+    systemLine("notice", text, event.ts);
+  },
+
+  error(event) {
+    // Before the welcome we have sent only a nick or login: this error refuses it.
+    if (!state.welcomed) {
+      loginRefused(event);
+      return;
+    }
+    state.pendingPassword = null;
+    const line = systemLine("error", event.text, event.ts);
+    line.dataset.code = event.code;
+  },
+};
+
+function receive(frame) {
+  let event;
+  try {
+    event = JSON.parse(frame.data);
+  } catch {
+    return; // the server sends only JSON; ignore anything else rather than crash
+  }
+  if (!event || typeof event.type !== "string") return;
+  const handler = Object.hasOwn(handlers, event.type) ? handlers[event.type] : null;
+  if (handler) handler(event);
+  else if (typeof event.text === "string") systemLine(event.type, event.text, event.ts);
+}
+
+// The server refused our nickname or login.
+function loginRefused(event) {
+  if (state.chatting && event.code === "nick-taken") {
+    // After a dropped connection the server may still hold our old one until its
+    // ping times out: try again later rather than give the name up.
+    closeSocket("retry");
+    return;
+  }
+  let text = event.text;
+  if (event.code === "nick-registered") text = "That nickname is registered; enter its password.";
+  closeSocket("abandon");
+  showConnect(text, event.code === "nick-registered" || event.code === "login-failed"
+    ? "password" : "nick");
+}
+
+// -- the connection ---------------------------------------------------------------------
+
+function socketURL() {
+  return `${location.protocol === "https:" ? "wss://" : "ws://"}${location.host}/ws`;
+}
+
+function send(request) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
+  state.ws.send(JSON.stringify(request));
+  return true;
+}
+
+function connect() {
+  clearTimers();
+  state.welcomed = false;
+  state.closeIntent = null;
+  state.lastNotice = null;
+  state.quietRooms = 0;
+  state.earlyNotices = [];
+  setStatus("connecting", "connecting…");
+  const ws = new WebSocket(socketURL(), SUBPROTOCOL);
+  state.ws = ws;
+  ws.addEventListener("open", () => {
+    if (state.password !== null) {
+      send({ type: "login", nick: state.nick, password: state.password });
+    } else {
+      send({ type: "nick", nick: state.nick });
+    }
+  });
+  ws.addEventListener("message", receive);
+  ws.addEventListener("close", (event) => {
+    if (state.ws === ws) closed(event);
+  });
+}
+
+function closeSocket(intent) {
+  state.closeIntent = intent;
+  if (state.ws) state.ws.close();
+}
+
+// The connection ended: decide whether to come back.
+function closed(event) {
+  const intent = state.closeIntent;
+  const farewell = state.lastNotice;
+  state.ws = null;
+  state.welcomed = false;
+  clearTimers();
+  if (intent === "abandon") return;
+  if (!state.chatting) {
+    // Never got in: say why on the form rather than retrying in the background.
+    const reason = event.code === 1000 && farewell ? farewell : "Could not reach the server.";
+    showConnect(reason, "nick");
+    return;
+  }
+  state.rejoin = state.room;
+  // The server closes with 1000 after a notice saying why: /quit, a kick, a ban, a
+  // login elsewhere. Only its shutdown notice means "come back later". Anything else
+  // (1006: the connection dropped) is worth retrying.
+  if (intent !== "retry" && event.code === 1000 && farewell !== SHUTDOWN_NOTICE) {
+    const text = farewell && farewell.startsWith("disconnected") ? farewell
+      : `disconnected${farewell ? ` — ${farewell}` : ""}`;
+    setStatus("stopped", text);
+    systemLine("disconnect", text);
+    return;
+  }
+  if (state.attempts === 0) systemLine("disconnect", farewell === SHUTDOWN_NOTICE
+    ? "The server is restarting; reconnecting…" : "Connection lost; reconnecting…");
+  scheduleReconnect();
+}
+
+// Exponential back-off, 1, 2, 4 ... 30 s, each stretched or shrunk by up to 20% so a
+// restarted server is not hit by every client in the same second.
+function scheduleReconnect() {
+  const base = Math.min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** state.attempts);
+  const delay = base * (0.8 + Math.random() * 0.4);
+  state.attempts += 1;
+  state.retryAt = Date.now() + delay * 1000;
+  state.retryTimer = setTimeout(connect, delay * 1000);
+  showCountdown();
+  state.countdownTimer = setInterval(showCountdown, 1000);
+}
+
+function showCountdown() {
+  const seconds = Math.max(1, Math.ceil((state.retryAt - Date.now()) / 1000));
+  setStatus("waiting", `disconnected — reconnecting in ${seconds} s`);
+}
+
+// Counts of rooms we are not in change without telling us: ask now and then. (Our own
+// join asks at once.)
+function startRoomsTimer() {
+  state.roomsTimer = setInterval(requestRooms, ROOMS_REFRESH_MS);
+}
+
+function requestRooms() {
+  if (send({ type: "rooms" })) state.quietRooms += 1;
+}
+
+function clearTimers() {
+  clearTimeout(state.retryTimer);
+  clearInterval(state.countdownTimer);
+  clearInterval(state.roomsTimer);
+  state.retryTimer = state.countdownTimer = state.roomsTimer = null;
+}
+
+function setStatus(name, text) {
+  const status = $("status");
+  status.dataset.state = name;
+  status.textContent = text;
+  $("chat-screen").dataset.connection = name; // the phone layout shows it differently
+  const reconnect = $("reconnect");
+  reconnect.hidden = name !== "waiting" && name !== "stopped";
+  reconnect.textContent = name === "waiting" ? "Reconnect now" : "Reconnect";
+  $("send-button").disabled = name !== "connected";
+}
+
+// -- screens ----------------------------------------------------------------------------
+
+function showChat() {
+  if (state.chatting) return;
+  state.chatting = true;
+  $("connect-screen").hidden = true;
+  $("chat-screen").hidden = false;
+  $("my-nick").textContent = state.nick;
+  $("input").focus();
+}
+
+function showConnect(error, focus) {
+  clearTimers();
+  state.chatting = false;
+  $("chat-screen").hidden = true;
+  $("connect-screen").hidden = false;
+  $("connect-button").disabled = false;
+  $("connect-button").textContent = "Connect";
+  if (state.nick) $("nick").value = state.nick;
+  const box = $("connect-error");
+  box.textContent = error ?? "";
+  box.hidden = !error;
+  $(focus ?? "nick").focus();
+}
+
+function submitConnect(event) {
+  event.preventDefault();
+  const nick = $("nick").value.trim();
+  if (!nick) {
+    showConnect("Please choose a nickname.", "nick");
+    return;
+  }
+  const password = $("password").value;
+  state.nick = nick;
+  state.password = password === "" ? null : password;
+  state.attempts = 0;
+  // The nickname is remembered for next time; the password never is.
+  try { localStorage.setItem("chatserv.nick", nick); } catch { /* storage may be off */ }
+  $("connect-error").hidden = true;
+  $("connect-button").disabled = true;
+  $("connect-button").textContent = "Connecting…";
+  if (state.ws) closeSocket("abandon");
+  connect();
+}
+
+// -- typing -----------------------------------------------------------------------------
+
+// A typed password is kept in memory once the server accepts it, so a reconnect can log
+// in again. Only these three commands carry one; everything else is the server's business.
+function notePassword(line) {
+  const match = /^\/(register|login|passwd)\s+(.*)$/i.exec(line.trim());
+  if (!match) return;
+  const words = match[2].split(/\s+/);
+  const index = { register: 0, login: 1, passwd: 1 }[match[1].toLowerCase()];
+  state.pendingPassword = words.length === index + 1 ? words[index] : null;
+}
+
+function submitInput(event) {
+  event.preventDefault();
+  const input = $("input");
+  const text = input.value;
+  if (!text.trim()) return;
+  let request;
+  if (text.startsWith("/")) {
+    notePassword(text);
+    request = { type: "line", text };
+  } else if (state.pmTo !== null) {
+    request = { type: "msg", to: state.pmTo, text };
+  } else {
+    request = { type: "say", text };
+  }
+  if (!send(request)) {
+    systemLine("error", "Not connected: your message was not sent.");
+    return;
+  }
+  state.sent.push(text);
+  if (state.sent.length > 100) state.sent.shift();
+  state.sentIndex = state.sent.length;
+  input.value = "";
+}
+
+// Up and Down walk through what was sent, like a shell.
+function recall(event) {
+  if (event.key === "Escape" && state.pmTo !== null) {
+    setPmTarget(null);
+    return;
+  }
+  if (event.key !== "ArrowUp" && event.key !== "ArrowDown") return;
+  const step = event.key === "ArrowUp" ? -1 : 1;
+  const index = state.sentIndex + step;
+  if (index < 0 || index > state.sent.length) return;
+  event.preventDefault();
+  state.sentIndex = index;
+  $("input").value = state.sent[index] ?? "";
+}
+
+// -- phone layout: the side panels slide over the conversation --------------------------
+
+function togglePanel(id) {
+  const panel = $(id);
+  const open = !panel.classList.contains("open");
+  closePanels();
+  panel.classList.toggle("open", open);
+  $("scrim").hidden = !open;
+  document.querySelector(`[aria-controls="${id}"]`).setAttribute("aria-expanded", String(open));
+}
+
+function closePanels() {
+  $("scrim").hidden = true;
+  for (const panel of document.querySelectorAll(".panel.open")) panel.classList.remove("open");
+  for (const toggle of document.querySelectorAll(".panel-toggle")) {
+    toggle.setAttribute("aria-expanded", "false");
+  }
+}
+
+// -- start ------------------------------------------------------------------------------
+
+function start() {
+  try { $("nick").value = localStorage.getItem("chatserv.nick") ?? ""; } catch { /* off */ }
+  $("connect-form").addEventListener("submit", submitConnect);
+  $("send-form").addEventListener("submit", submitInput);
+  $("input").addEventListener("keydown", recall);
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    joinRoom($("join-room").value);
+    $("join-room").value = "";
+  });
+  $("pm-cancel").addEventListener("click", () => setPmTarget(null));
+  $("reconnect").addEventListener("click", () => {
+    state.attempts = 0;
+    connect();
+  });
+  $("toggle-rooms").addEventListener("click", () => togglePanel("rooms-panel"));
+  $("toggle-users").addEventListener("click", () => togglePanel("users-panel"));
+  $("scrim").addEventListener("click", closePanels);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") closePanels();
+  });
+  if ($("nick").value) $("password").focus();
+}
+
+start();

@@ -1,0 +1,410 @@
+"""The browser client (chatserv/webclient/) in headless Chromium, against a real server.
+
+Two browser pages and a netcat-style line client share a room: messages, /me, private
+messages, rooms, history, colours, a topic, and hostile text shown as text, all checked in
+the DOM. Then reconnection after the server dies and comes back on the same ports, and
+the phone layout. Screenshots go to $CHATSERV_SCREENSHOTS (default build/screenshots/).
+
+Chromium is Debian's package (/usr/bin/chromium, or $CHATSERV_CHROMIUM), driven by
+Playwright. Without it these tests are skipped, saying so, except under CI=true, where
+they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator, expect, sync_playwright
+from servers import runServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path(os.environ.get("CHATSERV_CHROMIUM", "/usr/bin/chromium"))
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 667}
+TIMEOUT = 5.0  # seconds, for the line client; Playwright's expect waits 5 s by default
+PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold</b>'
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+SCREENSHOTS = Path(os.environ.get("CHATSERV_SCREENSHOTS") or ROOT / "build" / "screenshots")
+_taken: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def screenshotReport(request):
+    """Say where the screenshots went, past pytest's output capture."""
+    yield
+    plugins = request.config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    if _taken and reporter is not None:
+        with plugins.get_plugin("capturemanager").global_and_fixture_disabled():
+            names = ", ".join(path.name for path in _taken)
+            reporter.write_line(f"\nbrowser screenshots in {SCREENSHOTS}/: {names}")
+
+
+def screenshot(chat: Chat, name: str) -> Path:
+    """Save what the page shows now as NAME in the screenshot directory."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / name
+    chat.page.screenshot(path=path)
+    _taken.append(path)
+    return path
+
+
+class Chat:
+    """One browser tab of the web client, and anything that went wrong in it."""
+
+    def __init__(self, browser: Browser, port: int, viewport=DESKTOP, **options) -> None:
+        self.context = browser.new_context(viewport=viewport, **options)
+        self.page = self.context.new_page()
+        self.problems: list[str] = []  # script errors, CSP refusals
+        self.page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
+        self.page.on("console", self._console)
+        self.page.goto(f"http://127.0.0.1:{port}/")
+
+    def _console(self, message) -> None:
+        # A refused websocket while the server is down is expected, and Chromium logs it.
+        if message.type == "error" and "WebSocket connection to" not in message.text:
+            self.problems.append(f"console: {message.text}")
+
+    def connect(self, nick: str, password: str = "") -> None:
+        self.page.fill("#nick", nick)
+        self.page.fill("#password", password)
+        self.page.click("#connect-button")
+
+    def join(self, nick: str, password: str = "") -> None:
+        """Connect as NICK and wait for the chat screen."""
+        self.connect(nick, password)
+        expect(self.status).to_have_text("connected")
+        expect(self.page.locator("#my-nick")).to_have_text(nick)
+
+    def type(self, text: str) -> None:
+        """Type a line into the message box and press Enter."""
+        self.page.fill("#input", text)
+        self.page.press("#input", "Enter")
+        expect(self.page.locator("#input")).to_have_value("")  # it was sent
+
+    @property
+    def status(self) -> Locator:
+        return self.page.locator("#status")
+
+    def lines(self, kind: str | None = None, sender: str | None = None) -> Locator:
+        """The message list's lines, of one kind (message, action, msg, notice, ...)."""
+        selector = "#messages > li"
+        if kind is not None:
+            selector += f'[data-kind="{kind}"]'
+        if sender is not None:
+            selector += f'[data-from="{sender}"]'
+        return self.page.locator(selector)
+
+    def said(self, sender: str, text: str, kind: str = "message") -> Locator:
+        """Wait for SENDER's line whose text is exactly TEXT; return it."""
+        line = self.lines(kind, sender).filter(
+            has=self.page.locator(".text", has_text=re.compile("^" + re.escape(text) + "$"))
+        )
+        expect(line).to_have_count(1)
+        return line
+
+    def room(self, name: str) -> Locator:
+        return self.page.locator(f'#room-list [data-room="{name}"]')
+
+    def user(self, nick: str) -> Locator:
+        return self.page.locator(f'#user-list [data-nick="{nick}"]')
+
+    def close(self) -> None:
+        self.context.close()
+
+
+class LineClient:
+    """A netcat user: a plain TCP socket speaking the line protocol."""
+
+    def __init__(self, port: int, nick: str) -> None:
+        self.socket = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.file = self.socket.makefile("rb")
+        self.received: list[str] = []
+        self.send(nick)
+        self.expect(f"Welcome, {nick}!")
+
+    def send(self, line: str) -> None:
+        self.socket.sendall(line.encode("utf-8") + b"\n")
+
+    def expect(self, text: str) -> str:
+        """Read lines until one contains TEXT; return it."""
+        start = len(self.received)
+        while True:
+            try:
+                raw = self.file.readline()
+            except TimeoutError:
+                raw = b""
+            if not raw:
+                raise AssertionError(f"never received {text!r}; got {self.received[start:]!r}")
+            self.received.append(raw.decode("utf-8").rstrip("\r\n"))
+            if text in self.received[-1]:
+                return self.received[-1]
+
+    def close(self) -> None:
+        self.file.close()
+        self.socket.close()
+
+
+def assertNoHorizontalScroll(chat: Chat) -> None:
+    width = chat.page.viewport_size["width"]
+    assert chat.page.evaluate("document.documentElement.scrollWidth") <= width
+    assert chat.page.evaluate("document.body.scrollWidth") <= width
+
+
+def test_conversation(browser, tmp_path):
+    """alice and bob in browsers and carol on netcat talk, move rooms, and stay safe."""
+    config = tmp_path / "chatserv.toml"
+    config.write_text('[accounts]\nadmins = ["alice"]\n')
+    listen = ("--tcp", "tcp:0:interface=127.0.0.1", "--ws", "tcp:0:interface=127.0.0.1")
+    with runServer(tmp_path, *listen, "--db", "memory", "-c", str(config)) as server:
+        alice = Chat(browser, server.ws)
+        alice.join("alice")
+        expect(alice.page.locator("#room-name")).to_have_text("#lobby")
+        expect(alice.user("alice")).to_be_visible()
+
+        # A colour set with a typed command shows on alice's messages, here and elsewhere.
+        alice.type("/color #ff8800")
+        expect(alice.lines("notice").last).to_have_text(re.compile("your colour is now #ff8800"))
+        alice.type("hello, is anyone here?")
+        nick = alice.said("alice", "hello, is anyone here?").locator(".nick")
+        expect(nick).to_have_css("color", "rgb(255, 136, 0)")
+
+        carol = LineClient(server.tcp, "carol")
+        expect(alice.user("carol")).to_be_visible()
+        expect(alice.lines("join").last).to_have_text(re.compile("carol joined #lobby"))
+        carol.send("hi alice, I'm on netcat")
+        alice.said("carol", "hi alice, I'm on netcat")
+
+        # bob comes late: the room's history is replayed under a divider, colour and all.
+        bob = Chat(browser, server.ws)
+        bob.join("bob")
+        expect(bob.lines("history-start")).to_have_count(1)
+        expect(bob.lines("history-end")).to_have_count(1)
+        old = bob.said("alice", "hello, is anyone here?")
+        expect(old).to_have_class(re.compile(r"\bhistory\b"))
+        expect(old.locator(".nick")).to_have_css("color", "rgb(255, 136, 0)")
+        expect(bob.said("carol", "hi alice, I'm on netcat")).to_have_class(re.compile("history"))
+        expect(bob.user("alice").locator(".nick")).to_have_css("color", "rgb(255, 136, 0)")
+        expect(alice.room("lobby").locator(".count")).to_have_text("3")
+
+        # Everyone sees everyone.
+        bob.type("hey both")
+        alice.said("bob", "hey both")
+        carol.expect("<bob> hey both")
+        carol.send("/me waves from the terminal")
+        expect(bob.said("carol", "waves from the terminal", "action")).to_have_text(
+            re.compile(r"\* carol waves from the terminal$")
+        )
+        alice.type("/me makes tea")
+        expect(bob.said("alice", "makes tea", "action")).to_have_text(
+            re.compile(r"\* alice makes tea$")
+        )
+        carol.expect("* alice makes tea")
+
+        # A private message: click a user, type; reply by clicking the sender.
+        bob.user("alice").click()
+        expect(bob.page.locator("#pm-target")).to_be_visible()
+        bob.type("lunch at noon?")
+        received = alice.said("bob", "lunch at noon?", "msg")
+        expect(received).to_have_attribute("data-direction", "in")
+        expect(bob.said("bob", "lunch at noon?", "msg")).to_have_attribute("data-direction", "out")
+        received.locator(".pm-label").click()
+        expect(alice.page.locator("#pm-nick")).to_have_text("bob")
+        alice.type("sure, the usual place")
+        expect(bob.said("alice", "sure, the usual place", "msg")).to_have_attribute(
+            "data-direction", "in"
+        )
+        alice.page.click("#pm-cancel")
+        carol.send("/msg alice are you two plotting?")
+        carol.expect("-> *alice* are you two plotting?")
+        alice.said("carol", "are you two plotting?", "msg")
+        assert not any("lunch" in line for line in carol.received)  # private stays private
+
+        # Rooms: bob makes one; the counts follow on both pages.
+        bob.page.fill("#join-room", "dev")
+        bob.page.press("#join-room", "Enter")
+        expect(bob.page.locator("#room-name")).to_have_text("#dev")
+        expect(bob.room("dev")).to_have_attribute("aria-current", "true")
+        expect(bob.room("dev").locator(".count")).to_have_text("1")
+        expect(bob.room("lobby").locator(".count")).to_have_text("2")
+        expect(alice.room("lobby").locator(".count")).to_have_text("2")
+        expect(alice.user("bob")).to_have_count(0)
+        bob.type("the build is green")
+        alice.type("/rooms")  # typed commands answer in the log, and refresh the list
+        expect(alice.lines("rooms").last).to_have_text(re.compile(r"#dev \(1\), #lobby \(2\)"))
+        alice.room("dev").click()
+        expect(alice.page.locator("#room-name")).to_have_text("#dev")
+        expect(alice.said("bob", "the build is green")).to_have_class(re.compile("history"))
+        expect(alice.room("dev").locator(".count")).to_have_text("2")
+        expect(alice.room("lobby").locator(".count")).to_have_text("1")
+        expect(bob.room("dev").locator(".count")).to_have_text("2")
+        expect(bob.user("alice")).to_be_visible()
+
+        # alice registers (an admin by the config) and sets the room's topic.
+        alice.type("/register wonderland-42")
+        expect(alice.lines("login").last).to_have_text(re.compile("registered alice.*admin"))
+        alice.type("/topic Builds, deploys and tea")
+        for chat in alice, bob:
+            expect(chat.page.locator("#room-topic")).to_have_text("Builds, deploys and tea")
+        bob.type("nice topic")
+        alice.said("bob", "nice topic")
+        screenshot(alice, "readme-desktop.png")
+
+        # Hostile text is shown as text: no element made from it, no script run.
+        carol.send("/join dev")
+        expect(alice.user("carol")).to_be_visible()
+        carol.send(PAYLOAD)
+        for chat in alice, bob:
+            line = chat.said("carol", PAYLOAD)
+            assert line.locator(".text").evaluate("node => node.textContent") == PAYLOAD
+            assert chat.page.locator("#messages img, #messages b, #messages script").count() == 0
+            assert chat.page.evaluate("typeof window.__pwned") == "undefined"
+        alice.type("/nosuchcommand")
+        expect(alice.lines("error").last).to_have_text(
+            re.compile('unknown command "/nosuchcommand"')
+        )
+        screenshot(alice, "desktop.png")
+        alice.page.press("#input", "ArrowUp")  # recalls what was typed last
+        expect(alice.page.locator("#input")).to_have_value("/nosuchcommand")
+
+        # Back in the lobby, bob is not shown its history again: he saw all of it.
+        bob.room("lobby").click()
+        expect(bob.page.locator("#room-name")).to_have_text("#lobby")
+        expect(bob.lines("history").last).to_have_text(re.compile("shown above"))
+        bob.said("bob", "hey both")  # still exactly one
+
+        # Kicked: the page says why and does not come back by itself.
+        alice.type("/kick bob enough for today")
+        expect(bob.status).to_have_attribute("data-state", "stopped")
+        expect(bob.status).to_have_text("disconnected — you were kicked by alice: enough for today")
+        expect(bob.page.locator("#reconnect")).to_have_text("Reconnect")
+
+        assert alice.problems == [] and bob.problems == []
+        carol.close()
+
+
+def test_reconnect(browser, tmp_path):
+    """The page comes back when the server does, with its login and its room."""
+    db = tmp_path / "chat.db"  # the account outlives the server
+
+    def start(tcp: int = 0, ws: int = 0):
+        listen = f"tcp:{tcp}:interface=127.0.0.1", f"tcp:{ws}:interface=127.0.0.1"
+        return runServer(tmp_path, "--tcp", listen[0], "--ws", listen[1], "--db", str(db))
+
+    with start() as first:
+        ports = first.tcp, first.ws
+        dora = Chat(browser, first.ws)
+        dora.join("dora")
+        dora.type("/register looking-glass-7")
+        expect(dora.lines("login").last).to_have_text(re.compile("registered dora"))
+        dora.page.fill("#join-room", "dev")
+        dora.page.press("#join-room", "Enter")
+        expect(dora.page.locator("#room-name")).to_have_text("#dev")
+
+        first.process.kill()  # no goodbye: the connection just drops
+        first.process.wait()
+        expect(dora.status).to_have_attribute("data-state", "waiting")
+        expect(dora.status).to_have_text(re.compile(r"^disconnected — reconnecting in \d+ s$"))
+        expect(dora.page.locator("#reconnect")).to_be_visible()
+
+    with start(*ports) as second:
+        # The password typed in /register is used to log in again (the nickname is
+        # registered, so a plain nick would be refused), and dora goes back to #dev.
+        expect(dora.status).to_have_text("connected", timeout=15_000)
+        expect(dora.lines("login").last.locator(".text")).to_have_text("you are logged in as dora")
+        expect(dora.page.locator("#room-name")).to_have_text("#dev")
+        carol = LineClient(second.tcp, "carol")
+        carol.send("/who dev")
+        carol.expect("#dev users (1): dora")
+        carol.close()
+    # Leaving the block stopped the server gracefully: "server shutting down" also
+    # means "come back".
+    expect(dora.status).to_have_attribute("data-state", "waiting")
+
+    with start(*ports):
+        expect(dora.status).to_have_text("connected", timeout=15_000)
+        expect(dora.page.locator("#room-name")).to_have_text("#dev")
+        # After /quit it stays away, until asked.
+        dora.type("/quit bye")
+        expect(dora.status).to_have_attribute("data-state", "stopped")
+        expect(dora.status).to_have_text("disconnected — Goodbye.")
+        dora.page.click("#reconnect")
+        expect(dora.status).to_have_text("connected")
+        expect(dora.page.locator("#room-name")).to_have_text("#dev")
+    assert dora.problems == []
+
+
+def test_phone(browser, tmp_path):
+    """On a 375×667 screen: no sideways scrolling, the input in view, panels that slide."""
+    with runServer(tmp_path) as server:
+        carol = LineClient(server.tcp, "carol")
+        # (Reduced motion: the panels appear at once, so screenshots never catch them
+        # sliding.)
+        options = {"is_mobile": True, "has_touch": True, "reduced_motion": "reduce"}
+        phone = Chat(browser, server.ws, viewport=PHONE, **options)
+        assertNoHorizontalScroll(phone)
+
+        # Refused nicknames are explained on the form, in the server's words.
+        phone.connect("carol")
+        expect(phone.page.locator("#connect-error")).to_have_text(
+            'the nickname "carol" is taken; choose another'
+        )
+        phone.connect("9lives")
+        expect(phone.page.locator("#connect-error")).to_have_text(re.compile("^invalid nickname"))
+        screenshot(phone, "phone-connect.png")
+        phone.join("phoebe")
+
+        # Long words and links wrap instead of widening the page.
+        carol.send("hello phoebe! " + "a" * 300)
+        carol.send("https://example.com/" + "very-long-path/" * 20)
+        carol.send("/me waves")
+        phone.said("carol", "waves", "action")
+        assertNoHorizontalScroll(phone)
+        box = phone.page.locator("#input").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+        assert box["y"] >= 0 and box["y"] + box["height"] <= PHONE["height"]
+        expect(phone.page.locator("#input")).to_be_in_viewport()
+        expect(phone.page.locator("#users-panel")).to_be_hidden()
+        screenshot(phone, "phone.png")
+
+        # The people panel slides in; tapping someone starts a private message.
+        phone.page.click("#toggle-users")
+        expect(phone.user("carol")).to_be_visible()
+        screenshot(phone, "phone-people.png")
+        phone.user("carol").click()
+        expect(phone.page.locator("#users-panel")).to_be_hidden()
+        phone.type("hi from my phone")
+        carol.expect("*phoebe* hi from my phone")
+
+        # Tapping beside an open panel closes it.
+        phone.page.click("#toggle-rooms")
+        expect(phone.page.locator("#rooms-panel")).to_be_visible()
+        phone.page.mouse.click(PHONE["width"] - 20, PHONE["height"] // 2)
+        expect(phone.page.locator("#rooms-panel")).to_be_hidden()
+        phone.page.click("#toggle-rooms")
+        phone.page.fill("#join-room", "dev")
+        phone.page.press("#join-room", "Enter")
+        expect(phone.page.locator("#room-name")).to_have_text("#dev")
+        expect(phone.page.locator("#rooms-panel")).to_be_hidden()
+        assertNoHorizontalScroll(phone)
+        assert phone.problems == []
+        carol.close()

@@ -1,0 +1,275 @@
+"""The websocket port's web site: the browser client's files, and websockets on any path."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import pytest_twisted
+from clients import connectWS, eventually
+from helpers import makeService
+from tlshelpers import _trust, makeCert
+from twisted.internet import defer, protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.testing import StringTransport
+
+from chatserv.config import Settings
+from chatserv.protocols.web import CONTENT_SECURITY_POLICY, WEB_CLIENT, ChatSite
+from chatserv.service import ChatService
+from chatserv.tls import TLSCredentials, tlsEndpoint
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+
+
+class _Collect(protocol.Protocol):
+    def __init__(self, request: bytes) -> None:
+        self.request = request
+        self.data = b""
+        self.done = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.done.callback(self.data)
+
+
+async def fetch(port: int, path: str, method: str = "GET", tls=None, **headers) -> Response:
+    """One HTTP/1.1 request, written by hand so that any path (even ../) goes out as is."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import SSL4ClientEndpoint
+
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", "Connection: close"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    client = _Collect(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+    if tls is None:
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=5)
+    else:
+        endpoint = SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls, timeout=5)
+    await connectProtocol(endpoint, client)
+    raw = await client.done.addTimeout(5, reactor)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *fields = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for field in fields:
+        name, _, value = field.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return Response(int(status.split()[1]), parsed, body)
+
+
+@pytest_twisted.async_yield_fixture
+async def site():
+    """A chat service with its web site listening on a free loopback port."""
+    yield await _serve()
+    await _stopAll()
+
+
+_running: list = []
+
+
+async def _serve(**settings) -> tuple[ChatService, int]:
+    from twisted.internet import reactor
+
+    chat = ChatService(Settings(db="memory", **settings), clock=reactor)
+    chat.startService()
+    port = await serverFromString(reactor, LOCAL).listen(ChatSite(chat, reactor=reactor))
+    _running.append((chat, port))
+    return chat, port.getHost().port
+
+
+async def _stopAll() -> None:
+    while _running:
+        await _stop(*_running.pop())
+
+
+async def _stop(chat: ChatService, port) -> None:
+    await port.stopListening()
+    await chat.stopService()  # says goodbye and closes every connection ...
+    await eventually(lambda: chat.admission.total == 0)  # ... and they are gone
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_root_is_the_web_client(site):
+    _, port = site
+    response = await fetch(port, "/")
+    assert response.status == 200
+    assert response.body == (WEB_CLIENT / "index.html").read_bytes()
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-cache"
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_file_of_the_client_is_served_with_its_type(site):
+    _, port = site
+    types = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+    files = sorted(p for p in WEB_CLIENT.iterdir() if p.suffix in types)
+    assert {".html", ".js", ".css"} <= {p.suffix for p in files}
+    for path in files:
+        response = await fetch(port, "/" + path.name)
+        assert response.status == 200, path.name
+        assert response.body == path.read_bytes()
+        assert response.headers["content-type"] == f"{types[path.suffix]}; charset=utf-8"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unchanged_files_are_not_sent_again(site):
+    _, port = site
+    first = await fetch(port, "/")
+    again = await fetch(port, "/", If_Modified_Since=first.headers["last-modified"])
+    assert (again.status, again.body) == (304, b"")
+    head = await fetch(port, "/", method="HEAD")
+    assert (head.status, head.body) == (200, b"")
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/nosuch.js", "/../protocols/web.py", "/%2e%2e/tap.py", "/..%2ftap.py", "/index.html/x"],
+)
+@pytest_twisted.ensureDeferred
+async def test_nothing_outside_the_client_is_served(site, path):
+    _, port = site
+    response = await fetch(port, path)
+    assert response.status in (403, 404), (path, response)
+    assert b"import" not in response.body
+
+
+@pytest.mark.parametrize("path", ["/", "/ws", "/any/path?x=1"])
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_upgrade_works_on_any_path(site, path):
+    _, port = site
+    text = await connectWS(port, path=path)
+    assert "Welcome to chatserv" in await text.next()
+    jsonClient = await connectWS(port, json_=True, path=path)
+    assert (await jsonClient.next())["type"] == "notice"
+    jsonClient.request(type="nick", nick="alice")
+    assert (await jsonClient.next())["type"] == "welcome"
+    text.say("bob")
+    assert await jsonClient.until(lambda e: e["type"] == "join" and e["from"] == "bob")
+    await text.hangUp()
+    await jsonClient.hangUp()
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_requests_carry_the_command_language():
+    _, port = await _serve()
+    try:
+        client = await connectWS(port, json_=True, path="/ws")
+        await client.next()
+        client.request(type="line", text="alice")  # a first plain line is the nickname
+        assert (await client.next())["type"] == "welcome"
+        client.request(type="line", text="/join dev")
+        assert await client.until(lambda e: e["type"] == "join" and e["room"] == "dev")
+        client.request(type="line", text="/me waves")
+        action = await client.until(lambda e: e["type"] == "action")
+        assert (action["from"], action["text"]) == ("alice", "waves")
+        client.request(type="line", text="hello > alice")  # shorthands work too
+        assert (await client.until(lambda e: e["type"] == "msg"))["to"] == "alice"
+        client.request(type="line", text="/frobnicate")
+        assert (await client.next())["code"] == "unknown-command"
+        client.request(type="line", text="two\nlines")
+        assert (await client.next())["code"] == "bad-request"
+        client.request(type="line")
+        assert (await client.next())["code"] == "bad-request"
+        client.request(type="line", text="   ")  # blank: nothing, like a blank line
+        client.request(type="time")
+        assert (await client.next())["type"] == "time"
+        await client.hangUp()
+    finally:
+        await _stopAll()
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_the_web_client_the_port_is_websocket_only():
+    _, port = await _serve(web_client=False)
+    try:
+        response = await fetch(port, "/")
+        assert response.status == 404
+        assert b"websocket only" in response.body
+        client = await connectWS(port, path="/ws")
+        assert "Welcome" in await client.next()
+        await client.hangUp()
+    finally:
+        await _stopAll()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_limits_count_web_connections_and_websockets_once():
+    chat, port = await _serve(max_connections_per_ip=1)
+    admission = chat.admission
+    try:
+        # An idle HTTP connection holds the address's one slot ...
+        idle = _Collect(b"")
+        from twisted.internet import reactor
+
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), idle)
+        await eventually(lambda: admission.total == 1)
+        refused = await fetch(port, "/")
+        assert refused.status == 503
+        assert b"too many connections from your address" in refused.body
+        idle.transport.loseConnection()
+        await eventually(lambda: admission.total == 0)
+        # ... a websocket is the same connection: one slot, given back when it closes.
+        client = await connectWS(port, json_=True, path="/ws")
+        assert admission.total == 1
+        assert (await fetch(port, "/")).status == 503
+        await client.hangUp()
+        await eventually(lambda: admission.total == 0)
+        assert (await fetch(port, "/")).status == 200
+        assert admission.total == 0
+    finally:
+        await _stopAll()
+
+
+def test_an_idle_web_connection_is_closed_after_http_timeout():
+    service, clock = makeService(http_timeout=10)
+    site = ChatSite(service, reactor=clock)
+    address = IPv4Address("TCP", "10.0.0.7", 5000)
+    channel = site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    channel.makeConnection(transport)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a request that never ends
+    assert service.admission.total == 1
+    clock.advance(9)
+    assert not transport.disconnecting
+    clock.advance(1)
+    assert transport.disconnecting
+    channel.connectionLost(None)
+    assert service.admission.total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_https_on_the_wss_port(tmp_path):
+    from twisted.internet import reactor
+    from twisted.internet.ssl import optionsForClientTLS
+
+    certPath, keyPath = makeCert(tmp_path)
+    chat = ChatService(Settings(db="memory"), clock=reactor)
+    chat.startService()
+    endpoint = tlsEndpoint(reactor, LOCAL, TLSCredentials(certPath, keyPath))
+    listening = await endpoint.listen(ChatSite(chat, reactor=reactor, kind="wss"))
+    _running.append((chat, listening))
+    try:
+        tls = optionsForClientTLS("localhost", trustRoot=_trust(certPath))
+        port = listening.getHost().port
+        response = await fetch(port, "/", tls=tls)
+        assert response.status == 200
+        assert response.body == (WEB_CLIENT / "index.html").read_bytes()
+        client = await connectWS(port, json_=True, tls=tls, path="/ws")
+        assert json.dumps(await client.next())
+        await client.hangUp()
+    finally:
+        await _stopAll()
