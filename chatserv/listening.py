@@ -29,6 +29,10 @@ class AnnouncedEndpoint:
                 host=getattr(address, "host", address),
                 port=getattr(address, "port", ""),
             )
+            webAddress = getattr(factory, "webAddress", None)  # a site: say where to browse
+            url = webAddress(address) if webAddress is not None else None
+            if url is not None:
+                _log.info("the web client is at {url}", url=url)
             return port
 
         return self._endpoint.listen(factory).addCallback(announce)

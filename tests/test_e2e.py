@@ -83,6 +83,7 @@ async def test_twistd_chatserv_serves_both_ports(tmp_path):
     assert "Main loop terminated." in proc.output
     assert "Traceback" not in proc.output
     for expected in (
+        f"the web client is at http://127.0.0.1:{ports['websocket']}/",
         "connect from tcp 127.0.0.1:",
         "is now alice",
         "is now bob",

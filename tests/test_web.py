@@ -273,3 +273,20 @@ async def test_https_on_the_wss_port(tmp_path):
         await client.hangUp()
     finally:
         await _stopAll()
+
+
+@pytest.mark.parametrize(
+    ("host", "kind", "settings", "url"),
+    [
+        ("0.0.0.0", "ws", {}, "http://localhost:8765/"),
+        ("127.0.0.1", "wss", {}, "https://127.0.0.1:8765/"),
+        ("::1", "ws", {}, "http://[::1]:8765/"),
+        ("0.0.0.0", "ws", {"web_client": False}, None),
+    ],
+)
+def test_the_web_client_address_is_announced(host, kind, settings, url):
+    from twisted.internet.address import IPv6Address
+
+    service, clock = makeService(**settings)
+    address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 8765)
+    assert ChatSite(service, reactor=clock, kind=kind).webAddress(address) == url

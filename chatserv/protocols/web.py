@@ -148,3 +148,14 @@ class ChatSite(AdmissionMixin, Site):
 
     def refusal(self, reason: str) -> bytes:
         return self.websocket.refusal(reason)
+
+    def webAddress(self, address) -> str | None:
+        """Where a browser finds the client on the listening C{address} (None: not served)."""
+        host, port = getattr(address, "host", None), getattr(address, "port", None)
+        if not self.service.settings.web_client or host is None:
+            return None  # not served, or not TCP (a UNIX socket)
+        if host in ("0.0.0.0", "::"):
+            host = "localhost"  # every interface: this one, at least
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.kind == 'wss' else 'http'}://{host}:{port}/"
