@@ -675,7 +675,7 @@ class ChatService(Service):
         user = self._named(nick)
         who = f"kicked by {by}" if by else "kicked"
         why = f"{who}: {sanitize(reason)}" if reason else who
-        self.end(user, why, f"you were {why}")
+        self.end(user, why, f"disconnected: you were {why}")
 
     def requireAdmin(self, user: User, command: str) -> None:
         if not self.isAdmin(user):
@@ -709,7 +709,7 @@ class ChatService(Service):
         )
         if target is not None:
             why = f"banned by {by}" + (f": {ban.reason}" if ban.reason else "")
-            self.end(target, why, f"you are banned {describeSanction(ban, now)}")
+            self.end(target, why, f"disconnected: you are banned {describeSanction(ban, now)}")
         await self.store.addSanction(ban)
         return ban
 

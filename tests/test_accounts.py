@@ -246,7 +246,10 @@ def test_admin_commands_are_refused_to_others(chat):
 def test_kick(chat):
     service, _, alice, bob, carol = chat
     alice.send("/kick carol spamming the room\n")
-    assert carol.lines()[-1] == "[12:00:00] -!- you were kicked by alice: spamming the room"
+    assert (
+        carol.lines()[-1]
+        == "[12:00:00] -!- disconnected: you were kicked by alice: spamming the room"
+    )
     assert bob.lines() == [
         "[12:00:00] #lobby <-- carol has left (kicked by alice: spamming the room)"
     ]
@@ -258,7 +261,9 @@ def test_ban_with_duration_refuses_nick_and_address_until_it_ends(chat):
     service, clock, alice, bob, carol = chat
     alice.send("/ban carol 10m flooding\n")
     assert "banned carol for 10 minutes (flooding)" in alice.output()
-    assert carol.lines()[-1] == "[12:00:00] -!- you are banned for 10 minutes (flooding)"
+    assert (
+        carol.lines()[-1] == "[12:00:00] -!- disconnected: you are banned for 10 minutes (flooding)"
+    )
     back = LineConnection(service, host="10.0.0.3", port=5003)  # same address
     assert back.lines() == [
         "[12:00:00] -!- disconnected: this address is banned for 10 minutes (flooding)"

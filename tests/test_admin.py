@@ -52,7 +52,7 @@ def test_tell_user(chat):
 def test_kick(chat):
     service, _, alice, bob, _ = chat
     service.kick("bob", "spamming")
-    assert bob.lines()[-1] == "[12:00:00] -!- you were kicked: spamming"
+    assert bob.lines()[-1] == "[12:00:00] -!- disconnected: you were kicked: spamming"
     assert bob.transport.disconnecting
     assert alice.lines() == ["[12:00:00] #lobby <-- bob has left (kicked: spamming)"]
     bob.send("I am still here\n")  # arrives before the connection is gone: ignored

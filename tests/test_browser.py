@@ -295,7 +295,7 @@ def test_conversation(browser, tmp_path):
         # Kicked: the page says why and does not come back by itself.
         alice.type("/kick bob enough for today")
         expect(bob.status).to_have_attribute("data-state", "stopped")
-        expect(bob.status).to_have_text("disconnected — you were kicked by alice: enough for today")
+        expect(bob.status).to_have_text("disconnected: you were kicked by alice: enough for today")
         expect(bob.page.locator("#reconnect")).to_have_text("Reconnect")
 
         assert alice.problems == [] and bob.problems == []

@@ -134,8 +134,8 @@ def test_final_notices():
     final = [
         "disconnected: you logged in from elsewhere",
         "disconnected: you sent too much, too fast",
-        "you were kicked by alice: spam",
-        "you are banned for 2 hours (spam)",
+        "disconnected: you were kicked by alice: spam",
+        "disconnected: you are banned for 2 hours (spam)",
         "Goodbye.",
     ]
     for text in final:
@@ -409,7 +409,7 @@ def test_state_shows_a_replayed_message_once():
 
 def test_state_knows_when_not_to_reconnect():
     kicked = joinedState()
-    kicked.observe(ln.parseLine("-!- you were kicked by bob"))
+    kicked.observe(ln.parseLine("-!- disconnected: you were kicked by bob"))
     assert not kicked.reconnect
     quitting = joinedState()
     quitting.typed("/quit bye")
@@ -520,7 +520,10 @@ def test_connector_reconnects_and_restores_the_session():
 
 
 def test_connector_stops_when_the_server_ends_the_session():
-    kicked = ["-!- Welcome, alice! Type /help for commands.", "-!- you were kicked by bob"]
+    kicked = [
+        "-!- Welcome, alice! Type /help for commands.",
+        "-!- disconnected: you were kicked by bob",
+    ]
     state, wires, notes = runConnector([kicked, ["never reached"]])
     assert len(wires) == 1 and not state.reconnect
     assert not any(n.startswith("reconnecting") for n in notes)

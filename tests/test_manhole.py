@@ -285,7 +285,7 @@ async def test_kick_disconnects_and_the_room_sees_why(server):
     bob = await server.line("bob")
     console = await server.console()
     assert await console.run('kick("alice", "bye")') == "kicked alice: bye"
-    assert (await alice.until("you were")).endswith("-!- you were kicked: bye")
+    assert (await alice.until("you were")).endswith("-!- disconnected: you were kicked: bye")
     await alice.closed
     assert (await bob.until("has left")).endswith("#lobby <-- alice has left (kicked: bye)")
     assert server.chat.findUser("alice") is None

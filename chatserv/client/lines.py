@@ -68,7 +68,7 @@ _FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 # Notices after which the server closes the connection on purpose: reconnecting would
 # undo a kick or ban, or fight the user's own login elsewhere (docs/protocol.md,
 # "Connection lifecycle").
-_FINAL_NOTICES = ("disconnected:", "you were kicked", "you are banned", "Goodbye.")
+_FINAL_NOTICES = ("disconnected:", "Goodbye.")
 
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 
