@@ -36,8 +36,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a chat server. Line clients (nc, telnet) connect to --tcp, websocket clients "
-        "to --ws; all share the same rooms. With no listener given on the command line or "
-        f"in the config file, it listens on tcp {DEFAULT_TCP} and ws {DEFAULT_WS}. "
+        "and browsers (http://HOST:PORT/) to --ws; all share the same rooms. With no "
+        "listener given on the command line or in the config file, it listens on "
+        f"tcp {DEFAULT_TCP} and ws {DEFAULT_WS}. "
         "ENDPOINT is a port number or a Twisted server endpoint description, e.g. "
         "tcp:10001:interface=127.0.0.1. Command-line options override the config file."
     )
@@ -106,7 +107,7 @@ class Options(usage.Options):
         self["tcp"].append(endpoint)
 
     def opt_ws(self, endpoint: str) -> None:
-        """Listen for websocket clients on ENDPOINT; repeatable."""
+        """Listen for websocket clients, and serve the browser client, on ENDPOINT; repeatable."""
         self["ws"].append(endpoint)
 
     def opt_tls(self, endpoint: str) -> None:
@@ -114,7 +115,7 @@ class Options(usage.Options):
         self["tls"].append(endpoint)
 
     def opt_wss(self, endpoint: str) -> None:
-        """Listen for websocket clients over TLS on ENDPOINT (needs --tls-cert); repeatable."""
+        """The same as --ws over TLS: wss:// and https:// (needs --tls-cert); repeatable."""
         self["wss"].append(endpoint)
 
     def opt_version(self) -> None:
