@@ -39,6 +39,10 @@ class Settings:
     max_connections: int = 10000  # in total, over every listener
     max_connections_per_ip: int = 100
     max_output_buffer: int = 262144  # bytes queued for a client that stopped reading
+    # -- websocket frames of every kind (data, continuation, ping, pong, close)
+    ws_frame_rate: float = 50.0  # frames a second, sustained; past it the websocket is closed
+    ws_frame_burst: int = 200  # frames at once
+    ws_max_fragments: int = 64  # frames in one message
     # -- flood control, per connection
     rate_limit: float = 5.0  # requests a second, sustained
     rate_burst: int = 20  # requests at once
@@ -83,6 +87,9 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "max_connections",
             "max_connections_per_ip",
             "max_output_buffer",
+            "ws_frame_rate",
+            "ws_frame_burst",
+            "ws_max_fragments",
             "rate_limit",
             "rate_burst",
             "flood_max_dropped",
@@ -310,6 +317,9 @@ _AT_LEAST = {
     "max_connections": 1,
     "max_connections_per_ip": 1,
     "max_output_buffer": 1024,
+    "ws_frame_rate": 1,
+    "ws_frame_burst": 1,
+    "ws_max_fragments": 1,
     "rate_limit": 0.1,
     "rate_burst": 1,
     "flood_max_dropped": 1,

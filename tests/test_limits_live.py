@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest_twisted
+import wsmemory as ws
 from clients import connectLine, connectWS, eventually
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
@@ -196,3 +197,105 @@ async def test_dead_websocket_is_closed_after_unanswered_pings():
     dead.close()
     await task.deferLater(reactor, 0)
     await stopServer(chat, tcp, ws)
+
+
+UPGRADE = (
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def rawWebSocket(chat, port: int, nick: str) -> socket.socket:
+    """A websocket client on a plain socket, named C{nick}, that reads nothing more."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(UPGRADE)
+    sock.setblocking(False)
+    head = bytearray()
+
+    def upgraded() -> bool:
+        try:
+            head.extend(sock.recv(4096))
+        except BlockingIOError:
+            pass
+        return b"\r\n\r\n" in head
+
+    await eventually(upgraded)  # a client may send frames only after the 101
+    assert head.startswith(b"HTTP/1.1 101 ")
+    sock.send(ws.encodeFrame(ws.TEXT, nick.encode()))
+    await eventually(lambda: chat.findUser(nick) is not None)
+    return sock
+
+
+async def pump(sock: socket.socket, chunk: bytes, until, seconds: float = 20) -> None:
+    """Send C{chunk} as fast as the socket takes it, letting the reactor run, until
+    C{until()} (bounded: at most C{seconds})."""
+    from twisted.internet import reactor
+
+    deadline = time.monotonic() + seconds
+    while not until():
+        assert time.monotonic() < deadline, "the server never stopped the flood"
+        try:
+            sock.send(chunk)
+        except BlockingIOError:
+            pass
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        await task.deferLater(reactor, 0)
+    await eventually(until)
+
+
+async def chatLatency(alice, bob, rounds: int = 5) -> float:
+    """The slowest of C{rounds} messages from alice to bob, in seconds."""
+    worst = 0.0
+    for i in range(rounds):
+        sent = time.monotonic()
+        alice.say(f"latency {i}")
+        await bob.until(f"<alice> latency {i}")
+        worst = max(worst, time.monotonic() - sent)
+    return worst
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ping_flood_is_closed_by_the_frame_limit():
+    chat, tcp, ws_ = await startServer()
+    alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
+    flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
+    ping = ws.encodeFrame(ws.PING, b"x" * 125)
+    await pump(flooder, ping * 100, lambda: chat.findUser("flooder") is None)
+    assert chat.counters.floods == 1
+    await bob.until("flooder has left (too many frames)")
+    assert await chatLatency(alice, bob) < 1.0
+    flooder.close()
+    await stopServer(chat, tcp, ws_, clients=[alice, bob])
+
+
+@pytest_twisted.ensureDeferred
+async def test_pongs_to_a_client_that_never_reads_count_as_its_output():
+    # The frame limit out of the way: only the output limit can stop this one.
+    chat, tcp, ws_ = await startServer(ws_frame_rate=1e9, ws_frame_burst=10**9)
+    alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
+    flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
+    server_side = chat.findUser("flooder").client.transport
+    server_side.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ping = ws.encodeFrame(ws.PING, b"x" * 125)
+    await pump(flooder, ping * 100, lambda: chat.findUser("flooder") is None)
+    assert chat.counters.slow_readers == 1
+    await bob.until("flooder has left (not reading)")
+    assert await chatLatency(alice, bob) < 1.0
+    flooder.close()
+    await stopServer(chat, tcp, ws_, clients=[alice, bob])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_message_that_never_ends_is_closed_while_others_chat():
+    chat, tcp, ws_ = await startServer()
+    alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
+    flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
+    flooder.send(ws.encodeFrame(ws.TEXT, b"x", fin=False))
+    empty = ws.encodeFrame(ws.CONTINUATION, b"", fin=False)
+    await pump(flooder, empty * 10, lambda: chat.findUser("flooder") is None)
+    await bob.until("flooder has left (message in too many fragments)")
+    assert await chatLatency(alice, bob) < 1.0
+    flooder.close()
+    await stopServer(chat, tcp, ws_, clients=[alice, bob])

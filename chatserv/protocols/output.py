@@ -12,7 +12,8 @@ that must leave before a close (a farewell notice) is flushed at once.
 
 Slow readers. The protocol registers itself as its transport's streaming producer, so
 Twisted pauses it when the transport's buffer fills (the client is not reading) and
-resumes it when the buffer drains. Bytes sent while paused are counted; past
+resumes it when the buffer drains. Bytes sent while paused are counted, whatever
+they are (chat output, or a protocol's own frames such as websocket pongs); past
 C{max_output_buffer} the connection is dropped rather than let its buffer grow without
 bound. Nobody else waits: writes to other clients never depend on this one. The state
 lives in class defaults until it changes, so an idle connection pays nothing for it.
@@ -89,10 +90,21 @@ class ConnectionOutput:
         if self._tripped:  # being dropped: nothing more for it
             return
         data = self._joined(pending)
-        if self._paused and self._overflows(len(data)):
-            return
-        self._write(data)
-        self.factory.service.counters.bytes_out += len(data)
+        if self.mayWrite(len(data)):
+            self._write(data)
+
+    def mayWrite(self, size: int) -> bool:
+        """Count C{size} bytes about to be written; False if the client gets no more.
+
+        Everything written to the transport passes here, protocol frames (websocket pongs
+        and close frames) as well as chat output, so that none of it escapes the limit.
+        """
+        if self._tripped:
+            return False
+        if self._paused and self._overflows(size):
+            return False
+        self.factory.service.counters.bytes_out += size
+        return True
 
     def discardOutput(self) -> None:
         """Forget pending output (the connection is gone)."""

@@ -20,6 +20,7 @@ from chatserv import __version__, render
 from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
+from chatserv.limits import TokenBucket
 from chatserv.protocols import AdmissionMixin, noDelay, peerText, released
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
@@ -52,6 +53,10 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
     isJSON = False
     kind = "ws"
     _lostBecause = "connection lost"
+    _frames: TokenBucket  # every frame the client sends takes a token
+    _fragments = 0  # continuation frames of the message being received
+    _afterClose = 0  # bytes received since the close handshake began
+    _inputStopped = False  # nothing more is read from this client
 
     @property
     def host(self) -> str:
@@ -80,6 +85,11 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
 
     def connectionLost(self, reason) -> None:
         released(self)
+        if self.closeHandshakeTimeoutCall is not None:
+            # Autobahn leaves it running when the connection ends before the handshake
+            # does (a client we stopped reading never completes it).
+            self.closeHandshakeTimeoutCall.cancel()
+            self.closeHandshakeTimeoutCall = None
         super().connectionLost(reason)  # Autobahn calls onClose, which ends the session
         self.discardOutput()
 
@@ -88,7 +98,71 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
         self.transport.abortConnection()
 
     def onOpen(self) -> None:
-        self.session = Session(self.factory.service, self)
+        service = self.factory.service
+        settings = service.settings
+        self._frames = TokenBucket(settings.ws_frame_rate, settings.ws_frame_burst, service.now())
+        self.session = Session(service, self)
+
+    # -- what a client may send, counted frame by frame ------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._inputStopped:
+            return
+        if self.state == WebSocketServerProtocol.STATE_CLOSING:
+            # Once closing, a client has only what was already in flight left to send; one
+            # that keeps sending is not closing, and parsing its backlog would cost
+            # everyone else the time.
+            self._afterClose += len(data)
+            if self._afterClose > self.factory.service.settings.ws_max_message_size:
+                self._stopInput()
+                self.transport.loseConnection()
+                return
+        super().dataReceived(data)
+
+    def onFrameBegin(self) -> None:
+        # Autobahn calls this for every frame header it parses: data, continuation and
+        # control frames alike. Flood control counts complete messages; this counts what
+        # they are made of, and what is no message at all (pings, pongs, a message whose
+        # fragments never end), so that no kind of frame is free to send.
+        settings = self.factory.service.settings
+        if not self._frames.take(self.factory.service.now()):
+            return self._refuseInput(
+                1008, "too many frames", "disconnected: you sent too many websocket frames"
+            )
+        opcode = self.current_frame.opcode
+        if opcode == 0:  # a continuation frame
+            self._fragments += 1
+            if self._fragments >= settings.ws_max_fragments:
+                return self._refuseInput(
+                    1009,
+                    "message in too many fragments",
+                    "disconnected: a message may come in at most "
+                    f"{settings.ws_max_fragments} fragments",
+                )
+        elif opcode < 8:  # the first frame of a message
+            self._fragments = 0
+        super().onFrameBegin()
+
+    def _refuseInput(self, code: int, why: str, farewell: str) -> None:
+        """End the connection of a client whose frames broke a limit: read no more of it."""
+        self._stopInput()
+        self.factory.service.counters.floods += 1
+        if self.session is not None:
+            self.session.connectionLost(why)
+        self.close(farewell, code)
+        # The close handshake is not waited for (its reply would not be read): the TCP
+        # connection closes once the farewell is written, or at the close handshake
+        # timeout if the client does not read it.
+        self.transport.loseConnection()
+
+    def _stopInput(self) -> None:
+        self._inputStopped = True
+        # Forget what is buffered, including the frame being parsed, so that Autobahn's
+        # loop over buffered frames ends at once; and stop reading from the socket.
+        self.data = b""
+        self.current_frame = None
+        if not self.transport.disconnecting:  # (a closing transport reads no more anyway)
+            self.transport.pauseProducing()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         session = self.session
@@ -125,15 +199,24 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Autobahn writes its own frames (pongs, closes) through here: what this connection
-        # was sent before them goes first, so the wire keeps the order things happened in.
+        # was sent before them goes first, so the wire keeps the order things happened in,
+        # and they count against the slow-reader limit like any output.
         if self._pending is not None:
             self.flush()
-        super().sendData(data, sync, chopsize)
+        if self.mayWrite(len(data)):
+            super().sendData(data, sync, chopsize)
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, code: int = 1000) -> None:
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
         self.flush()
-        self.sendClose(1000)
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            # sendCloseFrame, unlike sendClose, takes the protocol's own codes (1008, 1009).
+            self.sendCloseFrame(code, _closeReason(reason), isReply=False)
+
+
+def _closeReason(text: str) -> bytes:
+    """A close frame's reason: UTF-8, at most 123 bytes, never cut inside a character."""
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
 
 
 class WebSocketChatFactory(AdmissionMixin, WebSocketServerFactory):
