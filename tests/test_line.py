@@ -245,3 +245,16 @@ def test_unexpected_failure_is_reported_and_logged_not_fatal():
         "[12:00:00] error: internal error; the server logged it",
         "[12:00:00] server time: 2026-11-21T12:00:00+00:00",
     ]
+
+
+def test_a_flood_in_one_read_is_not_parsed_past_its_disconnect():
+    service, alice, bob = inLobby()
+    parsed = []
+    parse = bob.protocol._lineReceived
+    bob.protocol._lineReceived = lambda raw: (parsed.append(raw), parse(raw))
+    bob.send(b"spam\n" * 10_000)  # one read: flood control ends it within the first 100
+    assert "disconnected: you sent too much, too fast" in bob.lines()[-1]
+    assert len(parsed) < 100
+    bob.send(b"spam\n" * 10_000)  # the connection is closing: nothing more is read
+    assert len(parsed) < 100
+    assert alice.lines()[-1].endswith("bob has left (flooding)")

@@ -78,12 +78,17 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         self.session = Session(self.factory.service, self)
 
     def dataReceived(self, data: bytes) -> None:
+        session = self.session
+        if session.closed:  # ended (a flood, a kick): what it still sends is for nobody
+            return
         if b"\n" not in data:  # common for interactive typing: no complete line yet
             self._buffer += data
         else:
             lines = (self._buffer + data).split(b"\n")
             self._buffer = lines.pop()
             for raw in lines:
+                if session.closed:
+                    return
                 if self._discarding:
                     self._discarding = False  # this was the tail of the overlong line
                     continue
