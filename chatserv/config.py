@@ -47,6 +47,9 @@ class Settings:
     rate_limit: float = 5.0  # requests a second, sustained
     rate_burst: int = 20  # requests at once
     flood_max_dropped: int = 50  # dropped requests (forgiven at 1/s) before a disconnect
+    # -- log lines that clients cause (connects, refusals, limits hit), of each kind
+    log_rate_limit: float = 20.0  # lines a second, sustained; the rest are counted
+    log_burst: int = 200  # lines at once
     # -- time limits, in seconds
     nick_timeout: float = 60.0  # to choose a nickname after connecting
     ping_interval: float = 60.0  # idle time before a connection is checked for life
@@ -93,6 +96,8 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "rate_limit",
             "rate_burst",
             "flood_max_dropped",
+            "log_rate_limit",
+            "log_burst",
         )
     },
     "timeouts": {
@@ -323,6 +328,8 @@ _AT_LEAST = {
     "rate_limit": 0.1,
     "rate_burst": 1,
     "flood_max_dropped": 1,
+    "log_rate_limit": 0.1,
+    "log_burst": 1,
     "nick_timeout": 1,
     "ping_interval": 1,
     "ping_timeout": 1,

@@ -1,7 +1,8 @@
 """Limits that keep one client from hurting the others.
 
 Pure bookkeeping driven by the caller's clock: a token bucket for request rates, a
-per-address connection counter, and fixed-delay deadlines (the nickname timeout). The
+per-address connection counter, fixed-delay deadlines (the nickname timeout), and a cap on
+the log lines clients can cause. The
 slow-reader guard is in L{chatserv.protocols.output}, next to the writes it watches.
 Each limit's value is a named setting (see L{chatserv.config.Settings}).
 """
@@ -186,3 +187,58 @@ class Deadlines(Generic[T]):
         self._dropCancelled()
         if queue and self._call is None:
             self._schedule()
+
+
+class LogLimiter:
+    """At most C{rate} log lines a second of each kind, after a burst of C{burst}.
+
+    Clients can make the server log at will: every connection, refusal and limit hit is a
+    line. Unbounded, that fills the disk and buries what matters, so such lines go
+    through here. Lines are told apart by their format string; those left out are
+    counted, and said so in one line per kind L{REPORT_EVERY} seconds after the first was
+    left out. Once L{stop}ped (the server is shutting down) every line is written.
+    """
+
+    REPORT_EVERY = 10.0
+
+    def __init__(self, clock: IReactorTime, rate: float, burst: int) -> None:
+        self._clock = clock
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, TokenBucket] = {}  # by format: a few dozen at most
+        self._left: dict[str, int] = {}  # lines left out since the last report
+        self._report: IDelayedCall | None = None
+        self._stopped = False
+
+    def info(self, logger: Logger, format: str, **kwargs: object) -> None:
+        """C{logger.info(format, **kwargs)}, unless lines of this format are over the limit."""
+        if self._stopped:
+            return logger.info(format, **kwargs)
+        now = self._clock.seconds()
+        bucket = self._buckets.get(format)
+        if bucket is None:
+            bucket = self._buckets[format] = TokenBucket(self._rate, self._burst, now)
+        if bucket.take(now):
+            return logger.info(format, **kwargs)
+        self._left[format] = self._left.get(format, 0) + 1
+        if self._report is None:
+            self._report = self._clock.callLater(self.REPORT_EVERY, self.report)
+
+    def report(self) -> None:
+        """Say how many lines of each kind were left out since the last report."""
+        if self._report is not None and self._report.active():
+            self._report.cancel()
+        self._report = None
+        left, self._left = self._left, {}
+        for format, count in left.items():
+            _log.info(
+                "{count} more log lines like '{like}' were left out "
+                "(over log_rate_limit, {rate:g} a second)",
+                count=count,
+                like=format,
+                rate=self._rate,
+            )
+
+    def stop(self) -> None:
+        self.report()
+        self._stopped = True

@@ -47,7 +47,7 @@ from chatserv.errors import (
     WeakPassword,
 )
 from chatserv.interfaces import IChatClient, IEventBus
-from chatserv.limits import ConnectionLimiter, Deadlines
+from chatserv.limits import ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
@@ -179,6 +179,8 @@ class ChatService(Service):
         self._pruner.clock = clock
         self._closed: defer.Deferred[None] | None = None
         self.counters = Counters()
+        # What clients can make the server log (connects, refusals, limits hit) is capped.
+        self.logLimit = LogLimiter(clock, self.settings.log_rate_limit, self.settings.log_burst)
         self.startedAt: float | None = None
         # Connections that must choose a nickname in time: one timer for all of them.
         self.nickDeadlines: Deadlines[Callable[[], object]] = Deadlines(
@@ -889,6 +891,7 @@ class ChatService(Service):
         self._forgetAll()
         for user in sessions:
             self._close(user, "server shutting down")
+        self.logLimit.stop()
         if self._closed is None:
             self._closed = self.store.close()
         return self._closed

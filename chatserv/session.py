@@ -53,7 +53,7 @@ class Session:
             settings.rate_limit, settings.rate_burst, settings.flood_max_dropped, service.now()
         )
         self._nickDeadline: Deadline | None = service.nickDeadlines.add(self._noNick)
-        _log.info("connect from {address}", address=client.address)
+        service.logLimit.info(_log, "connect from {address}", address=client.address)
         banned = service.bannedAddress(self.user)
         if banned is not None:
             self.end("banned address", f"disconnected: {banned}")
@@ -90,7 +90,8 @@ class Session:
         self._pending = None
         self._stopNickTimer()
         self.service.disconnect(self.user, why)
-        _log.info(
+        self.service.logLimit.info(
+            _log,
             "disconnect {address} ({nick}): {why}",
             address=self.client.address,
             nick=self.user.nick or "-",
@@ -130,7 +131,8 @@ class Session:
                     self.service.now(),
                 )
             )
-            _log.info(
+            self.service.logLimit.info(
+                _log,
                 "{address} ({nick}): rate limited",
                 address=self.client.address,
                 nick=self.user.nick or "-",
@@ -210,7 +212,8 @@ class Session:
         self.service.counters.errors += 1
         if failure.check(ChatError):
             error = failure.value
-            _log.info(
+            self.service.logLimit.info(
+                _log,
                 "{address} ({nick}): {code}: {text}",
                 address=self.client.address,
                 nick=self.user.nick or "-",

@@ -14,6 +14,7 @@ from chatserv.limits import (
     ConnectionLimiter,
     Deadlines,
     FloodGuard,
+    LogLimiter,
     TokenBucket,
     Verdict,
 )
@@ -32,6 +33,8 @@ def test_defaults_are_the_documented_ones():
     )
     assert (s.rate_limit, s.rate_burst, s.flood_max_dropped) == (5.0, 20, 50)
     assert (s.nick_timeout, s.ping_interval, s.ping_timeout) == (60.0, 60.0, 30.0)
+    assert (s.ws_frame_rate, s.ws_frame_burst, s.ws_max_fragments) == (50.0, 200, 64)
+    assert (s.log_rate_limit, s.log_burst) == (20.0, 200)
 
 
 # -- the building blocks -----------------------------------------------------------------
@@ -343,3 +346,44 @@ def test_an_item_added_while_expiring_gets_the_full_delay():
     clock.advance(0.1)
     assert expired == ["first", "next"]
     deadlines.stop()
+
+
+def test_log_lines_of_each_kind_are_capped_and_what_is_left_out_is_counted():
+    from twisted.logger import Logger, formatEvent
+
+    clock = Clock()
+    limiter = LogLimiter(clock, rate=2, burst=5)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        log = Logger(namespace="test")
+        for i in range(50):
+            limiter.info(log, "connect from {address}", address=f"tcp 10.0.0.{i}:1")
+        limiter.info(log, "refused {why}", why="full")  # another kind: its own allowance
+        clock.advance(1)  # one second: two more of the first kind
+        for i in range(50, 53):
+            limiter.info(log, "connect from {address}", address=f"tcp 10.0.0.{i}:1")
+        assert [formatEvent(e) for e in logged] == [
+            *[f"connect from tcp 10.0.0.{i}:1" for i in range(5)],
+            "refused full",
+            "connect from tcp 10.0.0.50:1",
+            "connect from tcp 10.0.0.51:1",
+        ]
+        clock.advance(LogLimiter.REPORT_EVERY)  # the report is due
+        assert formatEvent(logged[-1]) == (
+            "46 more log lines like 'connect from {address}' were left out "
+            "(over log_rate_limit, 2 a second)"
+        )
+        assert not clock.getDelayedCalls()  # nothing more to report: no timer
+        limiter.info(log, "connect from {address}", address="x")  # refilled (5) meanwhile
+        for _ in range(10):
+            limiter.info(log, "connect from {address}", address="y")
+        limiter.stop()  # shutting down: report now, then let everything through
+        assert formatEvent(logged[-1]).startswith("6 more log lines like 'connect from")
+        assert not clock.getDelayedCalls()
+        before = len(logged)
+        for _ in range(10):
+            limiter.info(log, "disconnect {why}", why="server shutting down")
+        assert len(logged) == before + 10
+    finally:
+        globalLogPublisher.removeObserver(logged.append)

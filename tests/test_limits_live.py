@@ -299,3 +299,36 @@ async def test_a_message_that_never_ends_is_closed_while_others_chat():
     assert await chatLatency(alice, bob) < 1.0
     flooder.close()
     await stopServer(chat, tcp, ws_, clients=[alice, bob])
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_churn_writes_a_bounded_log():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        chat, tcp, ws_ = await startServer(log_rate_limit=5, log_burst=20, max_connections_per_ip=5)
+        port = tcp.getHost().port
+        started = time.monotonic()
+        for _ in range(20):  # 300 connects, 200 of them refused by the per-address limit
+            clients = await defer.gatherResults(
+                [defer.ensureDeferred(connectLine(port)) for _ in range(15)]
+            )
+            await defer.gatherResults([defer.ensureDeferred(c.next()) for c in clients])
+            for client in clients:
+                client.transport.abortConnection()
+            await eventually(lambda: chat.admission.total == 0)
+        elapsed = time.monotonic() - started
+        await stopServer(chat, tcp, ws_)  # reports what was left out
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [formatEvent(e) for e in logged]
+    allowed = 20 + 5 * elapsed  # per kind: the burst, then the rate
+    for kind in ("connect from", "disconnect tcp", "refused tcp connection"):
+        written = [line for line in lines if line.startswith(kind)]
+        assert 0 < len(written) <= allowed, (kind, len(written), allowed)
+    reports = [line for line in lines if "more log lines like 'refused" in line]
+    assert len(reports) == 1 and int(reports[0].split()[0]) == 200 - len(
+        [line for line in lines if line.startswith("refused tcp connection")]
+    )

@@ -165,3 +165,31 @@ def test_frame_limits_are_settings():
     assert client.closeFrame is None
     client.sendFrame(ws.PONG, b"")
     assert client.closeCode == 1008
+
+
+def test_a_refused_frame_or_handshake_is_one_line_of_ours(chat):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    service, clock, bystander = chat
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        client = wsNamed(service, clock, "client")
+        client.sendFrame(ws.TEXT, b"hi", mask=None)  # unmasked: Autobahn closes with 1002
+        client.finishClose()
+        refused = ws.WSConnection(ws.makeFactory(service, clock), handshake=False)
+        refused.sendRaw(ws.upgradeRequest().replace(b"Version: 13", b"Version: 7"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert client.closeCode == 1002
+    assert refused.transport.value().startswith(b"HTTP/1.1 400 ")
+    lines = [formatEvent(e) for e in logged]
+    assert [n for n in (e.get("log_namespace", "") for e in logged) if "autobahn" in n] == []
+    assert lines == [
+        "connect from ws 10.0.0.9:4000",
+        "ws 10.0.0.9:4000 is now client",
+        "disconnect ws 10.0.0.9:4000 (client): protocol error: unmasked client-to-server frame",
+        "ws 10.0.0.9:4000: websocket handshake refused: "
+        "WebSocket version 7 not supported (supported versions: 13,8)",
+    ]
+    assert "client has left (protocol error: unmasked client-to-server frame)" in bystander.output()

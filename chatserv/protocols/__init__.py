@@ -48,8 +48,12 @@ class AdmissionMixin:
         why = self.service.admission.admit(host)
         if why is not None:
             self.service.counters.refused_connections += 1
-            _log.info(
-                "refused {kind} connection from {host}: {why}", kind=self.kind, host=host, why=why
+            self.service.logLimit.info(
+                _log,
+                "refused {kind} connection from {host}: {why}",
+                kind=self.kind,
+                host=host,
+                why=why,
             )
             return Refusal(self.refusal(why))
         protocol = super().buildProtocol(addr)

@@ -118,7 +118,8 @@ class ConnectionOutput:
             return False
         self._tripped = True
         service.counters.slow_readers += 1
-        _log.info(
+        service.logLimit.info(
+            _log,
             "dropping {address}: not reading ({backlog} bytes waiting, the limit is {limit})",
             address=self.address,
             backlog=self._backlog,

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatserv import __version__, render
@@ -25,6 +27,8 @@ from chatserv.protocols import AdmissionMixin, noDelay, peerText, released
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
+
+_log = Logger()
 
 JSON_SUBPROTOCOL = "chatserv.v1.json"
 CLOSE_HANDSHAKE_TIMEOUT = 5  # seconds (effectively 4-5)
@@ -44,7 +48,12 @@ class FrameWire:
 
 @implementer(IChatClient)
 class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
-    # Note: no `log` attribute here; it would replace Autobahn's own filtered logger.
+    # Autobahn's own per-connection lines (a refused handshake, a failed connection, a stray
+    # pong) would let any client write to the log at will: keep only its errors (a
+    # txaio logger, level-filtered like Autobahn's own; a twisted Logger here would log
+    # every frame). What ended a connection is logged by the session, within
+    # log_rate_limit, and refused handshakes by failHandshake below.
+    log = txaio.make_logger(level="error")
     factory: WebSocketChatFactory
     session: Session | None = None
     address = "ws (not connected)"
@@ -182,7 +191,19 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self.session is not None:
-            self.session.connectionLost(self._lostBecause)
+            why = self._lostBecause
+            if self.failedByMe and self.localCloseReason:  # Autobahn refused a frame
+                why = "protocol error: " + self.localCloseReason.decode("utf-8", "replace")
+            self.session.connectionLost(why)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders=None) -> None:
+        self.factory.service.logLimit.info(
+            _log,
+            "{address}: websocket handshake refused: {why}",
+            address=peerText(self.factory.kind, self.transport.getPeer()),
+            why=reason,
+        )
+        super().failHandshake(reason, code, responseHeaders)
 
     # -- IChatClient -------------------------------------------------------------------
 
