@@ -490,7 +490,9 @@ def derivedConfig(
 class ChatServer:
     """C{twistd -n chatserv} in a subprocess, in a fresh directory, on free loopback ports."""
 
-    def __init__(self, twistd: Path, configText: str, backlog: int = 1024) -> None:
+    def __init__(
+        self, twistd: Path, configText: str, backlog: int = 1024, cpus: set[int] | None = None
+    ) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="chatserv-attack-")
         cwd = Path(self._dir.name)
         config = cwd / "attacks.toml"
@@ -502,6 +504,8 @@ class ChatServer:
         endpoint = f"tcp:0:interface={HOST}" + (f":backlog={backlog}" if backlog else "")
         argv += ["--tcp", endpoint, "--ws", endpoint]
         argv += ["--db", "memory"]
+        if cpus:  # taskset before exec: every thread the server starts stays there
+            argv = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *argv]
         self.process = subprocess.Popen(
             argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
@@ -1199,7 +1203,9 @@ def fragburst(run: Run) -> dict[str, Any]:
     except OSError as e:
         client.endedBecause(_errname(e))
     sendTook = time.monotonic() - start
-    client.waitText(r"$^", 5.0)  # read what comes for 5 s: a close frame, maybe
+    # Read what comes for 7 s: a close frame, maybe, and the end of the connection
+    # (Autobahn waits up to 5 s for the client's answering close frame).
+    client.waitText(r"$^", 7.0)
     state = client.state()
     client.close()
     run.windows["around_burst"] = (start - 0.5, start + 2.5)
@@ -1342,7 +1348,7 @@ def bystanderOn(server: ChatServer) -> Iterator[Bystander]:
 
 def runScenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
     configText, changed = derivedConfig(args.config, scenario.overrides)
-    server = ChatServer(args.twistd, configText, args.backlog)
+    server = ChatServer(args.twistd, configText, args.backlog, args.serverCpus)
     result: dict[str, Any] = {"scenario": scenario.name, "settings_changed": changed}
     try:
         with bystanderOn(server) as bystander:
@@ -1424,7 +1430,20 @@ def main(argv: list[str] | None = None) -> int:
         "0: Twisted's default, 50]",
     )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run the server on CPU 0 and this harness (and the bystander) on the others, "
+        "as bench/run.py does",
+    )
     args = parser.parse_args(argv)
+    args.serverCpus = None
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            parser.error("--pin needs two CPUs")
+        args.serverCpus = {cpus[0]}
+        os.sched_setaffinity(0, set(cpus[1:]))  # the bystander's process inherits this
     chosen = SCENARIOS
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -1448,6 +1467,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": str(args.config) if args.config else None,
             "seconds": args.seconds,
             "backlog": args.backlog,
+            "pinned": args.pin,
             "cpus": os.cpu_count(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }

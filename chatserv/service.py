@@ -52,7 +52,7 @@ from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction
-from chatserv.text import sanitize
+from chatserv.text import invisible, sanitize
 
 _log = Logger()
 
@@ -939,6 +939,6 @@ class ChatService(Service):
         if len(text) > limit:  # checked before escaping, which only makes text longer
             raise MessageTooLong(f"message too long (the limit is {limit} characters)")
         text = sanitize(text)
-        if not text:
+        if invisible(text):  # (all() of nothing is true: empty text too)
             raise EmptyText("nothing to send")
         return text

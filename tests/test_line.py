@@ -258,3 +258,14 @@ def test_a_flood_in_one_read_is_not_parsed_past_its_disconnect():
     bob.send(b"spam\n" * 10_000)  # the connection is closing: nothing more is read
     assert len(parsed) < 100
     assert alice.lines()[-1].endswith("bob has left (flooding)")
+
+
+def test_invisible_characters_in_messages():
+    service, alice, bob = inLobby()
+    bob.send("hi\u200bthere\ufeff\n".encode())
+    assert alice.lines() == ["[12:00:00] #lobby <bob> hi\u200bthere"]  # the BOM is dropped
+    bob.send("\u200b\ufeff\u200d \n".encode())  # shows nothing: not sent
+    assert bob.lines() == ["[12:00:00] error: nothing to send"]
+    assert alice.lines() == []
+    bob.send("/nick bo\u200bb\n".encode())
+    assert "error:" in bob.lines()[0]  # nicknames refuse them

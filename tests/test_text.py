@@ -1,4 +1,4 @@
-from chatserv.text import sanitize
+from chatserv.text import invisible, sanitize
 
 
 def test_plain_text_is_unchanged():
@@ -31,3 +31,21 @@ def test_lone_surrogates_are_made_visible_and_encodable():
     out = sanitize("a\ud800b\udfff")
     assert out == "a<U+D800>b<U+DFFF>"
     out.encode("utf-8")  # would raise UnicodeEncodeError if one survived
+
+
+def test_a_byte_order_mark_is_removed_and_other_format_characters_kept():
+    assert sanitize("\ufeffhello\ufeff there") == "hello there"
+    # Deliberately kept: emoji sequences, scripts that need joiners, Thai word breaks.
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert sanitize(family) == family
+    assert sanitize("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645") == (
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"
+    )
+    assert sanitize("\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u200b\u0e04\u0e23\u0e31\u0e1a") == (
+        "\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35\u200b\u0e04\u0e23\u0e31\u0e1a"
+    )
+
+
+def test_invisible_text():
+    assert invisible("") and invisible(" \u200b\u200d\ufeff\u2060 ")
+    assert not invisible("\u200bx") and not invisible("\U0001f600")
