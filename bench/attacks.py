@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import errno
+import fcntl
 import hashlib
 import json
 import math
@@ -30,6 +31,7 @@ import random
 import re
 import select
 import selectors
+import shutil
 import signal
 import socket
 import statistics
@@ -85,7 +87,9 @@ def connectFrom(port: int, source: str | None = None, timeout: float = 10.0) -> 
 
 def peerState(sock: socket.socket) -> str:
     """C{"open"}, C{"eof"} (the server closed) or C{"reset"}, without reading anything:
-    the peer's FIN shows as POLLRDHUP even when unread data is still queued before it."""
+    a FIN that has arrived shows as POLLRDHUP even with unread data before it. (One that
+    the server's kernel still holds behind data this side never read has not: see
+    L{finalStates}.)"""
     poller = select.poll()
     try:
         poller.register(
@@ -371,18 +375,44 @@ def pump(
             onIdle()
 
 
-def finalStates(clients: list[WsClient], read: bool) -> list[str]:
-    """Each client's state at the end of an attack; readers first take what is waiting."""
+def finalStates(clients: list[WsClient], read: bool, drain: float = 5.0) -> list[str]:
+    """Each client's state at the end of an attack; readers first take what is waiting.
+
+    A client that never read is looked at without reading first; if it looks open, what
+    the server sent is then read for up to C{drain} seconds, since a server that closed
+    gracefully queues its FIN behind the data that the client never took.
+    """
     states = []
     for client in clients:
         if read:
             client.readAvailable()
-        states.append(client.state())
+        state = client.state()
+        if state == "open" and not read:
+            state = _drained(client, drain)
+        states.append(state)
     return states
 
 
+def _drained(client: WsClient, seconds: float) -> str:
+    got = 0
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0:
+        if not select.select([client.sock], [], [], min(remaining, 0.2))[0]:
+            continue
+        try:
+            data = client.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as e:
+            return f"{_errname(e)} after reading {got / 2**20:.1f} MiB"
+        if not data:
+            return f"eof after reading {got / 2**20:.1f} MiB"
+        got += len(data)
+    return f"open (read {got / 2**20:.1f} MiB in {seconds:g} s)"
+
+
 def countClosed(states: list[str]) -> int:
-    return sum(state != "open" for state in states)
+    return sum(not state.startswith("open") for state in states)
 
 
 # -- the server under test --------------------------------------------------------------
@@ -487,6 +517,26 @@ def derivedConfig(
     return writeToml(data), changed
 
 
+def processCpuSeconds(pid: int) -> float | None:
+    """User plus system time of every thread of process C{pid}."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 (utime, stime); the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machineCpuSeconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(n) for n in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4] - ticks[7]
+    return busy / os.sysconf("SC_CLK_TCK"), ticks[7] / os.sysconf("SC_CLK_TCK")
+
+
 class ChatServer:
     """C{twistd -n chatserv} in a subprocess, in a fresh directory, on free loopback ports."""
 
@@ -510,6 +560,10 @@ class ChatServer:
             argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
         )
         self.pid = self.process.pid
+        # A pipe of 1 MiB rather than 64 KiB: a moment's delay in the drain thread (this
+        # process is busy attacking) must not block the server on writing its log.
+        with suppress(OSError):
+            fcntl.fcntl(self.process.stdout.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
         self.log = LogCounter(self.process.stdout)
         self.log.start()
         self.ports = self._waitForPorts(30.0)
@@ -550,13 +604,7 @@ class ChatServer:
 
     def cpuSeconds(self) -> float | None:
         """User plus system time of every thread of the server."""
-        try:
-            with open(f"/proc/{self.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        # Fields 14 and 15 (utime, stime); the split starts at field 3.
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return processCpuSeconds(self.pid)
 
     def stop(self) -> int | None:
         """SIGTERM, a graceful stop; killed if still running after 15 s."""
@@ -574,18 +622,26 @@ class ChatServer:
 
 
 class ResourceMonitor:
-    """Samples the server's RSS every 0.5 s; CPU is read at the start and end."""
+    """Samples the server's RSS every 0.5 s; CPU is read at the start and end.
+
+    The machine's CPU use by anything but the server, this harness and the bystander is
+    reported too (as other_cpu_percent, with the hypervisor's steal): on a machine that is
+    busy with something else, latency figures mean little.
+    """
 
     INTERVAL = 0.5
 
-    def __init__(self, server: ChatServer) -> None:
+    def __init__(self, server: ChatServer, bystanderPid: int | None = None) -> None:
         self.server = server
+        self.bystanderPid = bystanderPid
         self.start = self.end = time.monotonic()
+        self._known = self._ourCpu()
+        self._machine = machineCpuSeconds()
         self.rssStart = server.rssKiB()
         self.rssPeak = self.rssStart or 0
         self.rssEnd: int | None = None
         self.cpuStart = server.cpuSeconds()
-        self.cpuEnd: float | None = None
+        self._ended: tuple[float | None, tuple[float, float], float] | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -596,6 +652,11 @@ class ResourceMonitor:
             if rss is not None:
                 self.rssPeak = max(self.rssPeak, rss)
 
+    def _ourCpu(self) -> float:
+        """CPU seconds of the server, this process and the bystander's."""
+        pids = [self.server.pid, os.getpid()] + ([self.bystanderPid] if self.bystanderPid else [])
+        return sum(processCpuSeconds(pid) or 0.0 for pid in pids)
+
     def cpuSince(self, cpu: float | None, since: float) -> float | None:
         """The server's CPU use since (C{cpu} seconds, at C{since}), in % of one core."""
         now, elapsed = self.server.cpuSeconds(), time.monotonic() - since
@@ -603,10 +664,23 @@ class ResourceMonitor:
             return None
         return round(100 * (now - cpu) / elapsed, 1)
 
+    def attackEnded(self) -> None:
+        """Take the end figures now, before a scenario's clean-up (reading what the server
+        queued, closing) lets the server recover."""
+        if self._ended is None:
+            self.end = time.monotonic()
+            self.rssEnd = self.server.rssKiB()
+            self._ended = (
+                self.cpuSince(self.cpuStart, self.start),
+                machineCpuSeconds(),
+                self._ourCpu(),
+            )
+
     def finish(self) -> dict[str, Any]:
-        self.end = time.monotonic()
-        self.rssEnd = self.server.rssKiB()
-        cpu = self.cpuSince(self.cpuStart, self.start)
+        self.attackEnded()
+        cpu, (busy, stolen), ours = self._ended
+        elapsed = self.end - self.start
+        other = (busy - self._machine[0]) - (ours - self._known)
         self._stop.set()
         self._thread.join(2)
         if self.rssEnd is not None:
@@ -623,6 +697,8 @@ class ResourceMonitor:
                 else round((self.rssEnd - self.rssStart) / 1024, 1)
             ),
             "cpu_percent": cpu,
+            "other_cpu_percent": round(100 * max(0.0, other) / elapsed, 1),
+            "steal_percent": round(100 * (stolen - self._machine[1]) / elapsed, 1),
         }
 
 
@@ -743,6 +819,10 @@ class Bystander:
         self.notes: list[str] = []
         self.sendErrors: list[str] = []
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
     def start(self) -> None:
         self._process.start()
         if not self._conn.poll(30):
@@ -836,6 +916,7 @@ def pingflood(run: Run) -> dict[str, Any]:
     ping = wsFrame(OP_PING, b"p" * 125)
     until = time.monotonic() + run.seconds
     pump(clients, ping * 512, until, read=False)
+    run.monitor.attackEnded()
     states = finalStates(clients, read=False)
     for client in clients:
         client.close()
@@ -858,6 +939,7 @@ def fragments(run: Run) -> dict[str, Any]:
     until = since + run.seconds
     pump(clients, wsFrame(OP_CONT, b"", fin=False) * 10000, until, read=True)
     attackCpu = run.monitor.cpuSince(cpu, since)
+    run.monitor.attackEnded()
     states = finalStates(clients, read=True)
     for client in clients:
         client.close()
@@ -1203,9 +1285,9 @@ def fragburst(run: Run) -> dict[str, Any]:
     except OSError as e:
         client.endedBecause(_errname(e))
     sendTook = time.monotonic() - start
-    # Read what comes for 7 s: a close frame, maybe, and the end of the connection
+    # Read what comes for up to 15 s: a close frame, maybe, and the end of the connection
     # (Autobahn waits up to 5 s for the client's answering close frame).
-    client.waitText(r"$^", 7.0)
+    client.waitText(r"$^", 15.0)
     state = client.state()
     client.close()
     run.windows["around_burst"] = (start - 0.5, start + 2.5)
@@ -1216,11 +1298,18 @@ def fragburst(run: Run) -> dict[str, Any]:
         "close_frame": client.closeFrame[1:] if client.closeFrame else None,
         "state": state,
         "closed": closed,
+        "close_frame_at_s": round(client.closeFrame[0] - start, 2) if client.closeFrame else None,
+        "ended_at_s": round(client.ended[0] - start, 2) if client.ended else None,
         "attackers": 1,
         "dropped": int(state != "open"),
         "summary": f"{len(burst) // 1000} KB; bystander max <around_burst> ms around it; "
         f"closed: {'yes' if closed else 'no'}"
-        + (f" (code {client.closeFrame[1]})" if client.closeFrame else ""),
+        + (
+            f" (code {client.closeFrame[1]} at {client.closeFrame[0] - start:.1f} s)"
+            if client.closeFrame
+            else ""
+        )
+        + (f", connection ended at {client.ended[0] - start:.1f} s" if client.ended else ""),
     }
 
 
@@ -1354,7 +1443,7 @@ def runScenario(scenario: Scenario, args: argparse.Namespace) -> dict[str, Any]:
         with bystanderOn(server) as bystander:
             time.sleep(1.0)  # the bystander settles before anything is measured
             mark = server.log.mark()
-            monitor = ResourceMonitor(server)
+            monitor = ResourceMonitor(server, bystander.pid)
             run = Run(server, monitor, args.seconds)
             try:
                 result["attack"] = scenario.run(run)
@@ -1390,7 +1479,8 @@ def _fmt(value: Any, spec: str = "") -> str:
 def table(results: list[dict[str, Any]]) -> str:
     header = (
         f"{'scenario':<14} {'RSS MiB start>end (peak)':<25} {'CPU%':>6} "
-        f"{'bystander p50/p99/max ms':<25} {'lost':>5} {'drop':>7} {'log':>8} {'tb':>3}  result"
+        f"{'bystander p50/p99/max ms':<25} {'lost':>5} {'drop':>7} {'log':>8} {'tb':>3} "
+        f"{'noise':>5}  result"
     )
     rows = [header, "-" * len(header)]
     for r in results:
@@ -1406,7 +1496,7 @@ def table(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"{r['scenario']:<14} {rss:<25} {_fmt(s.get('cpu_percent')):>6} {latency:<25} "
             f"{lost:>5} {dropped:>7} {_fmt(s.get('log_lines')):>8} {_fmt(s.get('tracebacks')):>3}"
-            f"  {key}"
+            f" {_fmt(s.get('other_cpu_percent'), '.0f'):>5}  {key}"
         )
     return "\n".join(rows)
 
@@ -1431,17 +1521,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write all figures to this file")
     parser.add_argument(
-        "--pin",
-        action="store_true",
-        help="run the server on CPU 0 and this harness (and the bystander) on the others, "
-        "as bench/run.py does",
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin: by default, with two CPUs or more, the server runs on the first "
+        "and this harness (and the bystander) on the others, as bench/run.py does, so that "
+        "the attack's own CPU use does not show as server latency",
     )
     args = parser.parse_args(argv)
     args.serverCpus = None
+    cpus = sorted(os.sched_getaffinity(0))
+    args.pin = args.pin and len(cpus) >= 2 and shutil.which("taskset") is not None
     if args.pin:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            parser.error("--pin needs two CPUs")
         args.serverCpus = {cpus[0]}
         os.sched_setaffinity(0, set(cpus[1:]))  # the bystander's process inherits this
     chosen = SCENARIOS

@@ -28,6 +28,7 @@ import gc
 import json
 import re
 import struct
+import unicodedata
 
 import pytest
 import wsmemory as ws
@@ -39,6 +40,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
 from chatserv import errors
+from chatserv.limits import TokenBucket
 from chatserv.names import fold
 from chatserv.protocols.ws import CLOSE_HANDSHAKE_TIMEOUT
 
@@ -122,9 +124,15 @@ def escaped(text: str) -> str:
             out.append("^?")
         elif 0x80 <= code <= 0x9F or char in BIDI or 0xD800 <= code <= 0xDFFF:
             out.append(f"<U+{code:04X}>")
-        else:
+        elif char != "\ufeff":  # a byte-order mark is removed
             out.append(char)
     return "".join(out)
+
+
+def showsNothing(text: str) -> bool:
+    """Only spaces and invisible format characters (Unicode's category Cf): such a
+    message is refused (docs/protocol.md, "Text sanitising")."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
 
 
 NAME = r"[A-Za-z_\[\]{}|^`][A-Za-z0-9_\[\]{}|^`-]*"
@@ -469,7 +477,14 @@ class World:
             attacker.finish()
         lines, events = self.observed()
         if shared:
-            assert lines == [f"#lobby <-- {nick} has left (connection lost)"]
+            # A websocket that Autobahn closed for a bad frame leaves with the reason.
+            left = re.fullmatch(
+                rf"#lobby <-- {re.escape(nick)} has left \((connection lost|protocol error: .+)\)",
+                lines[0] if len(lines) == 1 else "",
+            )
+            assert left is not None, lines
+            if left.group(1) != "connection lost":
+                assert attacker.wire != "line" and attacker.conn.closeCode in (1002, 1007, 1009)
             assert [(e["type"], e["from"]) for e in events] == [("leave", nick)]
         else:
             assert lines == [] and events == []
@@ -790,6 +805,11 @@ def checkTextEscaped(wire, text, how):
         if len(sent.encode("utf-8")) > LIMIT:
             assert len(got) == 1 and tooLong(got[0], wire), got
             assert lines == [] and events == []
+        elif showsNothing(shown):
+            assert len(got) == 1 and isError(got[0]), got
+            assert got[0]["code"] == "empty-text" if wire == "json" else "nothing to send" in got[0]
+            assert lines == [] and events == []
+            event("shows nothing")
         else:
             expected = {
                 "say": ([f"#lobby <{ATTACKER}> {shown}"], [("message", shown)]),
@@ -1436,6 +1456,152 @@ def test_huge_integer_in_an_ignored_field_is_ignored():
 
 
 # -- the default limits ------------------------------------------------------------------------
+
+# -- websocket frames under the frame limits -------------------------------------------------
+
+# Small frame limits, so that examples reach them; flood control of messages stays generous.
+MOST = 8  # ws_max_fragments
+FRAME_LIMITS = {**GENEROUS, "ws_frame_rate": 10.0, "ws_frame_burst": 30, "ws_max_fragments": MOST}
+TOO_MANY_FRAMES = "disconnected: you sent too many websocket frames"
+TOO_MANY_FRAGMENTS = f"disconnected: a message may come in at most {MOST} fragments"
+
+
+@st.composite
+def frameFloods(draw) -> list[tuple[float, list[tuple]]]:
+    """Bursts of frames of every kind, each burst after a pause: pings and unsolicited
+    pongs, messages in 1 to 3 * ws_max_fragments fragments (empty ones, or with a ping
+    between fragments), repeated to reach the frame rate or not."""
+    script = []
+    for _ in range(draw(st.integers(1, 5))):
+        pause = draw(st.sampled_from([0, 0, 0.05, 0.5, 1, 3]))
+        items: list[tuple] = []
+        for _ in range(draw(st.integers(1, 6))):
+            kind = draw(st.sampled_from(["ping", "pong", "message", "message"]))
+            if kind == "message":
+                pieces = draw(st.sampled_from([1, 2, MOST - 1, MOST, MOST + 1, MOST * 3]))
+                items.append((kind, pieces, draw(st.booleans()), draw(st.booleans())))
+            else:
+                items.append((kind, draw(st.binary(max_size=125))))
+        script.append((pause, items * draw(st.sampled_from([1, 1, 3, 10]))))
+    return script
+
+
+def _messageFrames(text: str, pieces: int, empty: bool, pinged: bool) -> list[tuple]:
+    """One message as (opcode, payload, fin) frames: C{pieces} fragments, all of the text
+    in the first one if C{empty}, and a ping after every fragment but the last if
+    C{pinged}."""
+    data = text.encode("utf-8")
+    if empty:
+        parts = [data] + [b""] * (pieces - 1)
+    else:
+        data += b" " * max(0, pieces - len(data))  # (a line's trailing space is dropped)
+        size = -(-len(data) // pieces)
+        parts = [data[i * size : (i + 1) * size] for i in range(pieces)]
+    frames = []
+    for i, part in enumerate(parts):
+        last = i == pieces - 1
+        frames.append((ws.TEXT if i == 0 else ws.CONTINUATION, part, last))
+        if pinged and not last:
+            frames.append((ws.PING, b"between", True))
+    return frames
+
+
+def checkFrameFloods(wire: str, script, data) -> None:
+    """Every frame counts against the frame limits, whatever its kind; a message has at
+    most ws_max_fragments frames. The server answers exactly what a model of the limits
+    allows, closes with 1008 or 1009 at exactly the frame that breaks one, and then reads
+    nothing more; the others notice only the attacker leaving."""
+    with World(wire, settings=FRAME_LIMITS) as world:
+        attacker = world.attacker
+        bucket = TokenBucket(10.0, 30, world.clock.seconds())
+        bucket.take(world.clock.seconds())  # the attacker's nickname was a frame too
+        expected, said, closed, number = [], [], None, 0
+        for pause, items in script:
+            world.clock.advance(pause)
+            now, frames = world.clock.seconds(), []
+            for item in items:
+                if item[0] == "message":
+                    number += 1
+                    text = f"said {number}"
+                    if wire == "json":
+                        text = json.dumps({"type": "say", "text": text})
+                    frames.append((text, _messageFrames(text, *item[1:])))
+                else:
+                    opcode = ws.PING if item[0] == "ping" else ws.PONG
+                    frames.append((None, [(opcode, item[1], True)]))
+            raw = b""
+            for text, parts in frames:
+                for fragment, (opcode, payload, fin) in enumerate(parts):
+                    raw += ws.encodeFrame(opcode, payload, fin=fin)
+                    if closed is not None:
+                        continue
+                    if not bucket.take(now):
+                        closed = (1008, TOO_MANY_FRAMES)
+                    elif opcode == ws.CONTINUATION and _continuations(parts, fragment) >= MOST:
+                        closed = (1009, TOO_MANY_FRAGMENTS)
+                    elif opcode == ws.PING:
+                        expected.append(("pong", payload))
+                    elif fin and text is not None:
+                        said.append(json.loads(text)["text"] if wire == "json" else text)
+                    if closed is not None:
+                        expected.append(("close", closed[0]))
+            for chunk in chunked(raw, data.draw(st.lists(st.integers(0, len(raw)), max_size=4))):
+                attacker.sendBytes(chunk)
+            got = attacker.takeFrames()
+            assert pongsAndClose(got) == expected
+            expected = []
+            if closed is not None:
+                last = [f.text for f in got if f.opcode == ws.TEXT][-1]
+                assert (
+                    noticeText(checkEvent(last) if wire == "json" else checkLine(last))
+                    == (closed[1])
+                )
+                break
+        lines, _ = world.observed()
+        assert [line for line in lines if line.startswith("#lobby <mallory> ")] == [
+            f"#lobby <mallory> {text}" for text in said
+        ]
+        if closed is None:
+            event("not closed")
+            world.clock.advance(10)  # time for the probe's frames to be allowed
+            world.checkHealthy()
+            world.finish()
+            return
+        event(f"closed {closed[0]}")
+        assert attacker.conn.transport.disconnecting and attacker.session.closed
+        reason = "too many frames" if closed[0] == 1008 else "message in too many fragments"
+        assert lines[-1] == f"#lobby <-- mallory has left ({reason})"
+        # It goes on sending: nothing more is parsed or answered.
+        attacker.sendBytes(ws.encodeFrame(ws.PING, b"after") * data.draw(st.integers(0, 300)))
+        assert attacker.takeFrames() == []
+        world.checkHealthy()
+        world.finish()
+
+
+def _continuations(parts: list[tuple], upTo: int) -> int:
+    """How many continuation frames of this message have come, up to frame C{upTo}."""
+    return sum(1 for opcode, _, _ in parts[: upTo + 1] if opcode == ws.CONTINUATION)
+
+
+def pongsAndClose(frames: list[ws.Frame]) -> list[tuple]:
+    return [
+        ("pong", f.payload) if f.opcode == ws.PONG else ("close", f.code)
+        for f in frames
+        if f.opcode in (ws.PONG, ws.CLOSE)
+    ]
+
+
+@fuzz(80)
+@given(script=frameFloods(), data=st.data())
+def test_ws_text_frame_floods(script, data):
+    checkFrameFloods("text", script, data)
+
+
+@fuzz(60)
+@given(script=frameFloods(), data=st.data())
+def test_ws_json_frame_floods(script, data):
+    checkFrameFloods("json", script, data)
+
 
 FLOODED = "disconnected: you sent too much, too fast"
 SLOW_DOWN = re.compile(r"slow down: you are sending more than \S+ requests a second; .+")
