@@ -72,8 +72,12 @@ class Settings:
     # -- accounts
     admins: tuple[str, ...] = ()  # registered nicknames with admin rights
     min_password_length: int = 8
-    max_login_failures: int = 5  # per nickname and per address, before logins must wait
+    max_login_failures: int = 5  # per address and nickname, before logins must wait
+    max_login_failures_per_ip: int = 20  # per address, over every nickname
     login_failure_decay: float = 60.0  # seconds after which one failed login is forgotten
+    max_registrations_per_ip: int = 3  # accounts made from one address, before it must wait
+    registration_decay: float = 600.0  # seconds after which one registration is forgotten
+    max_password_queue: int = 64  # password checks and hashes waiting for a thread
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -125,7 +129,16 @@ _SECTIONS: dict[str, dict[str, str]] = {
     },
     "accounts": {
         name: name
-        for name in ("admins", "min_password_length", "max_login_failures", "login_failure_decay")
+        for name in (
+            "admins",
+            "min_password_length",
+            "max_login_failures",
+            "max_login_failures_per_ip",
+            "login_failure_decay",
+            "max_registrations_per_ip",
+            "registration_decay",
+            "max_password_queue",
+        )
     },
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
@@ -307,6 +320,8 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
         problems.append(f"max_room_name_length must be at most {MAX_ROOM_NAME_LENGTH}")
     if settings.ws_max_message_size < settings.max_line_length:
         problems.append("ws_max_message_size must be at least max_line_length")
+    if settings.max_login_failures_per_ip < settings.max_login_failures:
+        problems.append("max_login_failures_per_ip must be at least max_login_failures")
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
@@ -345,5 +360,9 @@ _AT_LEAST = {
     "max_offline_messages": 0,
     "min_password_length": 1,
     "max_login_failures": 1,
+    "max_login_failures_per_ip": 1,
     "login_failure_decay": 1,
+    "max_registrations_per_ip": 1,
+    "registration_decay": 1,
+    "max_password_queue": 1,
 }

@@ -67,6 +67,10 @@ class LoginThrottled(ChatError):
     code = "login-throttled"
 
 
+class RegisterThrottled(ChatError):
+    code = "register-throttled"
+
+
 class NotLoggedIn(ChatError):
     code = "not-logged-in"
 
@@ -134,3 +138,9 @@ class RateLimited(ChatError):
 
 class TooManyConnections(ChatError):
     code = "too-many-connections"
+
+
+class Busy(ChatError):
+    """Too many password hashes are waiting for a thread."""
+
+    code = "busy"

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from chatserv import events as ev
-from chatserv.accounts import LoginThrottle, Passwords, checkColor
+from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -42,6 +42,7 @@ from chatserv.errors import (
     NotLoggedIn,
     NotPermitted,
     NotSanctioned,
+    RegisterThrottled,
     TooManyRooms,
     UsageError,
     WeakPassword,
@@ -153,9 +154,14 @@ class ChatService(Service):
         self.clock = clock
         self.bus: IEventBus = bus if bus is not None else LocalBus(self)
         self.store = store
-        self.passwords = passwords or Passwords()
+        self.passwords = passwords or Passwords(maxWaiting=self.settings.max_password_queue)
         self.throttle = LoginThrottle(
-            self.settings.max_login_failures, self.settings.login_failure_decay
+            self.settings.max_login_failures,
+            self.settings.max_login_failures_per_ip,
+            self.settings.login_failure_decay,
+        )
+        self.registrations = Throttle(
+            self.settings.max_registrations_per_ip, self.settings.registration_decay
         )
         self.adminKeys = frozenset(fold(nick) for nick in self.settings.admins)
         self.sessions: set[User] = set()  # every connection, named or not
@@ -328,10 +334,25 @@ class ChatService(Service):
         if user.account is not None:
             raise NickRegistered(f"you are already logged in as {user.account.nick}")
         self._checkPassword(password)
-        nick, key = user.nick, user.key
-        hashed = await self.passwords.hash(password)
-        account = Account(key, nick, hashed, user.color, False, self.now())
-        if not await self.store.addAccount(account):
+        nick, key, host = user.nick, user.key, user.host
+        wait = self.registrations.wait(host, self.now())
+        if wait > 0:
+            raise RegisterThrottled(
+                "too many registrations from your address; "
+                f"try again in {describeDuration(math.ceil(wait))}"
+            )
+        # Counted now, not once hashed, so that a burst cannot all get through; a
+        # registration that fails is given back.
+        self.registrations.add(host, self.now())
+        try:
+            hashed = await self.passwords.hash(password)
+            account = Account(key, nick, hashed, user.color, False, self.now())
+            added = await self.store.addAccount(account)
+        except Exception:
+            self.registrations.refund(host, self.now())
+            raise
+        if not added:
+            self.registrations.refund(host, self.now())
             raise NickRegistered(f'"{nick}" is already registered: /login {nick} PASSWORD')
         if user not in self.sessions or user.key != key:
             return
@@ -341,18 +362,24 @@ class ChatService(Service):
 
     async def login(self, user: User, nick: str, password: str) -> None:
         """Log in to the account C{nick}, taking that nickname (and ending any other
-        connection logged in to it). Failures are throttled per nickname and address."""
+        connection logged in to it). Failures are throttled per address and nickname, and
+        per address (see L{LoginThrottle})."""
         key = fold(checkNick(nick))
         if user.account is not None and user.account.key == key:
             raise UsageError(f"you are already logged in as {user.account.nick}")
-        keys = self._throttled(key, user, "failed logins")
-        account = await self.store.account(key)
-        ok = await self.passwords.verify(account.passwordHash if account else None, password)
-        if not ok or account is None:
-            self.throttle.failed(keys, self.now())
+        host = user.host
+        self._admitCheck(host, key, nick, "failed logins")
+        failed = False
+        try:
+            account = await self.store.account(key)
+            hashed = account.passwordHash if account is not None else None
+            failed = not await self.passwords.verify(hashed, password)
+        finally:
+            # Only a wrong password counts: not an error, nor the server being busy.
+            self.throttle.finish(host, key, self.now(), failed)
+        if failed or account is None:
             _log.info("{address}: failed login as {nick}", address=user.client.address, nick=nick)
             raise LoginFailed("wrong nickname or password")
-        self.throttle.succeeded(keys[0])
         if user not in self.sessions:
             return
         self._refuseBanned(key)
@@ -365,16 +392,21 @@ class ChatService(Service):
         await self._applyNick(user, account.nick, key)
         await self._deliverOffline(user)
 
-    def _throttled(self, key: str, user: User, what: str) -> list[str]:
-        """The throttle keys of a password check for nick C{key} from C{user}'s address;
-        raises L{LoginThrottled} if either has failed too often lately."""
-        keys = [f"nick {key}", f"host {user.host}"]
-        wait = self.throttle.wait(keys, self.now())
+    def _admitCheck(self, host: str, key: str, nick: str, what: str) -> None:
+        """Count a password check for account C{key} from C{host}, or raise
+        L{LoginThrottled}: one is already in flight, or too many failed lately. The caller
+        must call C{self.throttle.finish} once the check is over."""
+        if self.throttle.checking(host, key):
+            raise LoginThrottled(
+                f"another password for {nick} from your address is being checked; "
+                "wait for its answer"
+            )
+        wait = self.throttle.wait(host, key, self.now())
         if wait > 0:
             raise LoginThrottled(
                 f"too many {what}; try again in {describeDuration(math.ceil(wait))}"
             )
-        return keys
+        self.throttle.admit(host, key, self.now())
 
     def _loggedIn(self, user: User, text: str) -> None:
         if self.isAdmin(user):
@@ -394,9 +426,15 @@ class ChatService(Service):
     async def changePassword(self, user: User, old: str, new: str) -> None:
         account = self._requireAccount(user)
         self._checkPassword(new)
-        keys = self._throttled(account.key, user, "wrong passwords")
-        if not await self.passwords.verify(account.passwordHash, old):
-            self.throttle.failed(keys, self.now())
+        host = user.host
+        self._admitCheck(host, account.key, account.nick, "wrong passwords")
+        failed = False
+        try:
+            # Not a login: it waits behind them, as the new password's hash will.
+            failed = not await self.passwords.verify(account.passwordHash, old, login=False)
+        finally:
+            self.throttle.finish(host, account.key, self.now(), failed)
+        if failed:
             raise LoginFailed("wrong password; your password is unchanged")
         hashed = await self.passwords.hash(new)
         await self.store.setPassword(account.key, hashed)

@@ -96,21 +96,23 @@ class WSClient(WebSocketClientProtocol, _Inbox):
         return self.closed
 
 
-def _endpoint(port: int, tls=None):
-    """A client endpoint to 127.0.0.1:C{port}, over TLS when C{tls} (client options) is given."""
+def _endpoint(port: int, tls=None, source: str | None = None):
+    """A client endpoint to 127.0.0.1:C{port}, over TLS when C{tls} (client options) is given,
+    from the loopback address C{source} if given (any 127.x.y.z is this machine)."""
     from twisted.internet import reactor
     from twisted.internet.endpoints import SSL4ClientEndpoint
 
+    bind = (source, 0) if source else None
     if tls is None:
-        return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT)
-    return SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls, timeout=TIMEOUT)
+        return TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=TIMEOUT, bindAddress=bind)
+    return SSL4ClientEndpoint(reactor, "127.0.0.1", port, tls, timeout=TIMEOUT, bindAddress=bind)
 
 
-async def connectLine(port: int, tls=None) -> LineClient:
+async def connectLine(port: int, tls=None, source: str | None = None) -> LineClient:
     from twisted.internet.endpoints import connectProtocol
 
     client = LineClient()
-    await connectProtocol(_endpoint(port, tls), client)
+    await connectProtocol(_endpoint(port, tls, source), client)
     return client
 
 

@@ -8,6 +8,7 @@ from argon2 import PasswordHasher
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from chatserv.accounts import Passwords
@@ -27,6 +28,63 @@ FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 def fastPasswords(inThread: bool = False) -> Passwords:
     """Password hashing for tests: cheap, and synchronous unless C{inThread}."""
     return Passwords(hasher=FAST_HASHER, inThread=inThread)
+
+
+class ManualPool:
+    """A thread pool that runs nothing until told to, oldest job first: what waits for a
+    thread can be counted and answered by hand, without threads."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple] = []
+        self.started = 0  # jobs ever handed to the pool
+
+    def callInThreadWithCallback(self, onResult, f, *args, **kwargs) -> None:
+        self.jobs.append((onResult, f, args, kwargs))
+        self.started += 1
+
+    def runNext(self) -> None:
+        onResult, f, args, kwargs = self.jobs.pop(0)
+        try:
+            result = f(*args, **kwargs)
+        except Exception:
+            onResult(False, Failure())
+        else:
+            onResult(True, result)
+
+    def runAll(self) -> None:
+        """Run jobs until none is left, including those that finished ones started."""
+        while self.jobs:
+            self.runNext()
+
+
+class ManualReactor:
+    """What L{Passwords} asks of a reactor, over a L{ManualPool}."""
+
+    def __init__(self) -> None:
+        self.pool = ManualPool()
+
+    def getThreadPool(self) -> ManualPool:
+        return self.pool
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        f(*args, **kwargs)  # the "thread" is the test itself
+
+
+def manualPasswords(**kwargs) -> tuple[Passwords, ManualPool]:
+    """Cheap hashing through the real queue, into a pool the test runs by hand."""
+    reactor = ManualReactor()
+    return Passwords(reactor=reactor, hasher=FAST_HASHER, **kwargs), reactor.pool
+
+
+def manualService(passwords=None, **settings) -> tuple[ChatService, Clock, ManualPool]:
+    """A service whose password checks wait until the test runs them (see L{ManualPool});
+    C{passwords} are keyword arguments for L{Passwords}."""
+    clock = Clock()
+    clock.advance(NOON)
+    # In-memory connections all come from one address for the connection limits.
+    settings.setdefault("max_connections_per_ip", 10_000)
+    hashing, pool = manualPasswords(**(passwords or {}))
+    return ChatService(Settings(**settings), clock=clock, passwords=hashing), clock, pool
 
 
 def makeService(store=None, **settings) -> tuple[ChatService, Clock]:
@@ -119,6 +177,25 @@ def named(
 
 def jsonLoads(payload: bytes | str) -> dict:
     return json.loads(payload)
+
+
+def resultOf(d: defer.Deferred):
+    """What C{d} has already succeeded with; fails the test if it has not."""
+    got: list = []
+    d.addBoth(got.append)
+    assert got, f"{d!r} has not fired"
+    if isinstance(got[0], Failure):
+        got[0].raiseException()
+    return got[0]
+
+
+def failureOf(d: defer.Deferred, *kinds: type[BaseException]) -> Failure:
+    """The L{Failure} C{d} has already failed with, of one of C{kinds}."""
+    got: list = []
+    d.addBoth(got.append)
+    assert got and isinstance(got[0], Failure), f"{d!r} has not failed: {got!r}"
+    assert got[0].check(*kinds), got[0]
+    return got[0]
 
 
 async def within(d: defer.Deferred, seconds: float = 5.0):

@@ -6,13 +6,26 @@ helpers.makeService); the store itself has its own suite over every backend
 """
 
 import pytest
-from helpers import LineConnection, makeService, named
+from helpers import (
+    FAST_HASHER,
+    LineConnection,
+    failureOf,
+    makeService,
+    manualPasswords,
+    manualService,
+    named,
+    resultOf,
+)
+from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from wsmemory import WSConnection, makeFactory
 
-from chatserv.accounts import LoginThrottle, checkColor
-from chatserv.errors import UsageError
+from chatserv.accounts import Throttle, checkColor
+from chatserv.config import Settings
+from chatserv.errors import Busy, UsageError
 from chatserv.moderation import describeDuration, parseDuration
+from chatserv.service import ChatService
+from chatserv.store import Account
 from chatserv.store.memory import MemoryStore
 
 PASSWORD = "correct-horse"
@@ -72,7 +85,7 @@ def test_wrong_password_and_unknown_nick_read_the_same():
     assert conn.lines()[0] == wrong == "[12:00:00] error: wrong nickname or password"
 
 
-def test_failed_logins_are_throttled_per_nick_and_per_address():
+def test_failed_logins_are_throttled_per_address_and_nick():
     service, clock = makeService(max_login_failures=3, login_failure_decay=60, nick_timeout=600)
     registered(service, "alice", 5000).send("/quit\n")
     attacker = LineConnection(service, host="10.0.0.9", port=6000)
@@ -82,33 +95,37 @@ def test_failed_logins_are_throttled_per_nick_and_per_address():
         assert "wrong nickname or password" in attacker.output()
     attacker.send(f"/login alice {PASSWORD}\n")  # right, but too late
     assert attacker.lines()[0] == "[12:00:00] error: too many failed logins; try again in 1 minute"
-    # The nick is throttled for everyone, not only for the guessing address...
+    # Only from that address: alice herself, elsewhere, is not locked out...
     elsewhere = LineConnection(service, host="10.0.0.10", port=6001)
     elsewhere.output()
     elsewhere.send(f"/login alice {PASSWORD}\n")
-    assert "too many failed logins" in elsewhere.output()
-    # ... and the guessing address for every nick.
-    attacker.send("/login bob guess\n")
-    assert "too many failed logins" in attacker.output()
-    clock.advance(61)  # one failure forgotten: one more try
-    elsewhere.send(f"/login alice {PASSWORD}\n")
     assert "you are logged in as alice" in elsewhere.output()
+    # ... and the address may still try other nicknames (up to max_login_failures_per_ip).
+    attacker.send("/login bob guess\n")
+    assert "wrong nickname or password" in attacker.output()
+    clock.advance(61)  # one failure forgotten: one more try
+    attacker.send(f"/login alice {PASSWORD}\n")
+    assert "you are logged in as alice" in attacker.output()
 
 
-def test_throttle_forgets_and_sweeps():
-    throttle = LoginThrottle(maxFailures=2, decay=10)
-    throttle.failed(["a"], 0)
-    assert throttle.wait(["a"], 0) == 0
-    throttle.failed(["a"], 0)
-    assert throttle.wait(["a"], 0) == 10
-    assert throttle.wait(["a", "b"], 5) == 5
-    assert throttle.wait(["a"], 10) == 0
-    throttle.failed(["a"], 12)  # one forgotten at 10, one more now: 2 again, until 20
-    assert throttle.wait(["a"], 12) == 8
+def test_throttle_forgets_caps_refunds_and_sweeps():
+    throttle = Throttle(limit=2, decay=10)
+    throttle.add("a", 0)
+    assert throttle.wait("a", 0) == 0
+    throttle.add("a", 0)
+    assert throttle.wait("a", 0) == 10
+    assert throttle.wait("a", 5) == 5
+    assert throttle.wait("a", 10) == 0
+    throttle.add("a", 12)  # one forgotten at 10, one more now: 2 again, until 20
+    assert throttle.wait("a", 12) == 8
+    throttle.add("a", 12)  # never more than the limit: the wait stays within one decay
+    assert throttle.wait("a", 12) == 8
+    throttle.refund("a", 12)
+    assert throttle.wait("a", 12) == 0
     throttle.SWEEP_AT = 3
     for key in "bcde":
-        throttle.failed([key], 100)
-    assert set(throttle._failures) == set("bcde")  # "a" was forgiven and swept
+        throttle.add(key, 100)
+    assert set(throttle._counts) == set("bcde")  # "a" was forgiven and swept
 
 
 def test_passwords_never_reach_the_logs():
@@ -553,3 +570,292 @@ def test_a_refused_topic_creates_no_room():
     (error,) = alice.take()
     assert error["code"] == "empty-text"
     assert "new" not in service.rooms
+
+
+# -- password checks under attack --------------------------------------------------------
+#
+# These use helpers.manualService: password checks queue for a thread pool that only runs
+# when the test says so, so "at the same instant" and "still being checked" are exact.
+
+WRONG = "error: wrong nickname or password"
+THROTTLED = "error: too many failed logins; try again in "
+CHECKING = "from your address is being checked; wait for its answer"
+
+
+def registerNow(service, pool, nick, host, password=PASSWORD):
+    """Register C{nick} from C{host}, answer the hash, and hang up."""
+    conn = named(service, nick, host=host)
+    conn.send(f"/register {password}\n")
+    pool.runAll()
+    assert f"registered {nick}" in conn.output()
+    conn.send("/quit\n")
+
+
+def connections(service, count, host="10.0.0.9"):
+    conns = [LineConnection(service, host=host, port=7000 + i) for i in range(count)]
+    for conn in conns:
+        conn.output()
+    return conns
+
+
+def errors(conns):
+    """The error lines each connection got since the last call, without timestamps."""
+    return [line[11:] for conn in conns for line in conn.lines() if line[11:].startswith("error")]
+
+
+def waitOf(error: str) -> float:
+    """Seconds in "... try again in 1 minute" (or "42 seconds")."""
+    amount, unit = error.rsplit(" in ", 1)[1].split()
+    sizes = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+    return int(amount) * sizes[unit.removesuffix("s")]
+
+
+def test_simultaneous_guesses_from_one_address_check_at_most_max_login_failures():
+    service, _, pool = manualService(max_login_failures=5)
+    registerNow(service, pool, "boss", host="10.0.2.1")
+    conns = connections(service, 100)
+    before, got = pool.started, []
+    for _ in range(10):  # waves: 100 guesses at once, then the checks are answered
+        for conn in conns:
+            conn.send("/login boss guess\n")
+        pool.runAll()
+        got += errors(conns)
+    assert pool.started - before == 5
+    assert got.count(WRONG) == 5
+    assert len(got) == 1000
+    assert all(e == WRONG or e.startswith(THROTTLED) or e.endswith(CHECKING) for e in got), got
+
+
+def test_one_check_at_a_time_per_address_and_account():
+    service, _, pool = manualService(passwords={"atOnce": 4})
+    registerNow(service, pool, "boss", host="10.0.2.1")
+    first, second, other = connections(service, 3)
+    elsewhere = LineConnection(service, host="10.0.0.10", port=6000)
+    first.send("/login boss guess\n")
+    second.send("/login BOSS guess\n")  # the same account, while the first is checked
+    assert errors([second]) == [f"error: another password for BOSS {CHECKING}"]
+    other.send("/login carol guess\n")  # another account: checked
+    elsewhere.send("/login boss guess\n")  # another address: checked
+    assert len(pool.jobs) == 3
+    pool.runAll()
+    assert errors([first, other, elsewhere]) == [WRONG] * 3
+    second.send("/login boss guess\n")  # the first is answered: its turn now
+    assert len(pool.jobs) == 1
+    pool.runAll()
+    assert errors([second]) == [WRONG]
+
+
+def test_a_login_counts_while_it_is_checked_and_a_right_one_is_refunded():
+    service, _, pool = manualService(max_login_failures_per_ip=2)
+    for i, nick in enumerate(("alice", "bob", "carol")):
+        registerNow(service, pool, nick, host=f"10.0.2.{i}")
+    alice, bob, carol = connections(service, 3)
+    alice.send(f"/login alice {PASSWORD}\n")
+    bob.send(f"/login bob {PASSWORD}\n")
+    carol.send(f"/login carol {PASSWORD}\n")  # two logins from here are being checked
+    assert errors([carol]) == [THROTTLED + "1 minute"]
+    pool.runAll()
+    assert "logged in as alice" in alice.output() and "logged in as bob" in bob.output()
+    carol.send(f"/login carol {PASSWORD}\n")  # right ones cost nothing once answered
+    pool.runAll()
+    assert "you are logged in as carol" in carol.output()
+
+
+def test_guessing_does_not_lock_the_owner_out_from_another_address():
+    service, _, pool = manualService()
+    registerNow(service, pool, "boss", host="10.0.2.1")
+    conns = connections(service, 100)
+    for _ in range(5):
+        for conn in conns:
+            conn.send("/login boss guess\n")
+        pool.runAll()
+    errors(conns)
+    owner = LineConnection(service, host="10.0.0.10", port=6000)
+    owner.send(f"/login boss {PASSWORD}\n")
+    pool.runAll()
+    assert "you are logged in as boss" in owner.output()
+
+
+def test_one_users_failures_do_not_throttle_another_user_at_the_same_address():
+    service, _, pool = manualService()
+    registerNow(service, pool, "alice", host="10.0.2.1")
+    registerNow(service, pool, "bob", host="10.0.2.2")
+    mallory, bob = connections(service, 2)  # behind the same NAT
+    for _ in range(6):
+        mallory.send("/login alice guess\n")
+        pool.runAll()
+    assert errors([mallory]) == [WRONG] * 5 + [THROTTLED + "1 minute"]
+    bob.send(f"/login bob {PASSWORD}\n")
+    pool.runAll()
+    assert "you are logged in as bob" in bob.output()
+
+
+def test_the_longest_wait_is_login_failure_decay():
+    service, clock, pool = manualService(nick_timeout=3600)
+    registerNow(service, pool, "boss", host="10.0.2.1")
+    conns = connections(service, 100)
+    got = []
+    for _ in range(60):  # ten minutes of guessing as fast as 100 connections can
+        for conn in conns:
+            conn.send("/login boss guess\n")
+        pool.runAll()
+        got += errors(conns)
+        clock.advance(10)
+    waits = [waitOf(e) for e in got if e.startswith(THROTTLED)]
+    assert waits and max(waits) <= 60
+    assert got.count(WRONG) == 5 + 9  # five, then one a minute as each is forgotten
+    owner = LineConnection(service, port=6000)  # from the guessing address itself
+    clock.advance(60)
+    owner.send(f"/login boss {PASSWORD}\n")
+    pool.runAll()
+    assert "you are logged in as boss" in owner.output()
+
+
+def test_one_address_cannot_guess_across_many_accounts_quickly():
+    service, _, pool = manualService()  # max_login_failures_per_ip: 20
+    conns = connections(service, 30)
+    for i, conn in enumerate(conns):
+        conn.send(f"/login user{i} guess\n")
+        pool.runAll()
+    got = errors(conns)
+    assert got[:20] == [WRONG] * 20
+    assert got[20:] == [THROTTLED + "1 minute"] * 10
+    elsewhere = LineConnection(service, host="10.0.0.10", port=6000)
+    elsewhere.send("/login user0 guess\n")
+    pool.runAll()
+    assert errors([elsewhere]) == [WRONG]
+
+
+def test_registrations_are_throttled_per_address():
+    service, clock, pool = manualService()  # 3 per address, one forgiven every 10 minutes
+    conns = [named(service, f"user{i}", port=7000 + i, host="10.0.0.9") for i in range(4)]
+    for conn in conns:
+        conn.send(f"/register {PASSWORD}\n")
+        pool.runAll()
+    answers = [[line[11:] for line in conn.lines() if "regist" in line] for conn in conns]
+    assert answers == [
+        ["-!- registered user0; next time, /login user0 PASSWORD"],
+        ["-!- registered user1; next time, /login user1 PASSWORD"],
+        ["-!- registered user2; next time, /login user2 PASSWORD"],
+        ["error: too many registrations from your address; try again in 10 minutes"],
+    ]
+    registerNow(service, pool, "other", host="10.0.0.10")  # another address may
+    clock.advance(600)
+    conns[3].send(f"/register {PASSWORD}\n")
+    pool.runAll()
+    assert "registered user3" in conns[3].output()
+
+
+def test_a_failed_registration_is_not_counted():
+    service, _, pool = manualService(max_registrations_per_ip=1)
+    alice = named(service, "alice", host="10.0.0.9")
+    alice.send(f"/register {PASSWORD}\n")
+    # Registered meanwhile through another server sharing the database.
+    assert resultOf(service.store.addAccount(Account("alice", "alice", "x", None, False, 0.0)))
+    pool.runAll()
+    assert errors([alice]) == ['error: "alice" is already registered: /login alice PASSWORD']
+    bob = named(service, "bob", port=5001, host="10.0.0.9")
+    bob.send(f"/register {PASSWORD}\n")
+    pool.runAll()
+    assert "registered bob" in bob.output()
+    carol = named(service, "carol", port=5002, host="10.0.0.9")
+    carol.send(f"/register {PASSWORD}\n")
+    assert errors([carol]) == [
+        "error: too many registrations from your address; try again in 10 minutes"
+    ]
+
+
+def test_a_full_password_queue_refuses_with_busy_and_costs_no_attempt():
+    service, _, pool = manualService(
+        max_registrations_per_ip=1, passwords={"atOnce": 1, "maxWaiting": 2}
+    )
+    registerNow(service, pool, "boss", host="10.0.2.1")
+    hashing = [named(service, f"user{i}", port=7000 + i, host=f"10.0.3.{i}") for i in range(3)]
+    for conn in hashing:
+        conn.send(f"/register {PASSWORD}\n")  # one hashing, two waiting: the queue is full
+    logins = [LineConnection(service, host=f"10.0.0.{i}", port=6000 + i) for i in range(3)]
+    for conn in logins:
+        conn.output()
+    busy = "error: the server is busy; try again in a moment"
+    logins[0].send("/login boss guess\n")  # takes the place of the newest hash...
+    assert errors(hashing) == [busy]
+    logins[1].send("/login boss guess\n")  # ... and of the next
+    assert errors(hashing) == [busy]
+    logins[2].send("/login boss guess\n")  # a queue full of logins refuses logins too
+    assert errors(logins) == [busy]
+    pool.runAll()
+    assert errors(logins) == [WRONG, WRONG]
+    assert "registered user0" in hashing[0].output()
+    # Neither the refused login nor the refused registrations counted.
+    for _ in range(5):
+        logins[2].send("/login boss guess\n")
+        pool.runAll()
+    assert errors(logins) == [WRONG] * 5
+    for conn in hashing[1:]:
+        conn.send(f"/register {PASSWORD}\n")
+        pool.runAll()
+        assert "registered user" in conn.output()
+
+
+def test_passwd_uses_the_same_throttle():
+    service, _, pool = manualService(max_login_failures=2)
+    alice = named(service, "alice", host="10.0.0.9")
+    alice.send(f"/register {PASSWORD}\n")
+    pool.runAll()
+    alice.output()
+    for _ in range(3):
+        alice.send("/passwd wrong-password new-password\n")
+        pool.runAll()
+    assert errors([alice]) == [
+        "error: wrong password; your password is unchanged",
+        "error: wrong password; your password is unchanged",
+        "error: too many wrong passwords; try again in 1 minute",
+    ]
+
+
+# -- Passwords: a few hashes at a time, logins first --------------------------------------
+
+
+def test_the_service_bounds_its_password_queue_by_the_setting():
+    service = ChatService(Settings(max_password_queue=7), clock=Clock())
+    assert service.passwords.maxWaiting == 7
+
+
+def test_passwords_run_at_most_at_once_and_refuse_past_the_queue():
+    passwords, pool = manualPasswords(atOnce=2, maxWaiting=3)
+    results = [passwords.hash(f"pw{i}") for i in range(6)]
+    assert len(pool.jobs) == 2  # in the thread pool; three wait; the sixth is refused
+    assert passwords.waiting == 3
+    refused = failureOf(results[5], Busy)
+    assert str(refused.value) == "the server is busy; try again in a moment"
+    pool.runNext()
+    assert len(pool.jobs) == 2 and passwords.waiting == 2  # the next one took the slot
+    pool.runAll()
+    assert all(resultOf(d).startswith("$argon2id$") for d in results[:5])
+
+
+def test_login_checks_go_before_queued_hashes():
+    passwords, pool = manualPasswords(atOnce=1, maxWaiting=10)
+    hashed = FAST_HASHER.hash(PASSWORD)
+    done = []
+    for name in ("hash 1", "hash 2", "hash 3"):
+        passwords.hash(name).addCallback(lambda _, name=name: done.append(name))
+    passwords.verify(hashed, "wrong", login=False).addCallback(lambda _: done.append("passwd"))
+    passwords.verify(hashed, PASSWORD).addCallback(lambda ok: done.append(f"login {ok}"))
+    passwords.verify(None, PASSWORD).addCallback(lambda ok: done.append(f"unknown {ok}"))
+    assert len(pool.jobs) == 1
+    pool.runAll()
+    assert done == ["hash 1", "login True", "unknown False", "hash 2", "hash 3", "passwd"]
+
+
+def test_a_login_bumps_the_newest_hash_from_a_full_queue():
+    passwords, pool = manualPasswords(atOnce=1, maxWaiting=2)
+    hashes = [passwords.hash(f"pw{i}") for i in range(3)]  # one running, two waiting
+    login = passwords.verify(None, "guess")
+    failureOf(hashes[2], Busy)
+    second = passwords.verify(None, "guess")  # bumps the next newest
+    failureOf(hashes[1], Busy)
+    failureOf(passwords.verify(None, "guess"), Busy)  # no hash left to bump
+    pool.runAll()
+    assert resultOf(hashes[0]).startswith("$argon2id$")
+    assert resultOf(login) is False and resultOf(second) is False

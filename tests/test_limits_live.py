@@ -39,8 +39,8 @@ async def stopServer(chat, *ports, clients=()):
     await eventually(lambda: chat.admission.total == 0)
 
 
-async def named(port: int, nick: str):
-    client = await connectLine(port)
+async def named(port: int, nick: str, source: str | None = None):
+    client = await connectLine(port, source=source)
     await client.until("Type a nickname")
     client.say(nick)
     await client.until("users (")
@@ -332,3 +332,39 @@ async def test_connection_churn_writes_a_bounded_log():
     assert len(reports) == 1 and int(reports[0].split()[0]) == 200 - len(
         [line for line in lines if line.startswith("refused tcp connection")]
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_simultaneous_guesses_check_at_most_five_passwords():
+    """40 connections from one address guess at once, three times each, with real argon2
+    in the thread pool: 5 guesses are checked, the rest refused unchecked, and neither the
+    owner (another address) nor a bystander (the same address) is locked out."""
+    chat, tcp, ws = await startServer()
+    port = tcp.getHost().port
+    for nick, source in (("boss", "127.0.0.2"), ("carol", "127.0.0.3")):
+        owner = await named(port, nick, source=source)
+        owner.say("/register correct-horse")
+        await owner.until(f"registered {nick}")
+        await owner.hangUp()
+    guessers = await defer.gatherResults(
+        [defer.ensureDeferred(connectLine(port)) for _ in range(40)]
+    )
+    for client in guessers:
+        await client.until("Type a nickname")
+    for client in guessers:  # all in one reactor turn: they arrive together
+        client.say(b"/login boss guess\n/login boss guess\n/login boss guess")
+    answers = []
+    for client in guessers:
+        for _ in range(3):
+            answers.append(await client.until("error: "))
+    wrong = [a for a in answers if a.endswith("error: wrong nickname or password")]
+    refused = [a for a in answers if "too many failed logins" in a or "being checked" in a]
+    assert 1 <= len(wrong) <= 5, wrong
+    assert len(wrong) + len(refused) == 120, answers
+    owner = await connectLine(port, source="127.0.0.2")
+    owner.say("/login boss correct-horse")
+    assert "you are logged in as boss" in await owner.until("logged in")
+    bystander = await connectLine(port)
+    bystander.say("/login carol correct-horse")
+    assert "you are logged in as carol" in await bystander.until("logged in")
+    await stopServer(chat, tcp, ws, clients=[*guessers, owner, bystander])

@@ -103,6 +103,34 @@ def test_config_problems_are_reported_together(tmp_path):
         assert problem in message
 
 
+def test_account_limits_in_the_config_file(tmp_path):
+    path = tmp_path / "chat.toml"
+    path.write_text(
+        "[accounts]\nmax_login_failures_per_ip = 50\nmax_registrations_per_ip = 1\n"
+        "registration_decay = 3600\nmax_password_queue = 8\n"
+    )
+    settings = parse("--config", str(path))["settings"]
+    assert (
+        settings.max_login_failures_per_ip,
+        settings.max_registrations_per_ip,
+        settings.registration_decay,
+        settings.max_password_queue,
+    ) == (50, 1, 3600, 8)
+    path.write_text(
+        "[accounts]\nmax_login_failures = 10\nmax_login_failures_per_ip = 5\n"
+        'max_password_queue = 0\nmax_registrations_per_ip = 0\nregistration_decay = "long"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        loadConfig(path)
+    for problem in (
+        "accounts.registration_decay must be a number",
+        "max_registrations_per_ip must be at least 1",
+        "max_password_queue must be at least 1",
+        "max_login_failures_per_ip must be at least max_login_failures",
+    ):
+        assert problem in str(info.value)
+
+
 def test_invalid_toml(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[chat\n")
