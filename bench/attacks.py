@@ -1114,6 +1114,9 @@ def loginrace(run: Run) -> dict[str, Any]:
     }
 
 
+REPLY_WAIT = 120.0  # seconds to wait for the answer to one request in registerflood
+
+
 def registerflood(run: Run) -> dict[str, Any]:
     """100 connections register new nicknames nonstop while the owner of one logs in."""
     victimPassword = "victim-password-1"
@@ -1152,7 +1155,9 @@ def registerflood(run: Run) -> dict[str, Any]:
             while time.monotonic() < until and not client.closed:
                 nick = f"r{i}_{random.getrandbits(32):08x}"
                 client.send(f"/nick {nick}")
-                reply = client.waitFor(rf"known as {nick}$|^error:", 30)
+                # Replies may take long (that is the finding): wait, so that each
+                # connection has exactly one request in flight.
+                reply = client.waitFor(rf"known as {nick}$|^error:", REPLY_WAIT)
                 if reply is None:
                     count("disconnected" if client.closed else "timeouts")
                     continue
@@ -1160,7 +1165,7 @@ def registerflood(run: Run) -> dict[str, Any]:
                     count("errors", reply)
                     continue
                 client.send("/register password123")
-                reply = client.waitFor(rf"registered {nick};|^error:", 30)
+                reply = client.waitFor(rf"registered {nick};|^error:", REPLY_WAIT)
                 if reply is None:
                     count("disconnected" if client.closed else "timeouts")
                 elif reply.startswith("error:"):
@@ -1186,7 +1191,7 @@ def registerflood(run: Run) -> dict[str, Any]:
                 return
             sent = time.monotonic()
             client.send(f"/login victim {victimPassword}")
-            reply = client.waitFor(r"logged in as victim|^error:", 60)
+            reply = client.waitFor(r"logged in as victim|^error:", REPLY_WAIT)
             took = round(time.monotonic() - sent, 3)
             ok = reply is not None and "logged in as victim" in reply
             logins.append({"n": n, "seconds": took, "ok": ok, "reply": reply})
@@ -1207,7 +1212,7 @@ def registerflood(run: Run) -> dict[str, Any]:
         probes.append(thread)
         time.sleep(1.0)
     for thread in flooders + probes:
-        thread.join(70)
+        thread.join(2 * REPLY_WAIT + 10)
     times = sorted(entry["seconds"] for entry in logins if "seconds" in entry)
     failed = [entry for entry in logins if not entry.get("ok")]
     p50 = round(statistics.median(times), 3) if times else None
@@ -1401,10 +1406,11 @@ def invisible(run: Run) -> dict[str, Any]:
     speaker.close()
     listener.close()
     got = _STAMP.sub("", received[0].decode("utf-8", "replace")) if received else None
+    shown = reply if reply is not None and reply.isascii() else ascii(reply)
     return {
         "received_line": repr(received[0]) if received else None,
         "nick_reply": reply,
-        "summary": f"received {ascii(got)}; nick: {ascii(reply)}",
+        "summary": f"received {ascii(got)}; nick: {shown}",
     }
 
 
