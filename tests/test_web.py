@@ -17,6 +17,7 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from twisted.web import static
 
 from chatserv.config import Settings
 from chatserv.protocols.web import CONTENT_SECURITY_POLICY, WEB_CLIENT, ChatSite
@@ -148,6 +149,57 @@ async def test_nothing_outside_the_client_is_served(site, path):
     response = await fetch(port, path)
     assert response.status in (403, 404), (path, response)
     assert b"import" not in response.body
+
+
+HOSTILE_PATHS = [
+    "/index.html%00.js",
+    "/%00",
+    "/app.js%0a",
+    "/%0d%0aSet-Cookie:%20x=1",
+    "/%1b%5b31m",
+    "/%7f",
+    "/%c2%85",  # NEL, a C1 control
+    "/%ff",  # not UTF-8
+    "/caf%e9.js",
+    "/" + "a" * 10000,
+    "/index.html/" + "b" * 300,
+    "/%2f",
+    "/..%2f..%2f..%2fetc%2fpasswd",
+    "/%2e%2e/%2e%2e/setup.py",
+    "/\\..\\tap.py",
+    "/..\\web.py",
+    "/" + "x/" * 3000,
+    "/" + "/" * 3000,
+    "/index.html" + "/." * 3000,
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS, ids=lambda path: path[:30])
+@pytest_twisted.ensureDeferred
+async def test_a_hostile_path_is_not_found_without_a_traceback(site, logged, path):
+    _, port = site
+    response = await fetch(port, path)
+    assert response.status in (400, 404), (path, response)
+    assert b"Traceback" not in response.body
+    assert _problems(logged) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lookup_that_fails_anyway_is_not_found_with_one_line(site, logged, monkeypatch):
+    def broken(self, path, request):
+        raise ValueError("embedded null byte")  # what os.stat says of a NUL
+
+    monkeypatch.setattr(static.File, "getChild", broken)
+    _, port = site
+    response = await fetch(port, "/index.html")
+    assert response.status == 404
+    assert [e for e in logged if "log_failure" in e] == []
+    [line] = _ours(logged)
+    assert line.startswith("ws 127.0.0.1:")
+    assert line.endswith(
+        ": answered 404 to a path that could not be looked up: b'/index.html': "
+        "ValueError('embedded null byte')"
+    )
 
 
 @pytest.mark.parametrize("path", ["/", "/ws", "/any/path?x=1"])

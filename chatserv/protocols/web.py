@@ -18,6 +18,7 @@ time, which a client sending a byte every few seconds never reaches.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +61,12 @@ _TYPES = {
     ".ico": "image/x-icon",
 }
 
+# Path segments that no file of the client's has. They are turned away before the file
+# system sees them: a NUL makes os.stat raise (a 500), a segment that is not UTF-8 makes
+# twisted.web log a traceback, and an overlong one is refused by the kernel anyway.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAME_MAX = 255  # bytes in a file name (Linux and the BSDs)
+
 
 def isWebSocketRequest(request: Request) -> bool:
     """Does the request ask to become a websocket (C{Upgrade: websocket})?"""
@@ -78,6 +85,15 @@ class ClientFiles(static.File):
 
     def directoryListing(self) -> resource.IResource:
         return pages.forbidden()
+
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        if len(path) > _NAME_MAX or _CONTROLS.search(name):
+            return self.childNotFound
+        return super().getChild(path, request)
 
     def render(self, request: Request) -> bytes | int:
         for name, value in _HEADERS.items():
@@ -208,6 +224,20 @@ class ChatSite(AdmissionMixin, Site):
 
     def refusal(self, reason: str) -> bytes:
         return self.websocket.refusal(reason)
+
+    def getResourceFor(self, request: Request) -> resource.IResource:
+        # A safety net under ClientFiles.getChild: whatever a path holds, looking it up
+        # must not fail, or every such request is a 500 and a traceback in the log.
+        try:
+            return super().getResourceFor(request)
+        except Exception as e:
+            _log.warn(
+                "{peer}: answered 404 to a path that could not be looked up: {path!r}: {error!r}",
+                peer=peerText(self.kind, request.getClientAddress()),
+                path=request.path[:80],
+                error=e,
+            )
+            return pages.notFound()
 
     def webAddress(self, address) -> str | None:
         """Where a browser finds the client on the listening C{address} (None: not served)."""
