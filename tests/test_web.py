@@ -10,10 +10,14 @@ import pytest_twisted
 from clients import connectWS, eventually
 from helpers import makeService
 from tlshelpers import _trust, makeCert
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web import static
 
 from chatserv.config import Settings
 from chatserv.protocols.web import CONTENT_SECURITY_POLICY, WEB_CLIENT, ChatSite
@@ -147,6 +151,57 @@ async def test_nothing_outside_the_client_is_served(site, path):
     assert b"import" not in response.body
 
 
+HOSTILE_PATHS = [
+    "/index.html%00.js",
+    "/%00",
+    "/app.js%0a",
+    "/%0d%0aSet-Cookie:%20x=1",
+    "/%1b%5b31m",
+    "/%7f",
+    "/%c2%85",  # NEL, a C1 control
+    "/%ff",  # not UTF-8
+    "/caf%e9.js",
+    "/" + "a" * 10000,
+    "/index.html/" + "b" * 300,
+    "/%2f",
+    "/..%2f..%2f..%2fetc%2fpasswd",
+    "/%2e%2e/%2e%2e/setup.py",
+    "/\\..\\tap.py",
+    "/..\\web.py",
+    "/" + "x/" * 3000,
+    "/" + "/" * 3000,
+    "/index.html" + "/." * 3000,
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS, ids=lambda path: path[:30])
+@pytest_twisted.ensureDeferred
+async def test_a_hostile_path_is_not_found_without_a_traceback(site, logged, path):
+    _, port = site
+    response = await fetch(port, path)
+    assert response.status in (400, 404), (path, response)
+    assert b"Traceback" not in response.body
+    assert _problems(logged) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lookup_that_fails_anyway_is_not_found_with_one_line(site, logged, monkeypatch):
+    def broken(self, path, request):
+        raise ValueError("embedded null byte")  # what os.stat says of a NUL
+
+    monkeypatch.setattr(static.File, "getChild", broken)
+    _, port = site
+    response = await fetch(port, "/index.html")
+    assert response.status == 404
+    assert [e for e in logged if "log_failure" in e] == []
+    [line] = _ours(logged)
+    assert line.startswith("ws 127.0.0.1:")
+    assert line.endswith(
+        ": answered 404 to a path that could not be looked up: b'/index.html': "
+        "ValueError('embedded null byte')"
+    )
+
+
 @pytest.mark.parametrize("path", ["/", "/ws", "/any/path?x=1"])
 @pytest_twisted.ensureDeferred
 async def test_a_websocket_upgrade_works_on_any_path(site, path):
@@ -232,6 +287,189 @@ async def test_connection_limits_count_web_connections_and_websockets_once():
         assert admission.total == 0
     finally:
         await _stopAll()
+
+
+@pytest.fixture
+def logged():
+    """Every log event while the test runs."""
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def _problems(events: list[dict]) -> list[str]:
+    """What was logged as a failure, or at warning level and above."""
+    return [
+        formatEvent(e)
+        for e in events
+        if "log_failure" in e or e.get("log_level", LogLevel.info) >= LogLevel.warn
+    ]
+
+
+def _ours(events: list[dict]) -> list[str]:
+    return [formatEvent(e) for e in events if e.get("log_namespace") == "chatserv.protocols.web"]
+
+
+def _connect(site: ChatSite, host: str = "10.0.0.7", port: int = 5000):
+    address = IPv4Address("TCP", host, port)
+    channel = site.buildProtocol(address)
+    transport = StringTransport(peerAddress=address)
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+def _trickle(channel, clock, data: bytes, every: float) -> None:
+    """Send C{data} one byte at a time, a byte every C{every} seconds."""
+    for byte in data:
+        clock.advance(every)
+        channel.dataReceived(bytes([byte]))
+
+
+def test_a_request_trickled_in_is_closed_at_http_timeout_after_the_connect(logged):
+    service, clock = makeService(http_timeout=30)
+    channel, transport = _connect(ChatSite(service, reactor=clock))
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")
+    # A byte every 3 s keeps resetting an idle timeout: it would never fire.
+    _trickle(channel, clock, b"X-Slowly:", every=3)  # until 27 s
+    clock.advance(2)
+    assert not transport.disconnecting
+    clock.advance(1)  # 30 s after the connect
+    assert transport.disconnecting and transport.value() == b""
+    assert _ours(logged) == ["closing ws 10.0.0.7:5000: no complete HTTP request in 30 s"]
+    # A peer that does not read either is aborted after Twisted's grace period.
+    clock.advance(channel.abortTimeout - 1)
+    assert not transport.disconnected
+    clock.advance(1)
+    assert transport.disconnected
+    channel.connectionLost(Failure(ConnectionAborted()))
+    assert service.admission.total == 0
+    assert clock.getDelayedCalls() == []
+
+
+def test_the_next_request_on_a_kept_alive_connection_counts_from_the_response():
+    service, clock = makeService(http_timeout=30, web_client=False)  # answered at once
+    channel, transport = _connect(ChatSite(service, reactor=clock))
+    clock.advance(20)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().startswith(b"HTTP/1.1 404 ")
+    assert not transport.disconnecting  # kept alive
+    transport.clear()
+    channel.dataReceived(b"GET / HTTP/1.1\r\n")
+    _trickle(channel, clock, b"X-Slowly:", every=3)  # until 47 s
+    clock.advance(2)  # long past 30 s after the connect: the first request was in time
+    assert not transport.disconnecting
+    clock.advance(1)  # 30 s after the first response
+    assert transport.disconnecting and transport.value() == b""
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert service.admission.total == 0
+    assert clock.getDelayedCalls() == []
+
+
+class _Trickle(protocol.Protocol):
+    """Sends a request line, then one more header byte every C{interval} seconds."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.received = b""
+        self.closed: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(b"GET / HTTP/1.1\r\n")
+        self.sender = task.LoopingCall(self.transport.write, b"x")
+        self.sender.start(self.interval, now=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason=None) -> None:
+        self.sender.stop()
+        self.closed.callback(self.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_trickling_client_is_closed_in_time_over_tcp():
+    from twisted.internet import reactor
+
+    _, port = await _serve(http_timeout=1)
+    client = _Trickle(0.2)
+    try:
+        started = reactor.seconds()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        received = await client.closed.addTimeout(5, reactor)
+        assert received == b""
+        assert 0.9 < reactor.seconds() - started < 3
+    finally:
+        if not client.closed.called:
+            client.transport.loseConnection()
+            await client.closed
+        await _stopAll()
+
+
+class _KeepAlive(protocol.Protocol):
+    """One connection for several requests; responses are split by Content-Length."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.responses: defer.DeferredQueue[Response] = defer.DeferredQueue()
+        self.closed: defer.Deferred[None] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.port = self.transport.getHost().port  # as the server logs it
+
+    def get(self, path: str) -> defer.Deferred[Response]:
+        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        from twisted.internet import reactor
+
+        return self.responses.get().addTimeout(5, reactor)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            status, *fields = head.decode("latin-1").split("\r\n")
+            headers = {}
+            for field in fields:
+                name, _, value = field.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            size = int(headers.get("content-length", "0"))
+            if len(rest) < size:
+                return
+            self.buffer = rest[size:]
+            self.responses.put(Response(int(status.split()[1]), headers, rest[:size]))
+
+    def connectionLost(self, reason=None) -> None:
+        self.closed.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_page_loads_and_websockets_are_not_cut_short(logged):
+    from twisted.internet import reactor
+
+    _, port = await _serve(http_timeout=1)
+    try:
+        # Three page loads on one connection, over more than http_timeout in all: each
+        # request has its own http_timeout.
+        browser = _KeepAlive()
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), browser)
+        for name in ("index.html", "app.js", "style.css"):
+            response = await browser.get("/" + name)
+            assert (response.status, response.body) == (200, (WEB_CLIENT / name).read_bytes())
+            await task.deferLater(reactor, 0.6)
+        # Idle between page loads: closed after http_timeout, as before.
+        await browser.closed.addTimeout(3, reactor)
+        # An open websocket is not an HTTP request any more: it outlives http_timeout.
+        client = await connectWS(port, json_=True, path="/ws")
+        assert (await client.next())["type"] == "notice"
+        await task.deferLater(reactor, 1.5)
+        client.request(type="time")
+        assert (await client.next())["type"] == "time"
+        await client.hangUp()
+    finally:
+        await _stopAll()
+    assert _problems(logged) == []
+    idle = f"closing ws 127.0.0.1:{browser.port}: no complete HTTP request in 1 s"
+    assert _ours(logged) == [idle]
 
 
 def test_an_idle_web_connection_is_closed_after_http_timeout():

@@ -33,7 +33,11 @@ KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key
 
 def makeFactory(service: ChatService, clock: Clock) -> WebSocketChatFactory:
     """The server's websocket factory, with every timer of Autobahn's on C{clock}."""
-    factory = WebSocketChatFactory(service, reactor=clock)
+    return onClock(WebSocketChatFactory(service, reactor=clock), clock)
+
+
+def onClock(factory: WebSocketChatFactory, clock: Clock) -> WebSocketChatFactory:
+    """Put every timer of Autobahn's for C{factory}'s protocols on C{clock}."""
     # Same bucket and chunk sizes as Autobahn's own (WebSocketServerFactory.__init__).
     factory._batched_timer = _BatchedTimer(
         200.0, 1000, seconds_provider=clock.seconds, delayed_call_creator=clock.callLater

@@ -9,23 +9,33 @@ HTML, CSS and JavaScript shipped in C{chatserv/webclient/}.
 
 Connection limits apply when a connection is accepted, before anyone knows what it will
 ask for; a connection that becomes a websocket keeps the slot it was admitted with.
+
+C{http_timeout} bounds each whole request: from the connect, or from the end of the
+previous response, to the last byte of the request (a websocket handshake completes while
+its request is handled, so it is bounded too). Twisted's own timeout only measures idle
+time, which a client sending a byte every few seconds never reaches.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.web import pages, resource, static
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from chatserv.protocols import AdmissionMixin, released
+from chatserv.protocols import AdmissionMixin, peerText, released
 from chatserv.protocols.ws import WebSocketChatFactory
 from chatserv.service import ChatService
+
+_log = Logger()
 
 WEB_CLIENT = Path(__file__).resolve().parent.parent / "webclient"
 
@@ -51,6 +61,12 @@ _TYPES = {
     ".ico": "image/x-icon",
 }
 
+# Path segments that no file of the client's has. They are turned away before the file
+# system sees them: a NUL makes os.stat raise (a 500), a segment that is not UTF-8 makes
+# twisted.web log a traceback, and an overlong one is refused by the kernel anyway.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAME_MAX = 255  # bytes in a file name (Linux and the BSDs)
+
 
 def isWebSocketRequest(request: Request) -> bool:
     """Does the request ask to become a websocket (C{Upgrade: websocket})?"""
@@ -69,6 +85,15 @@ class ClientFiles(static.File):
 
     def directoryListing(self) -> resource.IResource:
         return pages.forbidden()
+
+    def getChild(self, path: bytes, request: Request) -> resource.IResource:
+        try:
+            name = path.decode("utf-8")
+        except UnicodeDecodeError:
+            return self.childNotFound
+        if len(path) > _NAME_MAX or _CONTROLS.search(name):
+            return self.childNotFound
+        return super().getChild(path, request)
 
     def render(self, request: Request) -> bytes | int:
         for name, value in _HEADERS.items():
@@ -127,9 +152,60 @@ class _ChatWebSocketResource(WebSocketResource):
 
 
 class _Channel(HTTPChannel):
+    """An HTTP connection on the site, with a deadline for each whole request."""
+
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._startDeadline()
+
+    def allContentReceived(self) -> None:
+        # The request is in. Handling it may hand the connection to a websocket, which
+        # happens before this returns; the channel would then never hear of it again.
+        self._stopDeadline()
+        super().allContentReceived()
+
+    def requestDone(self, request) -> None:
+        # Started before Twisted parses a pipelined request already received (which may
+        # complete it and stop the deadline again), and even when the connection is to
+        # close: a peer that does not read the response is then timed out and aborted too.
+        self._startDeadline()
+        super().requestDone(request)
+
+    def timeoutConnection(self) -> None:
+        # Either timeout may fire first (the idle one or the deadline; they often tie).
+        # Time out once: a second call would orphan the first abort timer, never cancelled.
+        self._stopDeadline()
+        self.setTimeout(None)
+        if self._abortingCall is None:
+            _log.info(
+                "closing {peer}: no complete HTTP request in {timeout:g} s",
+                peer=peerText(self.factory.kind, self.transport.getPeer()),
+                timeout=self.factory.timeOut,
+            )
+            super().timeoutConnection()
+
     def connectionLost(self, reason) -> None:
+        self._stopDeadline()
         released(self)  # a no-op once a websocket has taken the slot over
         super().connectionLost(reason)
+
+    def _startDeadline(self) -> None:
+        self._stopDeadline()
+        # The site's setting: the channel's own timeOut is None while a request is handled.
+        if self.factory.timeOut is not None:
+            self._deadline = self.callLater(self.factory.timeOut, self._tooSlow)
+
+    def _stopDeadline(self) -> None:
+        if self._deadline is not None:
+            if self._deadline.active():
+                self._deadline.cancel()
+            self._deadline = None
+
+    def _tooSlow(self) -> None:
+        self._deadline = None
+        self.timeoutConnection()
 
 
 class ChatSite(AdmissionMixin, Site):
@@ -148,6 +224,20 @@ class ChatSite(AdmissionMixin, Site):
 
     def refusal(self, reason: str) -> bytes:
         return self.websocket.refusal(reason)
+
+    def getResourceFor(self, request: Request) -> resource.IResource:
+        # A safety net under ClientFiles.getChild: whatever a path holds, looking it up
+        # must not fail, or every such request is a 500 and a traceback in the log.
+        try:
+            return super().getResourceFor(request)
+        except Exception as e:
+            _log.warn(
+                "{peer}: answered 404 to a path that could not be looked up: {path!r}: {error!r}",
+                peer=peerText(self.kind, request.getClientAddress()),
+                path=request.path[:80],
+                error=e,
+            )
+            return pages.notFound()
 
     def webAddress(self, address) -> str | None:
         """Where a browser finds the client on the listening C{address} (None: not served)."""
