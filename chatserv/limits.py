@@ -212,17 +212,27 @@ class LogLimiter:
 
     def info(self, logger: Logger, format: str, **kwargs: object) -> None:
         """C{logger.info(format, **kwargs)}, unless lines of this format are over the limit."""
+        if self._admit(format):
+            logger.info(format, **kwargs)
+
+    def warn(self, logger: Logger, format: str, **kwargs: object) -> None:
+        """C{logger.warn(format, **kwargs)}, unless lines of this format are over the limit."""
+        if self._admit(format):
+            logger.warn(format, **kwargs)
+
+    def _admit(self, format: str) -> bool:
         if self._stopped:
-            return logger.info(format, **kwargs)
+            return True
         now = self._clock.seconds()
         bucket = self._buckets.get(format)
         if bucket is None:
             bucket = self._buckets[format] = TokenBucket(self._rate, self._burst, now)
         if bucket.take(now):
-            return logger.info(format, **kwargs)
+            return True
         self._left[format] = self._left.get(format, 0) + 1
         if self._report is None:
             self._report = self._clock.callLater(self.REPORT_EVERY, self.report)
+        return False
 
     def report(self) -> None:
         """Say how many lines of each kind were left out since the last report."""

@@ -310,13 +310,19 @@ class ChatService(Service):
             for room in user.rooms.values():
                 room.members = {u.key: u for u in room.members.values()}
         if old is None:
-            _log.info("{address} is now {nick}", address=user.client.address, nick=nick)
+            self.logLimit.info(
+                _log, "{address} is now {nick}", address=user.client.address, nick=nick
+            )
             self.deliver(
                 user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.", self.now())
             )
             return self.join(user, self.defaultRoom).addCallback(lambda _: None)
-        _log.info(
-            "{address} renamed {old} -> {nick}", address=user.client.address, old=old, nick=nick
+        self.logLimit.info(
+            _log,
+            "{address} renamed {old} -> {nick}",
+            address=user.client.address,
+            old=old,
+            nick=nick,
         )
         self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms), users=(key,))
         return defer.succeed(None)
@@ -357,7 +363,9 @@ class ChatService(Service):
         if user not in self.sessions or user.key != key:
             return
         user.account = account
-        _log.info("{address} registered {nick}", address=user.client.address, nick=nick)
+        self.logLimit.info(
+            _log, "{address} registered {nick}", address=user.client.address, nick=nick
+        )
         self._loggedIn(user, f"registered {nick}; next time, /login {nick} PASSWORD")
 
     async def login(self, user: User, nick: str, password: str) -> None:
@@ -378,7 +386,9 @@ class ChatService(Service):
             # Only a wrong password counts: not an error, nor the server being busy.
             self.throttle.finish(host, key, self.now(), failed)
         if failed or account is None:
-            _log.info("{address}: failed login as {nick}", address=user.client.address, nick=nick)
+            self.logLimit.info(
+                _log, "{address}: failed login as {nick}", address=user.client.address, nick=nick
+            )
             raise LoginFailed("wrong nickname or password")
         if user not in self.sessions:
             return
@@ -387,7 +397,9 @@ class ChatService(Service):
         if holder is not None and holder is not user:
             self.end(holder, "logged in elsewhere", "disconnected: you logged in from elsewhere")
         user.account, user.color = account, account.color
-        _log.info("{address} logged in as {nick}", address=user.client.address, nick=account.nick)
+        self.logLimit.info(
+            _log, "{address} logged in as {nick}", address=user.client.address, nick=account.nick
+        )
         self._loggedIn(user, f"you are logged in as {account.nick}")
         await self._applyNick(user, account.nick, key)
         await self._deliverOffline(user)

@@ -297,13 +297,20 @@ class _TimedTLSProtocol(BufferingTLSTransport):
     def _tooSlow(self) -> None:
         self._handshakeTimer = None
         peer = self.getPeer()
-        _log.info(
+        service = getattr(self.factory.wrappedFactory, "service", None)  # a chat listener's
+        log = service.logLimit.info if service is not None else _logInfo
+        log(
+            _log,
             "closing TLS connection from {host}:{port}: no handshake in {timeout:g} s",
             host=getattr(peer, "host", peer),
             port=getattr(peer, "port", ""),
             timeout=self.factory.handshakeTimeout,
         )
         self.abortConnection()
+
+
+def _logInfo(logger: Logger, format: str, **kwargs: object) -> None:
+    logger.info(format, **kwargs)
 
 
 class _TimedTLSFactory(TLSMemoryBIOFactory):

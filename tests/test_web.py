@@ -528,3 +528,22 @@ def test_the_web_client_address_is_announced(host, kind, settings, url):
     service, clock = makeService(**settings)
     address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 8765)
     assert ChatSite(service, reactor=clock, kind=kind).webAddress(address) == url
+
+
+@pytest_twisted.ensureDeferred
+async def test_access_log_lines_are_within_the_log_rate_limit():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        chat, port = await _serve(log_rate_limit=0.1, log_burst=3)
+        for _ in range(10):
+            assert (await fetch(port, "/")).status == 200
+        await _stopAll()  # reports what was left out
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [formatEvent(e) for e in logged]
+    access = [line for line in lines if '"GET / HTTP/1.1" 200' in line]
+    assert len(access) == 3
+    assert "7 more log lines like '{request}' were left out" in " ".join(lines)

@@ -36,6 +36,7 @@ from chatserv.protocols.ws import WebSocketChatFactory
 from chatserv.service import ChatService
 
 _log = Logger()
+_access = Logger(namespace="chatserv.web.access")  # one line per request
 
 WEB_CLIENT = Path(__file__).resolve().parent.parent / "webclient"
 
@@ -179,12 +180,17 @@ class _Channel(HTTPChannel):
         self._stopDeadline()
         self.setTimeout(None)
         if self._abortingCall is None:
-            _log.info(
+            self.factory.service.logLimit.info(
+                _log,
                 "closing {peer}: no complete HTTP request in {timeout:g} s",
                 peer=peerText(self.factory.kind, self.transport.getPeer()),
                 timeout=self.factory.timeOut,
             )
-            super().timeoutConnection()
+            # What HTTPChannel.timeoutConnection does, without its own line per client
+            # (which no log limit would cover).
+            if self.abortTimeout is not None:
+                self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+            self.loseConnection()
 
     def connectionLost(self, reason) -> None:
         self._stopDeadline()
@@ -231,13 +237,22 @@ class ChatSite(AdmissionMixin, Site):
         try:
             return super().getResourceFor(request)
         except Exception as e:
-            _log.warn(
+            self.service.logLimit.warn(
+                _log,
                 "{peer}: answered 404 to a path that could not be looked up: {path!r}: {error!r}",
                 peer=peerText(self.kind, request.getClientAddress()),
                 path=request.path[:80],
                 error=e,
             )
             return pages.notFound()
+
+    def log(self, request: Request) -> None:
+        # The access log line of each request, within log_rate_limit like every line a
+        # client can cause (twisted.web writes one per request, unbounded).
+        if self._logFile is not None:
+            self.service.logLimit.info(
+                _access, "{request}", request=self._logFormatter(self._logDateTime, request)
+            )
 
     def webAddress(self, address) -> str | None:
         """Where a browser finds the client on the listening C{address} (None: not served)."""
