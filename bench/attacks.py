@@ -1060,7 +1060,8 @@ def loginrace(run: Run) -> dict[str, Any]:
         client.sock.sendall(payload)
     replies: dict[int, tuple[float, str]] = {}
     wrong = re.compile(r"wrong nickname or password")
-    throttled = re.compile(r"too many failed logins")
+    # Refused unchecked: throttled, or another guess from this address is being checked.
+    throttled = re.compile(r"too many failed logins|is being checked")
     selector = selectors.DefaultSelector()
     for i, client in enumerate(guessers):
         selector.register(client.sock, selectors.EVENT_READ, i)
