@@ -19,7 +19,7 @@ from chatserv import events as ev
 from chatserv.errors import BadRequest, NotInRoom, UnknownCommand, UsageError
 from chatserv.moderation import DURATION, describeSanction, parseDuration
 from chatserv.service import ChatService, User
-from chatserv.text import sanitize
+from chatserv.text import sanitize, visibleStart
 
 
 class Context(Protocol):
@@ -388,10 +388,14 @@ def parseLine(line: str, service: ChatService, user: User) -> Request | None:
         return None
     if stripped == "?":
         return Request(_BY_NAME["who"], {})
-    if line.startswith("//"):
-        return Request(_BY_NAME["say"], {"text": line[1:]})
-    if line.startswith("/"):
-        head, _, rest = line[1:].partition(" ")
+    # What a line starts with, past anything that shows nothing (spaces, tabs, form feeds,
+    # controls, zero-width characters): " /login NICK PASSWORD" is a command, and must
+    # never become a message that shows a password to the room and its history.
+    start = visibleStart(line)
+    if start.startswith("//"):
+        return Request(_BY_NAME["say"], {"text": start[1:]})
+    if start.startswith("/"):
+        head, _, rest = start[1:].partition(" ")
         if "/" in head:  # /changeRoom/dev
             head, _, inline = head.partition("/")
             rest = f"{inline} {rest}"

@@ -458,6 +458,8 @@ The running ChatService is `chat`. Helpers (each prints, and returns the value):
   close_room(room, reason=...)    disconnect everyone in a room
   reset(reason=...)               disconnect everyone and empty every room
   stats()                         counters and gauges
+  create_account(nick, password, admin=False)   register an account (the first admin)
+  promote(nick), demote(nick)     give or take a registered nickname's admin rights
   help(users)                     more about one helper; exit() or Ctrl-D leaves
 Everything typed here runs inside the server: a slow statement stalls every user."""
 
@@ -474,6 +476,17 @@ class _Shown:
 
     def clear(self) -> None:
         self.value, self.set = None, False
+
+
+def _report(work, done: str) -> defer.Deferred[str]:
+    """Run a service coroutine. The console shows the Deferred and, once it fires, what
+    came of it: C{done} with the account's nickname, or the refusal in one line."""
+
+    def failed(failure) -> str:
+        failure.trap(ChatError)
+        return f"refused: {failure.value}"
+
+    return defer.ensureDeferred(work).addCallbacks(lambda a: done.format(a.nick), failed)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -576,6 +589,18 @@ def namespace(chat) -> dict[str, Any]:
             rows.append([name, str(value)])
         return show(values, _table(["stat", "value"], rows))
 
+    def create_account(nick: str, password: str, admin: bool = False) -> defer.Deferred:
+        """Register nick with password (admin=True: an admin); shows when it is done."""
+        return _report(chat.createAccount(nick, password, admin), "created the account {}")
+
+    def promote(nick: str) -> defer.Deferred:
+        """Make a registered nickname an admin; shows when it is done."""
+        return _report(chat.setAdmin(nick, True), "{} is an admin now")
+
+    def demote(nick: str) -> defer.Deferred:
+        """Take a registered nickname's admin rights away; shows when it is done."""
+        return _report(chat.setAdmin(nick, False), "{} is no longer an admin")
+
     def help_chat() -> None:
         """List the chat helpers."""
         print(_HELP)
@@ -603,6 +628,9 @@ def namespace(chat) -> dict[str, Any]:
         "close_room": close_room,
         "reset": reset,
         "stats": stats,
+        "create_account": create_account,
+        "promote": promote,
+        "demote": demote,
         "help_chat": help_chat,
         "help": help,
         "exit": exit,

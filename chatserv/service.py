@@ -53,7 +53,7 @@ from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction
-from chatserv.text import invisible, sanitize
+from chatserv.text import invisible, looksLikeSecret, sanitize
 
 _log = Logger()
 
@@ -270,6 +270,14 @@ class ChatService(Service):
         key = fold(checkNick(nick))
         if user.nick == nick:
             return
+        if user.key is not None:
+            # A mute is kept by nickname: renaming must not be a way out of it.
+            mute = self.sanctions.active("mute", user.key, self.now())
+            if mute is not None:
+                raise Muted(
+                    f"you are muted {describeSanction(mute, self.now())}; "
+                    "you cannot change your nickname until then"
+                )
         self._refuseBanned(key)
         self._refuseTaken(user, key, nick)
         if user.account is None or user.account.key != key:
@@ -278,10 +286,19 @@ class ChatService(Service):
                     f'the nickname "{nick}" is registered: /login {nick} PASSWORD, '
                     "or choose another"
                 )
+            self._refuseReserved(key, nick)
             if user not in self.sessions:
                 return
             self._refuseTaken(user, key, nick)  # someone may have taken it meanwhile
         await self._applyNick(user, nick, key)
+
+    def _refuseReserved(self, key: str, nick: str) -> None:
+        # An admin named in the config file who has no account yet: whoever took the name
+        # first would otherwise be taken for them (and, by registering it, become admin).
+        if key in self.adminKeys:
+            raise NickRegistered(
+                f'the nickname "{nick}" is reserved for an admin of this server; choose another'
+            )
 
     def _refuseTaken(self, user: User, key: str, nick: str) -> None:
         holder = self.users.get(key)
@@ -339,6 +356,7 @@ class ChatService(Service):
         self._requireNick(user)
         if user.account is not None:
             raise NickRegistered(f"you are already logged in as {user.account.nick}")
+        self._refuseReserved(user.key, user.nick)
         self._checkPassword(password)
         nick, key, host = user.nick, user.key, user.host
         wait = self.registrations.wait(host, self.now())
@@ -791,6 +809,25 @@ class ChatService(Service):
         if target is not None and kind == "mute":
             self.notice(target, f"{by} unmuted you")
 
+    async def createAccount(
+        self, nick: str, password: str, admin: bool = False, by: str = "console"
+    ) -> Account:
+        """Register C{nick} with C{password} for someone (the console's way to make the
+        first admin, or an account whose name the config file reserves)."""
+        nick = checkNick(nick)
+        self._checkPassword(password)
+        hashed = await self.passwords.hash(password)
+        account = Account(fold(nick), nick, hashed, None, admin, self.now())
+        if not await self.store.addAccount(account):
+            raise NickRegistered(f'"{nick}" is already registered')
+        _log.info(
+            "{by} created the account {nick}{admin}",
+            by=by,
+            nick=nick,
+            admin=" (admin)" if admin else "",
+        )
+        return account
+
     async def setAdmin(self, nick: str, admin: bool, by: str = "console") -> Account:
         """Promote a registered nickname to admin, or demote it."""
         key = fold(checkNick(nick))
@@ -929,6 +966,17 @@ class ChatService(Service):
         super().startService()
         self.startedAt = self.now()
         self._pruner.start(self.settings.retention_interval, now=True)
+        self.checkedAdmins = defer.ensureDeferred(self._warnAdminsWithoutAccounts())
+
+    async def _warnAdminsWithoutAccounts(self) -> None:
+        for nick in self.settings.admins:
+            if await self.store.account(fold(nick)) is None:
+                _log.warn(
+                    "admins: {nick} has no account yet, so the name is reserved: nobody can "
+                    "use or register it; make the account on the console with "
+                    "create_account({nick!r}, PASSWORD)",
+                    nick=nick,
+                )
 
     def stopService(self) -> defer.Deferred[None]:
         """Tell everyone the server is going down, close every session, and store what
@@ -988,6 +1036,13 @@ class ChatService(Service):
         limit = self.settings.max_message_length
         if len(text) > limit:  # checked before escaping, which only makes text longer
             raise MessageTooLong(f"message too long (the limit is {limit} characters)")
+        if looksLikeSecret(text):
+            # Whatever the wire, a password typed as a command never reaches a room, a
+            # person, the history or the log by way of a message.
+            raise UsageError(
+                "that looks like a command with a password, so it was not sent; "
+                "commands start with / at the beginning of the line"
+            )
         text = sanitize(text)
         if invisible(text):  # (all() of nothing is true: empty text too)
             raise EmptyText("nothing to send")

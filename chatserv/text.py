@@ -20,6 +20,10 @@ _UNSAFE = re.compile(
 )
 
 
+# Commands that carry a password, as someone might type them at the start of a message.
+_SECRET_COMMAND = re.compile(r"/+(?:login|register|passwd|identify|auth)\b", re.IGNORECASE)
+
+
 def _escape(match: re.Match[str]) -> str:
     char = match.group()
     code = ord(char)
@@ -45,4 +49,22 @@ def sanitize(text: str) -> str:
 
 def invisible(text: str) -> bool:
     """Whether C{text} shows nothing: only spaces and invisible format characters."""
-    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+    return not any(map(_shows, text))
+
+
+def _shows(char: str) -> bool:
+    return not char.isspace() and unicodedata.category(char) not in ("Cc", "Cf")
+
+
+def visibleStart(text: str) -> str:
+    """C{text} from its first character that shows: past spaces (Unicode's too), controls
+    and invisible format characters, so that a C{/} after a tab is at the start."""
+    for at, char in enumerate(text):
+        if _shows(char):
+            return text[at:]
+    return ""
+
+
+def looksLikeSecret(text: str) -> bool:
+    """Whether C{text} starts like a command that carries a password (C{/login ...})."""
+    return _SECRET_COMMAND.match(visibleStart(text)) is not None

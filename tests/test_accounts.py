@@ -16,14 +16,16 @@ from helpers import (
     named,
     resultOf,
 )
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 from wsmemory import WSConnection, makeFactory
 
 from chatserv.accounts import Throttle, checkColor
 from chatserv.config import Settings
-from chatserv.errors import Busy, UsageError
+from chatserv.errors import Busy, NickRegistered, UsageError, WeakPassword
 from chatserv.moderation import describeDuration, parseDuration
+from chatserv.names import fold
 from chatserv.service import ChatService
 from chatserv.store import Account
 from chatserv.store.memory import MemoryStore
@@ -32,7 +34,14 @@ PASSWORD = "correct-horse"
 
 
 def registered(service, nick, port, password=PASSWORD):
-    conn = named(service, nick, port, host=f"10.0.1.{port % 256}")  # own address: bans
+    host = f"10.0.1.{port % 256}"  # an address of its own: bans
+    if fold(nick) in service.adminKeys:  # reserved: the console makes the account
+        resultOf(defer.ensureDeferred(service.createAccount(nick, password)))
+        conn = LineConnection(service, host=host, port=port)
+        conn.send(f"/login {nick} {password}\n")
+        assert f"logged in as {nick}" in conn.output()
+        return conn
+    conn = named(service, nick, port, host=host)
     conn.send(f"/register {password}\n")
     assert f"registered {nick}" in conn.output()
     return conn
@@ -330,6 +339,22 @@ def test_mute(chat):
     assert bob.lines()[-1].endswith("#lobby <carol> expired")
 
 
+def test_a_muted_user_cannot_rename_out_of_the_mute(chat):
+    service, clock, alice, bob, carol = chat
+    alice.send("/mute carol 30s\n")
+    carol.output()
+    carol.send("/nick carol2\ncarol3\n")
+    assert carol.lines() == [
+        "[12:00:00] error: you are muted for 30 seconds; you cannot change your nickname "
+        "until then",
+        "[12:00:00] error: you are muted for 30 seconds",
+    ]
+    assert service.findUser("carol") is not None and bob.lines() == []
+    clock.advance(31)
+    carol.send("/nick carol2\n")
+    assert bob.lines() == ["[12:00:31] --- carol is now known as carol2"]
+
+
 def test_topic_is_shown_on_join_and_makes_the_room_permanent(chat):
     service, _, alice, bob, carol = chat
     alice.send("/topic #dev Builds and deploys\n")
@@ -537,18 +562,28 @@ def jsonClient(service, clock, port=4000) -> WSConnection:
 
 def test_json_account_requests():
     service, clock = makeService(admins=("alice",))
+    resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
     alice = jsonClient(service, clock)
-    alice.request(type="nick", nick="alice")
-    alice.request(type="register", password=PASSWORD)
+    alice.request(type="login", nick="alice", password=PASSWORD)
     (login,) = [e for e in alice.take() if e["type"] == "login"]
     assert login == {
         "type": "login",
         "nick": "alice",
         "admin": True,
         "color": None,
-        "text": "registered alice; next time, /login alice PASSWORD (admin)",
+        "text": "you are logged in as alice (admin)",
         "ts": login["ts"],
     }
+    bob = jsonClient(service, clock)
+    bob.request(type="nick", nick="bob")
+    bob.request(type="register", password=PASSWORD)
+    (registered,) = [e for e in bob.take() if e["type"] == "login"]
+    assert (registered["nick"], registered["admin"], registered["text"]) == (
+        "bob",
+        False,
+        "registered bob; next time, /login bob PASSWORD",
+    )
+    alice.take()  # (bob has joined)
     alice.request(type="color", color="#ff8800")
     alice.request(type="ban", nick="mallory", duration="1h", reason="spam")
     alice.request(type="ban", nick="eve", duration="soon")
@@ -562,9 +597,9 @@ def test_json_account_requests():
 
 def test_a_refused_topic_creates_no_room():
     service, clock = makeService(admins=("alice",))
+    resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
     alice = jsonClient(service, clock)
-    alice.request(type="nick", nick="alice")
-    alice.request(type="register", password=PASSWORD)
+    alice.request(type="login", nick="alice", password=PASSWORD)
     alice.take()
     alice.request(type="topic", room="new", text="   ")
     (error,) = alice.take()
@@ -859,3 +894,48 @@ def test_a_login_bumps_the_newest_hash_from_a_full_queue():
     pool.runAll()
     assert resultOf(hashes[0]).startswith("$argon2id$")
     assert resultOf(login) is False and resultOf(second) is False
+
+
+def test_an_admin_name_without_an_account_is_reserved():
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        service, clock = makeService(admins=("alice",))
+        service.startService()
+        resultOf(service.checkedAdmins)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    warnings = [formatEvent(e) for e in logged if e["log_level"].name == "warn"]
+    assert warnings == [
+        "admins: alice has no account yet, so the name is reserved: nobody can use or "
+        "register it; make the account on the console with create_account('alice', PASSWORD)"
+    ]
+    mallory = LineConnection(service, host="10.6.6.6")
+    mallory.send("alice\n/nick ALICE\n")
+    assert [line for line in mallory.lines() if "error:" in line] == [
+        '[12:00:00] error: the nickname "alice" is reserved for an admin of this server; '
+        "choose another",
+        '[12:00:00] error: the nickname "ALICE" is reserved for an admin of this server; '
+        "choose another",
+    ]
+    # The console makes the account; its owner then logs in and is an admin.
+    account = resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
+    assert account.nick == "alice" and not account.admin
+    alice = LineConnection(service, host="10.0.0.1")
+    alice.send(f"/login alice {PASSWORD}\n")
+    assert "you are logged in as alice (admin)" in alice.output()
+    failure = failureOf(
+        defer.ensureDeferred(service.createAccount("alice", PASSWORD)), NickRegistered
+    )
+    assert "already registered" in str(failure.value)
+    service.stopService()
+
+
+def test_an_account_made_on_the_console_can_be_an_admin():
+    service, clock = makeService()
+    resultOf(defer.ensureDeferred(service.createAccount("root", PASSWORD, admin=True)))
+    root = LineConnection(service)
+    root.send(f"/login root {PASSWORD}\n")
+    assert "you are logged in as root (admin)" in root.output()
+    weak = failureOf(defer.ensureDeferred(service.createAccount("x", "short")), WeakPassword)
+    assert "at least 8 characters" in str(weak.value)

@@ -129,6 +129,18 @@ def escaped(text: str) -> str:
     return "".join(out)
 
 
+def shownFrom(text: str) -> str:
+    """C{text} from its first character that shows (past spaces, controls and format
+    characters): a line that starts with C{/} there is a command."""
+    while text and (text[0].isspace() or unicodedata.category(text[0]) in ("Cc", "Cf")):
+        text = text[1:]
+    return text
+
+
+# A message may not start like a command that carries a password (docs/protocol.md).
+SECRET = re.compile(r"/+(?:login|register|passwd|identify|auth)\b", re.IGNORECASE)
+
+
 def showsNothing(text: str) -> bool:
     """Only spaces and invisible format characters (Unicode's category Cf): such a
     message is refused (docs/protocol.md, "Text sanitising")."""
@@ -784,7 +796,7 @@ def checkTextEscaped(wire, text, how):
     """Message text arrives exactly as sent, with controls and overrides made visible."""
     assume(text.strip())
     if wire != "json":  # a plain line, not a command
-        assume(not text.startswith("/") and text.strip() != "?")
+        assume(not shownFrom(text).startswith("/") and text.strip() != "?")
     with World(wire) as world:
         attacker = world.attacker
         if wire == "json":
@@ -805,6 +817,10 @@ def checkTextEscaped(wire, text, how):
         if len(sent.encode("utf-8")) > LIMIT:
             assert len(got) == 1 and tooLong(got[0], wire), got
             assert lines == [] and events == []
+        elif SECRET.match(shownFrom(text)):
+            assert len(got) == 1 and isError(got[0]), got
+            assert lines == [] and events == []
+            event("looks like a password command")
         elif showsNothing(shown):
             assert len(got) == 1 and isError(got[0]), got
             assert got[0]["code"] == "empty-text" if wire == "json" else "nothing to send" in got[0]

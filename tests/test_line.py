@@ -269,3 +269,35 @@ def test_invisible_characters_in_messages():
     assert alice.lines() == []
     bob.send("/nick bo\u200bb\n".encode())
     assert "error:" in bob.lines()[0]  # nicknames refuse them
+
+
+def test_a_command_after_spaces_or_invisible_characters_is_a_command():
+    service, alice, bob = inLobby(min_password_length=8)
+    for start in (" ", "\t", "\f", "\v", "\u3000", "\u00a0", "\u200b", "\ufeff", "\x00", " \t"):
+        bob.send(f"{start}/time\n".encode())
+        assert bob.lines()[-1].startswith("[12:00:00] server time: "), repr(start)
+    bob.send(" /register hunter2secret\n\t/passwd hunter2secret n3wsecret!\n")
+    assert "registered bob" in bob.output()
+    bob.send("\f/login bob n3wsecret!\n")
+    assert "already logged in as bob" in bob.output()
+    assert "hunter2" not in alice.output() and "n3wsecret" not in alice.output()
+    assert list(service.rooms["lobby"].recent) == []  # nothing was kept as history
+
+
+def test_a_message_that_starts_like_a_password_command_is_refused_on_every_wire():
+    import wsmemory as ws
+
+    service, clock = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.output()
+    for line in ("//login alice hunter2", "/me /register hunter2", "/msg alice /passwd a b"):
+        bob.send(line + "\n")
+        assert "looks like a command with a password" in bob.output(), line
+    json = ws.WSConnection(ws.makeFactory(service, clock), json=True)
+    json.request(type="nick", nick="carol")
+    json.messages()
+    json.request(type="say", text=" /LOGIN carol hunter2secret")
+    assert [m["code"] for m in json.messages() if m["type"] == "error"] == ["usage"]
+    assert "hunter2" not in alice.output()
+    assert list(service.rooms["lobby"].recent) == []

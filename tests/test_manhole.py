@@ -703,3 +703,23 @@ def test_passwd_command_prints_a_line_that_verifies(monkeypatch, capsys, tmp_pat
     assert "empty password" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         manhole.passwdMain(["ad:min"])
+
+
+def test_account_helpers_run_and_show_what_came_of_it():
+    from helpers import makeService, resultOf
+
+    from chatserv.manhole import namespace
+
+    service, _ = makeService(admins=("alice",))
+    helpers = namespace(service)
+    made = helpers["create_account"]("alice", "a long passphrase")
+    assert resultOf(made) == "created the account alice"
+    assert resultOf(helpers["create_account"]("alice", "another one")) == (
+        'refused: "alice" is already registered'
+    )
+    assert resultOf(helpers["promote"]("nobody")) == 'refused: "nobody" is not registered'
+    assert resultOf(helpers["create_account"]("bob", "a long passphrase", admin=True)) == (
+        "created the account bob"
+    )
+    assert resultOf(helpers["demote"]("bob")) == "bob is no longer an admin"
+    assert resultOf(helpers["promote"]("bob")) == "bob is an admin now"

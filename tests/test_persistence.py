@@ -13,8 +13,6 @@ from test_e2e import TwistdProcess, spawnTwistd
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 CONFIG = """
-[accounts]
-admins = ["alice"]
 [limits]
 rate_limit = 10000.0
 rate_burst = 10000
@@ -41,6 +39,17 @@ class Server:
         self.directory = directory
         self.database = database
         (directory / "chat.toml").write_text(CONFIG)
+
+    async def appoint(self, nick: str, password: str) -> None:
+        """Register C{nick} on a first run, then name it an admin in the config file (a
+        listed name without an account is reserved: nobody could register it)."""
+        await self.start()
+        client = await self.line(nick)
+        client.say(f"/register {password}")
+        await client.until(f"registered {nick}")
+        await client.hangUp()
+        await self.stop()
+        (self.directory / "chat.toml").write_text(f'[accounts]\nadmins = ["{nick}"]\n{CONFIG}')
 
     async def start(self) -> None:
         from twisted.internet import reactor
@@ -82,11 +91,10 @@ class Server:
 @pytest_twisted.ensureDeferred
 async def test_a_graceful_restart_keeps_everything(tmp_path, database):
     server = Server(tmp_path, database)
+    await server.appoint("alice", "alice-password")
     await server.start()
-    alice = await server.line("alice")
+    alice = await server.line("/login alice alice-password")
     await alice.until("users (1): alice")
-    alice.say("/register alice-password")
-    await alice.until("registered alice")
     alice.say("/topic Welcome back")
     await alice.until("topic: Welcome back")
     alice.say("/join dev")
