@@ -24,7 +24,6 @@ shows how many each property ran.
 from __future__ import annotations
 
 import codecs
-import gc
 import json
 import re
 import struct
@@ -32,11 +31,12 @@ import unicodedata
 
 import pytest
 import wsmemory as ws
+from failures import describeFailures, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import LineConnection, makeService
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from chatserv import errors
@@ -64,34 +64,6 @@ def _codes(cls: type) -> set[str]:
 # raised something unexpected, which is a bug whatever the input.
 CODES = _codes(errors.ChatError)
 ATTACKER = "mallory"
-
-
-def _failures(events: list[dict]) -> str:
-    return "; ".join(
-        formatEvent(e) + (f" {e['log_failure'].value!r}" if "log_failure" in e else "")
-        for e in events
-    )
-
-
-def _isFailure(event: dict) -> bool:
-    return "log_failure" in event or event.get("log_level") in (LogLevel.error, LogLevel.critical)
-
-
-@pytest.fixture(autouse=True)
-def no_unhandled_errors():
-    """Fail a test that logged a failure at any time, even once garbage was collected
-    ("Unhandled error in Deferred" is logged when the Deferred is collected)."""
-    logged: list[dict] = []
-
-    def observe(event: dict) -> None:
-        if _isFailure(event):
-            logged.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield
-    gc.collect()
-    globalLogPublisher.removeObserver(observe)
-    assert not logged, "logged: " + _failures(logged)
 
 
 def fuzz(examples: int):
@@ -432,13 +404,13 @@ class World:
         return self
 
     def _observe(self, event: dict) -> None:
-        if _isFailure(event):
+        if isFailure(event):
             self._logged.append(event)
 
     def __exit__(self, kind, value, tb) -> None:
         globalLogPublisher.removeObserver(self._observe)
         if kind is None:  # per example, so that hypothesis can shrink to the culprit
-            assert not self._logged, "logged: " + _failures(self._logged)
+            assert not self._logged, "logged: " + describeFailures(self._logged)
 
     # -- observers -------------------------------------------------------------------
 

@@ -26,13 +26,12 @@ Examples are derandomized, so a run is reproducible.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from unittest import mock
 from urllib.parse import quote
 
-import pytest
 import wsmemory as ws
+from failures import describeFailures, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import makeService
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -40,7 +39,7 @@ from twisted.internet import _producer_helpers, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
@@ -59,34 +58,6 @@ def fuzz(examples: int):
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
-
-
-def _isFailure(event: dict) -> bool:
-    return "log_failure" in event or event.get("log_level") in (LogLevel.error, LogLevel.critical)
-
-
-def _failures(events: list[dict]) -> str:
-    return "; ".join(
-        formatEvent(e) + (f" {e['log_failure'].value!r}" if "log_failure" in e else "")
-        for e in events
-    )
-
-
-@pytest.fixture(autouse=True)
-def no_unhandled_errors():
-    """Fail a test that logged a failure at any time, even once garbage was collected
-    ("Unhandled error in Deferred" is logged when the Deferred is collected)."""
-    logged: list[dict] = []
-
-    def observe(event: dict) -> None:
-        if _isFailure(event):
-            logged.append(event)
-
-    globalLogPublisher.addObserver(observe)
-    yield
-    gc.collect()
-    globalLogPublisher.removeObserver(observe)
-    assert not logged, "logged: " + _failures(logged)
 
 
 # -- the harness ---------------------------------------------------------------------------
@@ -181,10 +152,10 @@ class World:
         self._cooperator.stop()
         globalLogPublisher.removeObserver(self._observe)
         if kind is None:  # per example, so that hypothesis can shrink to the culprit
-            assert not self._logged, "logged: " + _failures(self._logged)
+            assert not self._logged, "logged: " + describeFailures(self._logged)
 
     def _observe(self, event: dict) -> None:
-        if _isFailure(event):
+        if isFailure(event):
             self._logged.append(event)
 
     def _finished(self, request) -> None:
