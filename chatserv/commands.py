@@ -17,7 +17,7 @@ from twisted.internet import defer
 
 from chatserv import events as ev
 from chatserv.errors import BadRequest, NotInRoom, UnknownCommand, UsageError
-from chatserv.moderation import DURATION, describeSanction, parseDuration
+from chatserv.moderation import DURATION, UNIT_WORDS, describeSanction, parseDuration
 from chatserv.service import ChatService, User
 from chatserv.text import sanitize, visibleStart
 
@@ -174,9 +174,13 @@ def _duration(args: dict[str, str]) -> float | None:
 
 
 async def _ban(ctx: Context, args: dict[str, str]) -> None:
-    ban = await ctx.service.ban(
-        args["nick"], _duration(args), args.get("reason", ""), by=ctx.user.nick
-    )
+    duration, reason = args.get("duration"), args.get("reason", "")
+    if duration is not None and duration.isdigit():  # "10 minutes": the unit as a word
+        unit, _, rest = reason.partition(" ")
+        if unit.lower() in UNIT_WORDS:
+            duration, reason = duration + unit, rest.lstrip()
+    seconds = parseDuration(duration) if duration is not None else None
+    ban = await ctx.service.ban(args["nick"], seconds, reason, by=ctx.user.nick)
     ctx.notice(f"banned {ban.nick} {describeSanction(ban, ctx.service.now())}")
 
 

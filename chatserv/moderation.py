@@ -7,14 +7,28 @@ import re
 from chatserv.errors import UsageError
 from chatserv.store import Sanction
 
-DURATION = re.compile(r"(\d{1,9})([smhdw]?)", re.IGNORECASE)
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "": 60}
+# Where a command takes a duration, a word that starts with a digit is one, or a mistake
+# to refuse ("1x"): never the start of a reason, which would make it a ban until lifted.
+DURATION = re.compile(r"\d\S*")
+_FORM = re.compile(r"(\d{1,9})([a-z]*)", re.IGNORECASE)
+_SIZES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAMES = {
+    "s": ("sec", "secs", "second", "seconds"),
+    "m": ("min", "mins", "minute", "minutes"),
+    "h": ("hr", "hrs", "hour", "hours"),
+    "d": ("day", "days"),
+    "w": ("week", "weeks"),
+}
+_UNIT = {"": 60, **_SIZES, **{name: _SIZES[u] for u, names in _NAMES.items() for name in names}}
+# What may follow a bare number as a word of its own: "/ban terry 10 minutes".
+UNIT_WORDS = frozenset(name for name in _UNIT if name)
 
 
 def parseDuration(text: str) -> float:
-    """Seconds in C{"30s"}, C{"10m"}, C{"2h"}, C{"7d"}, C{"1w"}; a bare number is minutes."""
-    match = DURATION.fullmatch(text.strip())
-    if match is None or int(match[1]) == 0:
+    """Seconds in C{"30s"}, C{"10m"}, C{"2h"}, C{"7d"}, C{"1w"} (or C{"10min"},
+    C{"2hours"}, ...); a bare number is minutes."""
+    match = _FORM.fullmatch(text.strip())
+    if match is None or int(match[1]) == 0 or match[2].lower() not in _UNIT:
         raise UsageError(f'"{text[:20]}" is not a duration; write e.g. 30s, 10m, 2h, 7d or 1w')
     return float(int(match[1]) * _UNIT[match[2].lower()])
 

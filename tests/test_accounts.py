@@ -416,6 +416,24 @@ def test_durations():
         with pytest.raises(UsageError):
             parseDuration(bad)
     assert describeDuration(1) == "1 second" and describeDuration(7200) == "2 hours"
+    assert parseDuration("10min") == 600 and parseDuration("2hours") == 7200
+
+
+def test_a_mistyped_ban_duration_is_refused_not_a_ban_until_lifted(chat):
+    service, _, alice, bob, carol = chat
+    alice.send("/ban carol 1x\n/mute carol 5q\n")
+    assert alice.lines() == [
+        '[12:00:00] error: "1x" is not a duration; write e.g. 30s, 10m, 2h, 7d or 1w',
+        '[12:00:00] error: "5q" is not a duration; write e.g. 30s, 10m, 2h, 7d or 1w',
+    ]
+    assert service.findUser("carol") is not None
+    alice.send("/ban carol 10 minutes spamming\n")
+    assert alice.lines()[-1] == "[12:00:00] -!- banned carol for 10 minutes (spamming)"
+    alice.send("/ban zed 2 hours\n/ban yan 3 strikes and out\n")
+    assert alice.lines() == [
+        "[12:00:00] -!- banned zed for 2 hours",
+        "[12:00:00] -!- banned yan for 3 minutes (strikes and out)",  # a bare number: minutes
+    ]
 
 
 # -- history --------------------------------------------------------------------------
