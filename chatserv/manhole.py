@@ -321,6 +321,10 @@ def _verifyPassword(hashed: str | None, password: bytes) -> bool:
         return False
 
 
+# The console runs any Python inside the server: its passwords must resist guessing.
+MIN_CONSOLE_PASSWORD = 12
+
+
 def passwdMain(argv: list[str] | None = None) -> int:
     """C{chatserv-manhole-passwd USER}: print a password file line for USER."""
     parser = argparse.ArgumentParser(
@@ -343,8 +347,12 @@ def passwdMain(argv: list[str] | None = None) -> int:
             return 1
     else:
         password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("chatserv-manhole-passwd: empty password", file=sys.stderr)
+    if len(password) < MIN_CONSOLE_PASSWORD:
+        print(
+            f"chatserv-manhole-passwd: a console password needs at least "
+            f"{MIN_CONSOLE_PASSWORD} characters (it gives full control of the server)",
+            file=sys.stderr,
+        )
         return 1
     print(f"{args.user}:{hashPassword(password)}")
     return 0

@@ -689,18 +689,19 @@ def test_host_key_errors(tmp_path):
 
 
 def test_passwd_command_prints_a_line_that_verifies(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret word\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret words here\n"))
     assert manhole.passwdMain(["admin"]) == 0
     line = capsys.readouterr().out.strip()
     user, _, hashed = line.partition(":")
     assert user == "admin" and hashed.startswith("$argon2id$")
-    assert PasswordHasher().verify(hashed, "s3cret word")
+    assert PasswordHasher().verify(hashed, "s3cret words here")
     (tmp_path / "pw").write_text(line + "\n")
     assert manhole.readPasswordFile(str(tmp_path / "pw")) == {"admin": hashed}
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
-    assert manhole.passwdMain(["admin"]) == 1
-    assert "empty password" in capsys.readouterr().err
+    for weak in ("", "x", "elevenchars"):  # full control of the server: 12 at least
+        monkeypatch.setattr("sys.stdin", io.StringIO(weak + "\n"))
+        assert manhole.passwdMain(["admin"]) == 1
+        assert "needs at least 12 characters" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         manhole.passwdMain(["ad:min"])
 
