@@ -45,6 +45,8 @@ class Param:
     # duration), else it is left for the next parameter.
     match: re.Pattern[str] | None = None
     number: bool = False  # JSON may send a number
+    # A switch: in a line, the word that C{match} matches (C{--address}); in JSON, true.
+    flag: bool = False
 
     def usage(self) -> str:
         word = self.label or self.name.upper()
@@ -180,7 +182,9 @@ async def _ban(ctx: Context, args: dict[str, str]) -> None:
         if unit.lower() in UNIT_WORDS:
             duration, reason = duration + unit, rest.lstrip()
     seconds = parseDuration(duration) if duration is not None else None
-    ban = await ctx.service.ban(args["nick"], seconds, reason, by=ctx.user.nick)
+    ban = await ctx.service.ban(
+        args["nick"], seconds, reason, by=ctx.user.nick, address="address" in args
+    )
     ctx.notice(f"banned {ban.nick} {describeSanction(ban, ctx.service.now())}")
 
 
@@ -238,6 +242,10 @@ _NICK = Param("nick")
 _ROOM_WORD = re.compile(r"#\S+")  # /topic's optional room must be written with its #
 _DURATION = Param("duration", optional=True, match=DURATION)
 _REASON = Param("reason", rest=True, optional=True)
+# Banning an address bans everyone behind it (a NAT, a proxy): only when asked for.
+_ADDRESS = Param(
+    "address", optional=True, label="--address", match=re.compile("--address"), flag=True
+)
 
 TABLE: tuple[Command, ...] = (
     Command(
@@ -331,8 +339,9 @@ TABLE: tuple[Command, ...] = (
     Command("kick", (_NICK, _REASON), "disconnect a user", _kick, admin=True),
     Command(
         "ban",
-        (_NICK, _DURATION, _REASON),
-        "ban a nickname and its address (DURATION: 30s, 10m, 2h, 7d; none: until /unban)",
+        (_NICK, _DURATION, _ADDRESS, _REASON),
+        "ban a nickname (--address: and the address it is online from; DURATION: 30s, "
+        "10m, 2h, 7d; none: until /unban)",
         _ban,
         admin=True,
     ),
@@ -469,6 +478,12 @@ def parseJSON(text: str, readLine: Callable[[str], Request | None] | None = None
         value = obj.get(param.name)
         if param.number and isinstance(value, int | float) and not isinstance(value, bool):
             value = str(int(value)) if value == int(value) else str(value)
+        if param.flag and value is not None:
+            if not isinstance(value, bool):
+                raise BadRequest(f'"{param.name}" must be true or false')
+            if value:
+                args[param.name] = param.label
+            continue
         if value is None:
             if not param.optional:
                 raise BadRequest(f'"{kind}" needs a "{param.name}" string')

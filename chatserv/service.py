@@ -9,6 +9,7 @@ wait on it return Deferreds.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -56,6 +57,13 @@ from chatserv.store import Account, IStore, RoomRecord, Sanction
 from chatserv.text import invisible, looksLikeSecret, sanitize
 
 _log = Logger()
+
+
+def _isLoopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # not an IP address (a UNIX socket, a test's name)
+        return False
 
 
 class User:
@@ -752,18 +760,34 @@ class ChatService(Service):
             raise NotPermitted(f"not permitted: /{command} is for admins")
 
     async def ban(
-        self, nick: str, duration: float | None = None, reason: str = "", by: str = "console"
+        self,
+        nick: str,
+        duration: float | None = None,
+        reason: str = "",
+        by: str = "console",
+        address: bool = False,
     ) -> Sanction:
-        """Ban a nickname (and the address it is online from, if it is) for C{duration}
-        seconds or until lifted; a user online under it is disconnected."""
+        """Ban a nickname for C{duration} seconds or until lifted; a user online under it is
+        disconnected. With C{address}, also the address that user is online from: never
+        implied, since everyone behind that address (a NAT, a proxy) is banned with it."""
         key = fold(checkNick(nick))
         target = self.users.get(key)
+        host = None
+        if address:
+            if target is None:
+                raise NoSuchUser(f'no user "{sanitize(nick)}" is online: no address to ban')
+            host = target.host
+            if _isLoopback(host):
+                raise NotPermitted(
+                    f"{host} is a loopback address: banning it would ban everyone who "
+                    "connects from this machine (or through a proxy on it)"
+                )
         now = self.now()
         ban = Sanction(
             "ban",
             key,
             target.nick if target is not None else nick,
-            target.host if target is not None else None,
+            host,
             now + duration if duration else None,
             sanitize(reason[: self.settings.max_message_length]),
             by,

@@ -285,7 +285,7 @@ def test_kick(chat):
 
 def test_ban_with_duration_refuses_nick_and_address_until_it_ends(chat):
     service, clock, alice, bob, carol = chat
-    alice.send("/ban carol 10m flooding\n")
+    alice.send("/ban carol 10m --address flooding\n")
     assert "banned carol for 10 minutes (flooding)" in alice.output()
     assert (
         carol.lines()[-1] == "[12:00:00] -!- disconnected: you are banned for 10 minutes (flooding)"
@@ -301,6 +301,24 @@ def test_ban_with_duration_refuses_nick_and_address_until_it_ends(chat):
     clock.advance(601)
     other.send("carol\n")
     assert "Welcome, carol!" in other.output()
+
+
+def test_a_nickname_ban_does_not_ban_the_address_unless_asked(chat):
+    service, clock, alice, bob, carol = chat
+    alice.send("/ban carol\n")
+    assert "banned carol until lifted" in alice.output()
+    neighbour = LineConnection(service, host="10.0.0.3", port=5003)  # carol's address
+    assert "Type a nickname" in neighbour.output()
+    neighbour.send("dave\n")
+    assert "Welcome, dave!" in neighbour.output()
+    alice.send("/ban nobody --address\n")
+    assert 'no user "nobody" is online: no address to ban' in alice.output()
+    local = LineConnection(service, host="127.0.0.1", port=5004)
+    local.send("local\n")
+    alice.send("/ban local --address\n")
+    assert "127.0.0.1 is a loopback address" in alice.output()
+    assert service.findUser("local") is not None
+    assert service.sanctions.bannedHost("127.0.0.1", clock.seconds()) is None
 
 
 def test_ban_without_duration_and_unban(chat):

@@ -111,5 +111,7 @@ def test_unknown_json_type():
 def test_every_command_has_help_and_a_json_form():
     for command in TABLE:
         assert command.summary and command.usage.startswith("/" + command.name)
-        fields = {p.name: "x" for p in command.params}
-        assert parseJSON(json.dumps({"type": command.name, **fields})).command is command
+        fields = {p.name: True if p.flag else "x" for p in command.params}
+        request = parseJSON(json.dumps({"type": command.name, **fields}))
+        assert request.command is command
+        assert all(request.args[p.name] == p.label for p in command.params if p.flag)

@@ -1209,7 +1209,7 @@ REQUEST_FIELDS = {
     "color": {"color": True},
     "topic": {"room": True, "text": True},
     "kick": {"nick": False, "reason": True},
-    "ban": {"nick": False, "duration": True, "reason": True},
+    "ban": {"nick": False, "duration": True, "address": True, "reason": True},
     "unban": {"nick": False},
     "mute": {"nick": False, "duration": True},
     "unmute": {"nick": False},
@@ -1219,6 +1219,7 @@ REQUEST_FIELDS = {
     "demote": {"nick": False},
 }
 NUMBER_FIELDS = {"count"}  # may be a JSON number too
+FLAG_FIELDS = {"address"}  # true or false, not a string
 ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit", "login"}
 # The refusals each request may get once it is well formed (docs/protocol.md, "Errors").
 MAY_REFUSE = {
@@ -1241,6 +1242,7 @@ MAY_REFUSE = {
     **{name: {"not-permitted"} for name in ADMIN_COMMANDS},
 }
 GOOD_VALUES = {
+    "address": st.booleans(),
     "nick": st.sampled_from(NICKS + ["Mallory2", "x" * 33, "bad name"]),
     "room": st.sampled_from(ROOMS),
     "to": st.sampled_from(NICKS),
@@ -1336,6 +1338,10 @@ def refusalFor(text: str) -> str | None:
     for name, optional in fields.items():
         value = request.get(name)
         if name in NUMBER_FIELDS and type(value) in (int, float):
+            continue
+        if name in FLAG_FIELDS:
+            if value is not None and not isinstance(value, bool):
+                return "bad-request"
             continue
         if (value is None and not optional) or (value is not None and not isinstance(value, str)):
             return "bad-request"

@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     "color": "/color [#RRGGBB]",
     "topic": "/topic [#ROOM] [TEXT]",
     "kick": "/kick NICK [REASON]",
-    "ban": "/ban NICK [DURATION] [REASON]",
+    "ban": "/ban NICK [DURATION] [--address] [REASON]",
     "unban": "/unban NICK",
     "mute": "/mute NICK [DURATION]",
     "unmute": "/unmute NICK",
