@@ -446,8 +446,9 @@ class ChatService(Service):
             )
         self.throttle.admit(host, key, self.now())
 
-    def _loggedIn(self, user: User, text: str) -> None:
-        if self.isAdmin(user):
+    def _loggedIn(self, user: User, text: str, marked: bool = True) -> None:
+        """Tell C{user} of their account; C{marked}: say "(admin)" if they are one."""
+        if marked and self.isAdmin(user):
             text += " (admin)"
         self.deliver(
             user, ev.LoggedIn(user.account.nick, self.isAdmin(user), user.color, text, self.now())
@@ -871,6 +872,7 @@ class ChatService(Service):
             self._loggedIn(
                 target,
                 f"{by} made you an admin" if admin else f"{by} took your admin rights away",
+                marked=False,  # the text says it
             )
         return account
 

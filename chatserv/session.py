@@ -214,7 +214,7 @@ class Session:
             error = failure.value
             self.service.logLimit.info(
                 _log,
-                "{address} ({nick}): {code}: {text}",
+                "{address} ({nick}) refused ({code}): {text}",
                 address=self.client.address,
                 nick=self.user.nick or "-",
                 code=error.code,

@@ -416,7 +416,7 @@ def test_promote_and_demote(chat):
     alice.send("/promote carol\n")
     assert alice.lines() == ['[12:00:00] error: "carol" is not registered']
     alice.send("/promote bob\n")
-    assert bob.lines() == ["[12:00:00] -!- alice made you an admin (admin)"]
+    assert bob.lines() == ["[12:00:00] -!- alice made you an admin"]
     bob.send("/kick carol\n")
     assert service.findUser("carol") is None
     bob.send("/demote alice\n")

@@ -301,3 +301,24 @@ def test_a_message_that_starts_like_a_password_command_is_refused_on_every_wire(
     assert [m["code"] for m in json.messages() if m["type"] == "error"] == ["usage"]
     assert "hunter2" not in alice.output()
     assert list(service.rooms["lobby"].recent) == []
+
+
+def test_a_connection_the_server_closed_is_logged_with_why():
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    service, alice, bob = inLobby()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        service.kick("bob", "enough")
+        bob.drop()  # the TCP connection then ends
+        service.stopService()
+        assert "server shutting down" in alice.lines()[-1]
+        alice.drop()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    lines = [formatEvent(e) for e in logged if e["log_namespace"] == "chatserv.session"]
+    assert lines == [
+        "disconnect tcp 10.0.0.1:5001 (bob): closed: you were kicked: enough",
+        "disconnect tcp 10.0.0.1:5000 (alice): closed: server shutting down",
+    ]

@@ -61,6 +61,12 @@ class AdmissionMixin:
         return protocol
 
 
+def closedBecause(farewell: str) -> str:
+    """What the log says of a connection the server closed with C{farewell}: not
+    "connection lost", which is for the client's doing."""
+    return "closed: " + farewell.removeprefix("disconnected: ")
+
+
 def released(protocol) -> None:
     """Give back the connection slot a protocol was admitted with (once)."""
     host = protocol.__dict__.pop("admittedFrom", None)

@@ -20,7 +20,14 @@ from chatserv import events as ev
 from chatserv import render
 from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
-from chatserv.protocols import AdmissionMixin, keepAlive, noDelay, peerText, released
+from chatserv.protocols import (
+    AdmissionMixin,
+    closedBecause,
+    keepAlive,
+    noDelay,
+    peerText,
+    released,
+)
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
@@ -142,6 +149,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         self.transport.write(data)
 
     def close(self, reason: str) -> None:
+        self._lostBecause = closedBecause(reason)
         service = self.factory.service
         self.send(self.wire.render(ev.Notice(reason, service.now())))
         self.flush()

@@ -23,7 +23,7 @@ from chatserv import events as ev
 from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.limits import TokenBucket
-from chatserv.protocols import AdmissionMixin, noDelay, peerText, released
+from chatserv.protocols import AdmissionMixin, closedBecause, noDelay, peerText, released
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
@@ -228,6 +228,7 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
             super().sendData(data, sync, chopsize)
 
     def close(self, reason: str, code: int = 1000) -> None:
+        self._lostBecause = closedBecause(reason)
         self.send(self.wire.render(ev.Notice(reason, self.factory.service.now())))
         self.flush()
         if self.state == WebSocketServerProtocol.STATE_OPEN:
