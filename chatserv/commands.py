@@ -18,6 +18,7 @@ from twisted.internet import defer
 from chatserv import events as ev
 from chatserv.errors import BadRequest, NotInRoom, UnknownCommand, UsageError
 from chatserv.moderation import DURATION, UNIT_WORDS, describeSanction, parseDuration
+from chatserv.names import fold
 from chatserv.service import ChatService, User
 from chatserv.text import sanitize, visibleStart
 
@@ -213,7 +214,14 @@ def _topic(ctx: Context, args: dict[str, str]):
         ctx.reply(ctx.service.topicOf(room))
         return None
     ctx.service.requireAdmin(ctx.user, "topic")
-    return ctx.service.setTopic(room, args["text"], by=ctx.user.nick)
+    return defer.ensureDeferred(_setTopic(ctx, room, args["text"]))
+
+
+async def _setTopic(ctx: Context, room: str, text: str) -> None:
+    event = await ctx.service.setTopic(room, text, by=ctx.user.nick)
+    if fold(event.room) not in ctx.user.rooms:
+        # The room's members see the new topic; one set from outside it is confirmed.
+        ctx.reply(event)
 
 
 def _broadcast(ctx: Context, args: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from twisted.internet.task import LoopingCall
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from chatserv.config import LISTENER_KINDS
 from chatserv.listening import listener
 from chatserv.service import ChatService
 
@@ -79,7 +80,9 @@ class ChatCollector:
         connections = GaugeMetricFamily(
             "chatserv_connections", "Open client connections.", labels=["protocol"]
         )
-        for protocol, count in sorted(stats["connections_by_protocol"].items()):
+        # Every kind of listener, at 0 too: a series that vanishes cannot be graphed.
+        counts = {kind: 0 for kind in LISTENER_KINDS} | stats["connections_by_protocol"]
+        for protocol, count in sorted(counts.items()):
             connections.add_metric([protocol], count)
         yield connections
         yield GaugeMetricFamily("chatserv_users", "Users with a nickname.", value=stats["users"])
@@ -123,12 +126,18 @@ def makeRegistry(chat: ChatService, lag: LagMonitor) -> CollectorRegistry:
     return registry
 
 
+class _ScrapeSite(Site):
+    noisy = False
+
+    def log(self, request) -> None:
+        # No access line per scrape: Prometheus asks every few seconds, forever.
+        pass
+
+
 def metricsSite(chat: ChatService, lag: LagMonitor) -> Site:
     root = Resource()
     root.putChild(b"metrics", MetricsResource(makeRegistry(chat, lag)))
-    site = Site(root)
-    site.noisy = False
-    return site
+    return _ScrapeSite(root)
 
 
 def makeMetricsService(reactor, chat: ChatService, endpoint, description: str) -> MultiService:

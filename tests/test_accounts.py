@@ -375,7 +375,10 @@ def test_a_muted_user_cannot_rename_out_of_the_mute(chat):
 
 def test_topic_is_shown_on_join_and_makes_the_room_permanent(chat):
     service, _, alice, bob, carol = chat
-    alice.send("/topic #dev Builds and deploys\n")
+    alice.send("/topic #dev Builds and deploys\n")  # from outside #dev: confirmed
+    assert alice.lines() == [
+        "[12:00:00] #dev topic: Builds and deploys (set by alice, 2026-11-21 12:00:00)"
+    ]
     bob.send("/join dev\n")
     assert bob.lines()[:3] == [
         "[12:00:00] #dev --> bob has joined",
@@ -391,8 +394,12 @@ def test_topic_is_shown_on_join_and_makes_the_room_permanent(chat):
     carol.output()
     carol.send("/topic\n")
     assert carol.lines() == ["[12:00:00] #lobby has no topic"]
+    alice.output()
     alice.send("/topic Welcome!\n")  # no #ROOM: the current room
     assert carol.lines() == [
+        "[12:00:00] #lobby topic: Welcome! (set by alice, 2026-11-21 12:00:00)"
+    ]
+    assert alice.lines() == [  # a member: the room's copy, once
         "[12:00:00] #lobby topic: Welcome! (set by alice, 2026-11-21 12:00:00)"
     ]
 

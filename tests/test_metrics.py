@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_tap import parse
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from chatserv.config import Settings
 from chatserv.metrics import LagMonitor, metricsSite
@@ -77,8 +78,15 @@ async def test_scrape_after_chat_traffic():
     alice.transport.write(b"x\n" * 10)  # past the burst of 3: rate limited
     await alice.until("slow down")
 
-    samples = await scrape(webPort.getHost().port)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        samples = await scrape(webPort.getHost().port)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [formatEvent(e) for e in logged if "GET /metrics" in formatEvent(e)] == []
     assert samples["chatserv_connections[tcp]"] == 2
+    assert samples["chatserv_connections[ws]"] == 0  # every kind, none connected too
     assert samples["chatserv_users"] == 2 and samples["chatserv_rooms"] == 1
     assert samples["chatserv_messages_total"] >= 1
     assert samples["chatserv_deliveries_total"] >= 8  # greetings, joins, who, the message
@@ -94,7 +102,8 @@ async def test_scrape_after_chat_traffic():
     await alice.hangUp()
     await bob.hangUp()
     await eventually(lambda: not chat.sessions)
-    assert (await scrape(webPort.getHost().port))["chatserv_users"] == 0
+    samples = await scrape(webPort.getHost().port)
+    assert samples["chatserv_users"] == 0 and samples["chatserv_connections[tcp]"] == 0
     await chatPort.stopListening()
     await webPort.stopListening()
     lag.stopService()
