@@ -210,6 +210,9 @@ async def test_json_log_lines(tmp_path):
     assert named and named[0]["nick"] == "alice"
     assert named[0]["address"].startswith("tcp 127.0.0.1:")
     assert named[0]["log_level"]["name"] == "info"
+    # The rendered line and a flat level, for shippers that do not know Twisted's format.
+    assert named[0]["level"] == "info"
+    assert named[0]["text"] == f"{named[0]['address']} is now alice"
     assert any(e.get("log_format", "").startswith("disconnect") for e in proc.events)
 
 
