@@ -285,8 +285,25 @@ class _TimedTLSProtocol(BufferingTLSTransport):
                 self._stopTimer()
 
     def connectionLost(self, reason) -> None:
+        # TLSMemoryBIOProtocol keeps the TLS error that ended the connection as _reason
+        # (and passes it on to the application in place of the transport's reason).
+        failure = self._reason or reason
+        if self._handshakeTimer is not None and failure.check(SSL.Error):
+            # Otherwise the log would only say "connection lost" of a refused handshake.
+            self._log(
+                "TLS handshake with {peer} failed: {why}",
+                peer=_peerText(self.getPeer()),
+                why=_sslReason(failure.value),
+            )
         self._stopTimer()
         super().connectionLost(reason)
+
+    def _log(self, format: str, **kwargs: object) -> None:
+        service = getattr(self.factory.wrappedFactory, "service", None)  # a chat listener's
+        if service is not None:
+            service.logLimit.info(_log, format, **kwargs)
+        else:
+            _log.info(format, **kwargs)
 
     def _stopTimer(self) -> None:
         if self._handshakeTimer is not None:
@@ -297,10 +314,7 @@ class _TimedTLSProtocol(BufferingTLSTransport):
     def _tooSlow(self) -> None:
         self._handshakeTimer = None
         peer = self.getPeer()
-        service = getattr(self.factory.wrappedFactory, "service", None)  # a chat listener's
-        log = service.logLimit.info if service is not None else _logInfo
-        log(
-            _log,
+        self._log(
             "closing TLS connection from {host}:{port}: no handshake in {timeout:g} s",
             host=getattr(peer, "host", peer),
             port=getattr(peer, "port", ""),
@@ -309,8 +323,15 @@ class _TimedTLSProtocol(BufferingTLSTransport):
         self.abortConnection()
 
 
-def _logInfo(logger: Logger, format: str, **kwargs: object) -> None:
-    logger.info(format, **kwargs)
+def _peerText(peer) -> str:
+    return f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}"
+
+
+def _sslReason(error: SSL.Error) -> str:
+    """OpenSSL's reasons (C{"wrong version number"}), not its tuple of tuples."""
+    entries = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [e[2] for e in entries if isinstance(e, tuple) and len(e) == 3 and e[2]]
+    return "; ".join(reasons) or str(error) or "unknown reason"
 
 
 class _TimedTLSFactory(TLSMemoryBIOFactory):

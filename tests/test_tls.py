@@ -32,7 +32,13 @@ from tlshelpers import (
     pythonHandshake,
 )
 from twisted.internet import protocol
-from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, serverFromString
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.protocol import Factory
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -718,3 +724,21 @@ async def test_quit_over_tls_closes_the_connection(server):
     alice.say("/quit")
     await alice.until("Goodbye.")
     await alice.closed.addTimeout(1.0, reactor)  # the server hangs up
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_handshake_is_logged_with_its_reason(server, tlsLog):
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Protocol
+
+    connected = await TCP4ClientEndpoint(reactor, "127.0.0.1", server.tls).connect(
+        Factory.forProtocol(Protocol)
+    )
+    connected.transport.write(b"hello, this is not TLS\r\n")
+    await eventually(lambda: any("TLS handshake with" in line for _, line in tlsLog))
+    [(level, line)] = [entry for entry in tlsLog if "TLS handshake with" in entry[1]]
+    assert level == "info"
+    assert re.fullmatch(r"TLS handshake with 127\.0\.0\.1:\d+ failed: .*\w.*", line), line
+    assert "[(" not in line  # OpenSSL's reason, not its tuple of tuples
+    connected.transport.abortConnection()
+    await eventually(lambda: not server.chat.sessions)
