@@ -1,6 +1,6 @@
 """chatserv-makecert: a self-signed certificate and key for trying TLS locally.
 
-    chatserv-makecert --host localhost --host 127.0.0.1 [--days 30] [--out DIR]
+    chatserv-makecert [--host NAME]... [--days 30] [--out DIR]
 
 writes DIR/chatserv.crt and DIR/chatserv.key (the key readable by its owner only), for
 C{twistd -n chatserv --tls 6697 --tls-cert chatserv.crt --tls-key chatserv.key}. Clients
@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         dest="hosts",
         metavar="NAME",
-        help="a DNS name or IP address clients will connect to; repeatable "
-        f"[default: {', '.join(DEFAULT_HOSTS)}]",
+        help="a DNS name or IP address clients will connect to; repeatable; given, it "
+        f"replaces the defaults [default: {', '.join(DEFAULT_HOSTS)}]",
     )
     parser.add_argument(
         "--days",
@@ -200,9 +200,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {certPath} (self-signed for {', '.join(hosts)}; valid until {until})")
     print(f"wrote {keyPath} (private key; keep it secret)")
     print("run the server with it:")
-    print(f"    twistd -n chatserv --tls 6697 --wss 8766 --tls-cert {certPath} --tls-key {keyPath}")
+    print(
+        f"    twistd -n chatserv --tcp 10001 --tls 6697 --wss 8766 "
+        f"--tls-cert {certPath} --tls-key {keyPath}"
+    )
     print("and connect, trusting this certificate:")
-    print(f"    openssl s_client -connect localhost:6697 -CAfile {certPath}")
+    print(f"    openssl s_client -quiet -connect localhost:6697 -CAfile {certPath}")
     return 0
 
 

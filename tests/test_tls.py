@@ -742,3 +742,12 @@ async def test_a_failed_handshake_is_logged_with_its_reason(server, tlsLog):
     assert "[(" not in line  # OpenSSL's reason, not its tuple of tuples
     connected.transport.abortConnection()
     await eventually(lambda: not server.chat.sessions)
+
+
+def test_makecert_names_the_loopback_defaults_and_prints_commands_that_work(tmp_path, capsys):
+    assert makecert.main(["--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "self-signed for localhost, 127.0.0.1, ::1;" in out
+    certPath = tmp_path / "chatserv.crt"
+    assert f"twistd -n chatserv --tcp 10001 --tls 6697 --wss 8766 --tls-cert {certPath}" in out
+    assert f"openssl s_client -quiet -connect localhost:6697 -CAfile {certPath}" in out
