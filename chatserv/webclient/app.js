@@ -583,11 +583,12 @@ function closed(event) {
   scheduleReconnect();
 }
 
-// Exponential back-off, 1, 2, 4 ... 30 s, each stretched or shrunk by up to 20% so a
-// restarted server is not hit by every client in the same second.
+// Exponential back-off, 1, 2, 4 ... 30 s, each shortened by up to 20% at random (as the
+// terminal client does) so a restarted server is not hit by every client in the same
+// second; never longer than the cap.
 function scheduleReconnect() {
   const base = Math.min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** state.attempts);
-  const delay = base * (0.8 + Math.random() * 0.4);
+  const delay = base * (1 - 0.2 * Math.random());
   state.attempts += 1;
   state.retryAt = Date.now() + delay * 1000;
   state.retryTimer = setTimeout(connect, delay * 1000);
