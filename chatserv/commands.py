@@ -239,6 +239,16 @@ async def _promote(ctx: Context, args: dict[str, str]) -> None:
     ctx.notice(f"{account.nick} is now an admin")
 
 
+async def _resetPassword(ctx: Context, args: dict[str, str]) -> None:
+    account = await ctx.service.resetPassword(args["nick"], args["password"], by=ctx.user.nick)
+    ctx.notice(f"{account.nick} has a new password")
+
+
+async def _deleteAccount(ctx: Context, args: dict[str, str]) -> None:
+    account = await ctx.service.deleteAccount(args["nick"], by=ctx.user.nick)
+    ctx.notice(f"deleted the account {account.nick}")
+
+
 async def _demote(ctx: Context, args: dict[str, str]) -> None:
     account = await ctx.service.setAdmin(args["nick"], False, by=ctx.user.nick)
     ctx.notice(f"{account.nick} is no longer an admin")
@@ -372,6 +382,20 @@ TABLE: tuple[Command, ...] = (
     ),
     Command("promote", (_NICK,), "make a registered nickname an admin", _promote, admin=True),
     Command("demote", (_NICK,), "take a nickname's admin rights away", _demote, admin=True),
+    Command(
+        "resetpassword",
+        (_NICK, Param("password")),
+        "give an account a new password (its owner forgot theirs)",
+        _resetPassword,
+        admin=True,
+    ),
+    Command(
+        "deleteaccount",
+        (_NICK,),
+        "delete an account and the messages kept for it",
+        _deleteAccount,
+        admin=True,
+    ),
 )
 
 _BY_NAME: dict[str, Command] = {c.name: c for c in TABLE}

@@ -468,6 +468,9 @@ The running ChatService is `chat`. Helpers (each prints, and returns the value):
   stats()                         counters and gauges
   create_account(nick, password, admin=False)   register an account (the first admin)
   promote(nick), demote(nick)     give or take a registered nickname's admin rights
+  reset_password(nick, password), delete_account(nick)   a forgotten password, an account
+  ban(nick, duration=None, reason="", address=False), unban(nick)   (duration in seconds)
+  mute(nick, duration=None), unmute(nick)
   help(users)                     more about one helper; exit() or Ctrl-D leaves
 Everything typed here runs inside the server: a slow statement stalls every user."""
 
@@ -488,13 +491,13 @@ class _Shown:
 
 def _report(work, done: str) -> defer.Deferred[str]:
     """Run a service coroutine. The console shows the Deferred and, once it fires, what
-    came of it: C{done} with the account's nickname, or the refusal in one line."""
+    came of it: C{done}, or the refusal in one line."""
 
     def failed(failure) -> str:
         failure.trap(ChatError)
         return f"refused: {failure.value}"
 
-    return defer.ensureDeferred(work).addCallbacks(lambda a: done.format(a.nick), failed)
+    return defer.ensureDeferred(work).addCallbacks(lambda _: done, failed)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
@@ -599,15 +602,42 @@ def namespace(chat) -> dict[str, Any]:
 
     def create_account(nick: str, password: str, admin: bool = False) -> defer.Deferred:
         """Register nick with password (admin=True: an admin); shows when it is done."""
-        return _report(chat.createAccount(nick, password, admin), "created the account {}")
+        return _report(chat.createAccount(nick, password, admin), f"created the account {nick}")
 
     def promote(nick: str) -> defer.Deferred:
         """Make a registered nickname an admin; shows when it is done."""
-        return _report(chat.setAdmin(nick, True), "{} is an admin now")
+        return _report(chat.setAdmin(nick, True), f"{nick} is an admin now")
 
     def demote(nick: str) -> defer.Deferred:
         """Take a registered nickname's admin rights away; shows when it is done."""
-        return _report(chat.setAdmin(nick, False), "{} is no longer an admin")
+        return _report(chat.setAdmin(nick, False), f"{nick} is no longer an admin")
+
+    def reset_password(nick: str, password: str) -> defer.Deferred:
+        """Give an account a new password; shows when it is done."""
+        return _report(chat.resetPassword(nick, password), f"{nick} has a new password")
+
+    def delete_account(nick: str) -> defer.Deferred:
+        """Delete an account (and its kept messages); shows when it is done."""
+        return _report(chat.deleteAccount(nick), f"deleted the account {nick}")
+
+    def ban(
+        nick: str, duration: float | None = None, reason: str = "", address: bool = False
+    ) -> defer.Deferred:
+        """Ban a nickname for duration seconds (None: until lifted); address=True bans the
+        address it is online from too."""
+        return _report(chat.ban(nick, duration, reason, address=address), f"banned {nick}")
+
+    def unban(nick: str) -> defer.Deferred:
+        """Lift a ban; shows when it is done."""
+        return _report(chat.lift("ban", nick), f"unbanned {nick}")
+
+    def mute(nick: str, duration: float | None = None) -> defer.Deferred:
+        """Mute a nickname for duration seconds (None: until lifted)."""
+        return _report(chat.mute(nick, duration), f"muted {nick}")
+
+    def unmute(nick: str) -> defer.Deferred:
+        """Lift a mute; shows when it is done."""
+        return _report(chat.lift("mute", nick), f"unmuted {nick}")
 
     def help_chat() -> None:
         """List the chat helpers."""
@@ -637,8 +667,14 @@ def namespace(chat) -> dict[str, Any]:
         "reset": reset,
         "stats": stats,
         "create_account": create_account,
+        "reset_password": reset_password,
+        "delete_account": delete_account,
         "promote": promote,
         "demote": demote,
+        "ban": ban,
+        "unban": unban,
+        "mute": mute,
+        "unmute": unmute,
         "help_chat": help_chat,
         "help": help,
         "exit": exit,

@@ -853,14 +853,40 @@ class ChatService(Service):
         )
         return account
 
+    async def resetPassword(self, nick: str, password: str, by: str = "console") -> Account:
+        """Give the account C{nick} a new password (its owner forgot theirs)."""
+        account = await self._existingAccount(nick)
+        self._checkPassword(password)
+        hashed = await self.passwords.hash(password)
+        await self.store.setPassword(account.key, hashed)
+        account = dataclasses.replace(account, passwordHash=hashed)
+        _log.info("{by} reset the password of {nick}", by=by, nick=account.nick)
+        return account
+
+    async def deleteAccount(self, nick: str, by: str = "console") -> Account:
+        """Delete the account C{nick} and the private messages kept for it; whoever is
+        logged in to it stays connected, as a guest."""
+        account = await self._existingAccount(nick)
+        await self.store.deleteAccount(account.key)
+        _log.info("{by} deleted the account {nick}", by=by, nick=account.nick)
+        for user in list(self.sessions):
+            if user.account is not None and user.account.key == account.key:
+                user.account = None
+                self.notice(user, f"{by} deleted your account {account.nick}")
+        return account
+
+    async def _existingAccount(self, nick: str) -> Account:
+        account = await self.store.account(fold(checkNick(nick)))
+        if account is None:
+            raise NoSuchUser(f'"{sanitize(nick)}" is not registered')
+        return account
+
     async def setAdmin(self, nick: str, admin: bool, by: str = "console") -> Account:
         """Promote a registered nickname to admin, or demote it."""
         key = fold(checkNick(nick))
         if not admin and key in self.adminKeys:
             raise NotPermitted(f"{nick} is an admin in the config file; remove them there")
-        account = await self.store.account(key)
-        if account is None:
-            raise NoSuchUser(f'"{sanitize(nick)}" is not registered')
+        account = await self._existingAccount(nick)
         await self.store.setAdmin(key, admin)
         account = dataclasses.replace(account, admin=admin)
         _log.info(

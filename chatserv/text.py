@@ -21,7 +21,9 @@ _UNSAFE = re.compile(
 
 
 # Commands that carry a password, as someone might type them at the start of a message.
-_SECRET_COMMAND = re.compile(r"/+(?:login|register|passwd|identify|auth)\b", re.IGNORECASE)
+_SECRET_COMMAND = re.compile(
+    r"/+(?:login|register|passwd|resetpassword|identify|auth)\b", re.IGNORECASE
+)
 
 
 def _escape(match: re.Match[str]) -> str:

@@ -434,6 +434,28 @@ def test_promote_and_demote(chat):
     assert "not permitted" in bob.output()
 
 
+def test_admins_reset_a_forgotten_password_and_delete_accounts(chat):
+    service, clock, alice, bob, carol = chat
+    alice.send("/resetpassword bob n3w-passphrase\n")
+    assert alice.lines() == ["[12:00:00] -!- bob has a new password"]
+    again = LineConnection(service, host="10.0.0.9", port=5009)
+    again.send("/login bob n3w-passphrase\n")
+    assert "you are logged in as bob" in again.output()
+    carol.send("/msg bob while you sleep\n")  # bob is online: delivered, nothing kept
+    alice.send("/deleteaccount bob\n")
+    assert alice.lines()[-1] == "[12:00:00] -!- deleted the account bob"
+    assert "alice deleted your account bob" in again.output()
+    assert service.findUser("bob").account is None  # still connected, as a guest
+    assert resultOf(service.store.account("bob")) is None
+    carol.send("/resetpassword alice x\n/deleteaccount alice\n")
+    assert carol.lines()[-2:] == [
+        "[12:00:00] error: not permitted: /resetpassword is for admins",
+        "[12:00:00] error: not permitted: /deleteaccount is for admins",
+    ]
+    alice.send("/deleteaccount nobody\n")
+    assert alice.lines() == ['[12:00:00] error: "nobody" is not registered']
+
+
 def test_durations():
     assert parseDuration("30s") == 30 and parseDuration("10") == 600
     assert parseDuration("2H") == 7200 and parseDuration("1w") == 604800

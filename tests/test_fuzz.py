@@ -110,7 +110,7 @@ def shownFrom(text: str) -> str:
 
 
 # A message may not start like a command that carries a password (docs/protocol.md).
-SECRET = re.compile(r"/+(?:login|register|passwd|identify|auth)\b", re.IGNORECASE)
+SECRET = re.compile(r"/+(?:login|register|passwd|resetpassword|identify|auth)\b", re.IGNORECASE)
 
 
 def showsNothing(text: str) -> bool:
@@ -559,6 +559,7 @@ COMMAND_NAMES = ["nick", "join", "rooms", "who", "msg", "me", "say", "time", "he
 # Accounts, history and the admin commands (refused: the attacker is no admin).
 COMMAND_NAMES += ["history", "register", "login", "passwd", "color", "topic"]
 ADMIN_COMMANDS = ["kick", "ban", "unban", "mute", "unmute", "broadcast", "rbroadcast"]
+ADMIN_COMMANDS += ["resetpassword", "deleteaccount"]
 ADMIN_COMMANDS += ["promote", "demote"]
 COMMAND_NAMES += ADMIN_COMMANDS
 ALIASES = ["changeName", "changeRoom"]
@@ -1217,6 +1218,8 @@ REQUEST_FIELDS = {
     "rbroadcast": {"room": False, "text": False},
     "promote": {"nick": False},
     "demote": {"nick": False},
+    "resetpassword": {"nick": False, "password": False},
+    "deleteaccount": {"nick": False},
 }
 NUMBER_FIELDS = {"count"}  # may be a JSON number too
 FLAG_FIELDS = {"address"}  # true or false, not a string

@@ -270,6 +270,21 @@ async def test_accounts(backend):
 
 
 @pytest_twisted.ensureDeferred
+async def test_deleting_an_account_takes_its_kept_messages_with_it(backend):
+    store = backend.open()
+    assert await store.addAccount(account("bob")) is True
+    assert await store.addAccount(account("carol")) is True
+    assert await store.addOffline("bob", private(1), 5)
+    assert await store.addOffline("carol", private(2), 5)
+    assert await store.deleteAccount("bob") is True
+    assert await store.deleteAccount("bob") is False
+    assert await store.account("bob") is None
+    assert await store.takeOffline("bob") == []
+    assert [m.id for m in await store.takeOffline("carol")] == [2]  # others keep theirs
+    assert await store.addAccount(account("bob")) is True  # the name is free again
+
+
+@pytest_twisted.ensureDeferred
 async def test_registering_one_nick_at_once_lets_exactly_one_win(backend):
     store = backend.open()
     results = await defer.gatherResults(

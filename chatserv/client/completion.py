@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "rbroadcast": "/rbroadcast ROOM TEXT",
     "promote": "/promote NICK",
     "demote": "/demote NICK",
+    "resetpassword": "/resetpassword NICK PASSWORD",
+    "deleteaccount": "/deleteaccount NICK",
 }
 
 

@@ -123,6 +123,10 @@ class IStore(Interface):
     def setAdmin(key, admin):
         """Deferred C{None}."""
 
+    def deleteAccount(key):
+        """Deferred C{True} if the account existed; it and the private messages kept for
+        it are gone."""
+
     def saveRoom(record):
         """Deferred C{None}: insert or replace the L{RoomRecord} with its key."""
 

@@ -80,6 +80,10 @@ class MemoryStore:
     def setAdmin(self, key: str, admin: bool) -> defer.Deferred[None]:
         return self._update(key, admin=admin)
 
+    def deleteAccount(self, key: str) -> defer.Deferred[bool]:
+        self.offline.pop(key, None)
+        return defer.succeed(self.accounts.pop(key, None) is not None)
+
     # -- rooms and sanctions -----------------------------------------------------------
 
     def saveRoom(self, record: RoomRecord) -> defer.Deferred[None]:

@@ -657,6 +657,14 @@ class SQLStore:
     def setAdmin(self, key: str, admin: bool) -> defer.Deferred[None]:
         return self._updateAccount("admin", int(admin), key)
 
+    def deleteAccount(self, key: str) -> defer.Deferred[bool]:
+        return self._run(self._deleteAccount, key)
+
+    def _deleteAccount(self, txn: Any, key: str) -> bool:
+        txn.execute(self._sql("DELETE FROM offline_messages WHERE to_key = ?"), (key,))
+        txn.execute(self._sql("DELETE FROM accounts WHERE nick_key = ?"), (key,))
+        return txn.rowcount > 0
+
     # -- rooms and sanctions -----------------------------------------------------------------
 
     def saveRoom(self, record: RoomRecord) -> defer.Deferred[None]:
