@@ -69,7 +69,17 @@ def _isLoopback(host: str) -> bool:
 class User:
     """One connected session. It has a nickname once it has chosen one."""
 
-    __slots__ = ("client", "nick", "key", "rooms", "room", "connectedAt", "account", "color")
+    __slots__ = (
+        "client",
+        "nick",
+        "key",
+        "rooms",
+        "room",
+        "connectedAt",
+        "account",
+        "color",
+        "seen",
+    )
 
     def __init__(self, client: IChatClient, connectedAt: float) -> None:
         self.client = client
@@ -80,6 +90,9 @@ class User:
         self.connectedAt = connectedAt
         self.account: Account | None = None  # set once logged in (or registered)
         self.color: str | None = None  # "#rrggbb", shown by clients that can
+        # The newest message id of each room this connection left: what it has seen there,
+        # so that coming back replays only what it missed. Made at the first leave.
+        self.seen: dict[str, int] | None = None
 
     @property
     def host(self) -> str:
@@ -536,7 +549,8 @@ class ChatService(Service):
             if room.topic is not None:
                 self.deliver(user, self._topicEvent(room))
             self.deliver(user, self.who(user, room.name))
-            self._replay(user, room, list(room.recent))
+            seen = user.seen.get(key, 0) if user.seen is not None else 0
+            self._replay(user, room, [m for m in room.recent if m.id > seen])
         else:
             self.deliver(user, self.who(user, room.name))
         return room
@@ -604,6 +618,10 @@ class ChatService(Service):
         self.bus.publish(ev.Left(room.name, user.nick, reason, self.now()), rooms=(room.key,))
         del room.members[user.key]
         del user.rooms[room.key]
+        if room.recent:
+            if user.seen is None:
+                user.seen = {}
+            user.seen[room.key] = room.recent[-1].id
         if user.room is room:
             user.room = next(reversed(user.rooms.values()), None)
         self._dropIfUnused(room)

@@ -538,9 +538,12 @@ def test_a_room_emptied_and_joined_again_replays_its_history():
     alice.send("in dev\n")
     alice.send("/join lobby\n")
     assert "dev" not in service.rooms  # gone from the list...
+    bob = named(service, "bob", port=5001)
+    bob.send("/join dev\n")  # ... but not forgotten
+    assert "[2026-11-21 12:00:00] #dev <alice> in dev" in bob.lines()
     alice.output()
-    alice.send("/join dev\n")  # ... but not forgotten
-    assert "[2026-11-21 12:00:00] #dev <alice> in dev" in alice.lines()
+    alice.send("/join dev\n")  # (alice saw it there: not replayed to her again)
+    assert "[2026-11-21 12:00:00] #dev <alice> in dev" not in alice.lines()
 
 
 def test_json_history_and_topic_events():

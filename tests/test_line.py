@@ -322,3 +322,24 @@ def test_a_connection_the_server_closed_is_logged_with_why():
         "disconnect tcp 10.0.0.1:5001 (bob): closed: you were kicked: enough",
         "disconnect tcp 10.0.0.1:5000 (alice): closed: server shutting down",
     ]
+
+
+def test_coming_back_to_a_room_replays_only_what_was_missed():
+    service, alice, bob = inLobby()
+    alice.send("before\n")
+    bob.send("/join dev\n")
+    bob.output()
+    bob.send("/join lobby\n")  # nothing was said meanwhile: no history again
+    assert not [line for line in bob.lines() if "history" in line or "<alice>" in line]
+    bob.send("/join dev\n")
+    alice.send("while you were away\n")
+    bob.output()
+    bob.send("/join lobby\n")
+    assert [line for line in bob.lines() if "history" in line or "<alice>" in line] == [
+        "[12:00:00] #lobby --- history: the last 1 message ---",
+        "[2026-11-21 12:00:00] #lobby <alice> while you were away",
+        "[12:00:00] #lobby --- end of history ---",
+    ]
+    carol = LineConnection(service, port=5002)  # a new connection gets the room's history
+    carol.send("carol\n")
+    assert "[2026-11-21 12:00:00] #lobby <alice> before" in carol.output()
