@@ -31,9 +31,9 @@ import unicodedata
 
 import pytest
 import wsmemory as ws
-from failures import describeFailures, isFailure, no_unhandled_errors  # noqa: F401
+from fuzzing import describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import LineConnection, makeService
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
 from twisted.logger import globalLogPublisher
@@ -64,16 +64,6 @@ def _codes(cls: type) -> set[str]:
 # raised something unexpected, which is a bug whatever the input.
 CODES = _codes(errors.ChatError)
 ATTACKER = "mallory"
-
-
-def fuzz(examples: int):
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 # -- what may be received -----------------------------------------------------------------

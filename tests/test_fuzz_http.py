@@ -31,9 +31,9 @@ from unittest import mock
 from urllib.parse import quote
 
 import wsmemory as ws
-from failures import describeFailures, isFailure, no_unhandled_errors  # noqa: F401
+from fuzzing import describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import makeService
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
 from twisted.internet import _producer_helpers, task
 from twisted.internet.address import IPv4Address
@@ -48,16 +48,6 @@ from chatserv.protocols.web import WEB_CLIENT, ChatSite
 TIMEOUT = 10.0  # http_timeout of the fuzzed sites
 GRACE = HTTPChannel.abortTimeout  # after a timeout, until a peer that does not read is cut
 FILES = [b"/"] + sorted(b"/" + p.name.encode() for p in WEB_CLIENT.iterdir())
-
-
-def fuzz(examples: int):
-    return settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
 
 
 # -- the harness ---------------------------------------------------------------------------

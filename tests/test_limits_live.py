@@ -256,49 +256,51 @@ async def chatLatency(alice, bob, rounds: int = 5) -> float:
     return worst
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_ping_flood_is_closed_by_the_frame_limit():
-    chat, tcp, ws_ = await startServer()
+async def floodWhileOthersChat(
+    first: bytes, chunk: bytes, why: str, smallBuffer: bool = False, **settings
+) -> ChatService:
+    """A websocket client that never reads sends C{first}, then C{chunk} as fast as it
+    can; the server must end it (bystanders see it leave with C{why}) while alice and bob
+    chat on at once. C{smallBuffer}: shrink the server's send buffer to it, so that what
+    the server writes to it backs up soon."""
+    chat, tcp, ws_ = await startServer(**settings)
     alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
     flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
-    ping = ws.encodeFrame(ws.PING, b"x" * 125)
-    await pump(flooder, ping * 100, lambda: chat.findUser("flooder") is None)
-    assert chat.counters.floods == 1
-    await bob.until("flooder has left (too many frames)")
+    if smallBuffer:
+        server_side = chat.findUser("flooder").client.transport
+        server_side.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    flooder.send(first)
+    await pump(flooder, chunk, lambda: chat.findUser("flooder") is None)
+    await bob.until(f"flooder has left ({why})")
     assert await chatLatency(alice, bob) < 1.0
     flooder.close()
     await stopServer(chat, tcp, ws_, clients=[alice, bob])
+    return chat
+
+
+PINGS = ws.encodeFrame(ws.PING, b"x" * 125) * 100
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ping_flood_is_closed_by_the_frame_limit():
+    chat = await floodWhileOthersChat(b"", PINGS, "too many frames")
+    assert chat.counters.floods == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_pongs_to_a_client_that_never_reads_count_as_its_output():
     # The frame limit out of the way: only the output limit can stop this one.
-    chat, tcp, ws_ = await startServer(ws_frame_rate=1e9, ws_frame_burst=10**9)
-    alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
-    flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
-    server_side = chat.findUser("flooder").client.transport
-    server_side.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-    ping = ws.encodeFrame(ws.PING, b"x" * 125)
-    await pump(flooder, ping * 100, lambda: chat.findUser("flooder") is None)
+    chat = await floodWhileOthersChat(
+        b"", PINGS, "not reading", smallBuffer=True, ws_frame_rate=1e9, ws_frame_burst=10**9
+    )
     assert chat.counters.slow_readers == 1
-    await bob.until("flooder has left (not reading)")
-    assert await chatLatency(alice, bob) < 1.0
-    flooder.close()
-    await stopServer(chat, tcp, ws_, clients=[alice, bob])
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_message_that_never_ends_is_closed_while_others_chat():
-    chat, tcp, ws_ = await startServer()
-    alice, bob = await named(tcp.getHost().port, "alice"), await named(tcp.getHost().port, "bob")
-    flooder = await rawWebSocket(chat, ws_.getHost().port, "flooder")
-    flooder.send(ws.encodeFrame(ws.TEXT, b"x", fin=False))
-    empty = ws.encodeFrame(ws.CONTINUATION, b"", fin=False)
-    await pump(flooder, empty * 10, lambda: chat.findUser("flooder") is None)
-    await bob.until("flooder has left (message in too many fragments)")
-    assert await chatLatency(alice, bob) < 1.0
-    flooder.close()
-    await stopServer(chat, tcp, ws_, clients=[alice, bob])
+    start = ws.encodeFrame(ws.TEXT, b"x", fin=False)
+    empty = ws.encodeFrame(ws.CONTINUATION, b"", fin=False) * 10
+    await floodWhileOthersChat(start, empty, "message in too many fragments")
 
 
 @pytest_twisted.ensureDeferred

@@ -1,10 +1,12 @@
-"""Failures logged during a test: the fuzz suites fail an example that logged one."""
+"""What the fuzz suites share: their hypothesis settings, and a watch for logged failures
+(an example that logged one fails)."""
 
 from __future__ import annotations
 
 import gc
 
 import pytest
+from hypothesis import HealthCheck, settings
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 
@@ -35,3 +37,14 @@ def no_unhandled_errors():
     gc.collect()
     globalLogPublisher.removeObserver(observe)
     assert not logged, "logged: " + describeFailures(logged)
+
+
+def fuzz(examples: int):
+    """Settings for a property: C{examples} of them, reproducible, no deadline."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
