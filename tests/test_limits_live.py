@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 
@@ -12,6 +13,7 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 
 from chatserv.config import Settings
+from chatserv.protocols.line import CLOSE_GRACE as LINE_CLOSE_GRACE
 from chatserv.protocols.line import LineChatFactory
 from chatserv.protocols.web import ChatSite
 from chatserv.service import ChatService
@@ -370,3 +372,35 @@ async def test_simultaneous_guesses_check_at_most_five_passwords():
     bystander.say("/login carol correct-horse")
     assert "you are logged in as carol" in await bystander.until("logged in")
     await stopServer(chat, tcp, ws, clients=[*guessers, owner, bystander])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_ignores_the_servers_close_is_reset():
+    """OpenBSD's nc keeps its end open after the server's FIN until its user types again:
+    after CLOSE_GRACE the server resets the connection, which makes nc exit."""
+    chat, tcp, ws_ = await startServer()
+    sock = socket.create_connection(("127.0.0.1", tcp.getHost().port))
+    sock.sendall(b"alice\n/quit\n")  # and then never closes its end
+    sock.setblocking(False)
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    got, outcome = bytearray(), []
+
+    def ended() -> bool:
+        for _, events in poller.poll(0):
+            if events & (select.POLLERR | select.POLLHUP):  # a reset: both ends closed
+                outcome.append("reset")
+                return True
+            data = sock.recv(65536)
+            got.extend(data)
+            if not data and "eof" not in outcome:
+                outcome.append("eof")  # the FIN, after the farewell
+        return False
+
+    started = time.monotonic()
+    await eventually(ended, timeout=LINE_CLOSE_GRACE + 3)
+    assert outcome == ["eof", "reset"]
+    assert b"Goodbye." in got  # the farewell arrived before the reset
+    assert LINE_CLOSE_GRACE - 0.5 < time.monotonic() - started < LINE_CLOSE_GRACE + 3
+    sock.close()
+    await stopServer(chat, tcp, ws_)

@@ -37,6 +37,11 @@ from chatserv.session import Session
 _TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\x00-\xff])", re.DOTALL)
 
 
+# Seconds a plain TCP client has, after the server's farewell and FIN, to close its end
+# before the server resets the connection (what makes nc exit after /quit or a kick).
+CLOSE_GRACE = 2.0
+
+
 @implementer(IWire)
 class LineWire:
     """Renders events as CRLF-terminated UTF-8 lines."""
@@ -155,13 +160,21 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         self.flush()
         # A registered producer holds back a TLS close_notify; it has no more to say.
         self.transport.unregisterProducer()
-        self.transport.loseConnection()
-        # loseConnection waits for the buffer to drain, which a stalled peer (or one stuck
-        # in a TLS handshake) never lets happen: give up on it after ping_timeout.
+        # (Only on plain TCP: under TLS it would reach past the TLS layer to the socket.)
+        halfClose = getattr(self.transport, "loseWriteConnection", None)
+        if self.kind == "tcp" and halfClose is not None:
+            # Half-close: the farewell, then our FIN. A client that closes on it is gone at
+            # once; OpenBSD's nc does not (it waits for its user's next line), so after
+            # CLOSE_GRACE, when the farewell has long arrived, a reset ends it.
+            halfClose()
+            grace = CLOSE_GRACE
+        else:
+            # TLS closes with close_notify. loseConnection waits for the buffer to drain,
+            # which a stalled peer (or one stuck in a handshake) never lets happen.
+            self.transport.loseConnection()
+            grace = service.settings.ping_timeout
         if self._abortLater is None:
-            self._abortLater = service.clock.callLater(
-                service.settings.ping_timeout, self.transport.abortConnection
-            )
+            self._abortLater = service.clock.callLater(grace, self.transport.abortConnection)
 
 
 class LineChatFactory(AdmissionMixin, Factory):
