@@ -56,6 +56,7 @@ class Settings:
     ping_timeout: float = 30.0  # time a check may take before the connection is closed
     tls_handshake_timeout: float = 30.0  # to complete a TLS handshake
     http_timeout: float = 30.0  # for a web/websocket connection to send its next request
+    close_grace: float = 2.0  # after the server closes a TCP line client, until it resets it
     ws_allowed_origins: tuple[str, ...] = ("*",)
     web_client: bool = True  # serve the browser client on the websocket port
     # -- storage
@@ -112,6 +113,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "ping_timeout",
             "tls_handshake_timeout",
             "http_timeout",
+            "close_grace",
         )
     },
     "websocket": {"allowed_origins": "ws_allowed_origins", "web_client": "web_client"},
@@ -350,6 +352,7 @@ _AT_LEAST = {
     "ping_timeout": 1,
     "tls_handshake_timeout": 1,
     "http_timeout": 1,
+    "close_grace": 0.1,
     "flush_interval": 0.001,
     "batch_size": 1,
     "history_on_join": 0,

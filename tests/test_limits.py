@@ -35,6 +35,7 @@ def test_defaults_are_the_documented_ones():
     assert (s.nick_timeout, s.ping_interval, s.ping_timeout) == (60.0, 60.0, 30.0)
     assert (s.ws_frame_rate, s.ws_frame_burst, s.ws_max_fragments) == (50.0, 200, 64)
     assert (s.log_rate_limit, s.log_burst) == (20.0, 200)
+    assert s.close_grace == 2.0
 
 
 # -- the building blocks -----------------------------------------------------------------

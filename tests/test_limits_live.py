@@ -13,12 +13,12 @@ from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
 
 from chatserv.config import Settings
-from chatserv.protocols.line import CLOSE_GRACE as LINE_CLOSE_GRACE
 from chatserv.protocols.line import LineChatFactory
 from chatserv.protocols.web import ChatSite
 from chatserv.service import ChatService
 
 LOCAL = "tcp:0:interface=127.0.0.1:backlog=1024"
+LINE_CLOSE_GRACE = 1.0  # close_grace of the test of it
 
 
 async def startServer(**settings):
@@ -377,8 +377,8 @@ async def test_simultaneous_guesses_check_at_most_five_passwords():
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_ignores_the_servers_close_is_reset():
     """OpenBSD's nc keeps its end open after the server's FIN until its user types again:
-    after CLOSE_GRACE the server resets the connection, which makes nc exit."""
-    chat, tcp, ws_ = await startServer()
+    after close_grace the server resets the connection, which makes nc exit."""
+    chat, tcp, ws_ = await startServer(close_grace=LINE_CLOSE_GRACE)
     sock = socket.create_connection(("127.0.0.1", tcp.getHost().port))
     sock.sendall(b"alice\n/quit\n")  # and then never closes its end
     sock.setblocking(False)

@@ -37,11 +37,6 @@ from chatserv.session import Session
 _TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\x00-\xff])", re.DOTALL)
 
 
-# Seconds a plain TCP client has, after the server's farewell and FIN, to close its end
-# before the server resets the connection (what makes nc exit after /quit or a kick).
-CLOSE_GRACE = 2.0
-
-
 @implementer(IWire)
 class LineWire:
     """Renders events as CRLF-terminated UTF-8 lines."""
@@ -165,9 +160,9 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         if self.kind == "tcp" and halfClose is not None:
             # Half-close: the farewell, then our FIN. A client that closes on it is gone at
             # once; OpenBSD's nc does not (it waits for its user's next line), so after
-            # CLOSE_GRACE, when the farewell has long arrived, a reset ends it.
+            # close_grace, when the farewell has long arrived, a reset ends it.
             halfClose()
-            grace = CLOSE_GRACE
+            grace = service.settings.close_grace
         else:
             # TLS closes with close_notify. loseConnection waits for the buffer to drain,
             # which a stalled peer (or one stuck in a handshake) never lets happen.
