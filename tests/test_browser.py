@@ -300,6 +300,16 @@ def test_conversation(browser, tmp_path):
         alice.page.press("#input", "ArrowUp")  # recalls what was typed last
         expect(alice.page.locator("#input")).to_have_value("/nosuchcommand")
 
+        # A paste longer than the server's limit is not cut: refused, and given back.
+        long = "0123456789" * 150
+        alice.page.fill("#input", long)
+        alice.page.press("#input", "Enter")
+        expect(alice.lines("error").last).to_have_text(
+            re.compile(r"message too long \(the limit is 1024 characters\); your text is back")
+        )
+        expect(alice.page.locator("#input")).to_have_value(long)
+        alice.page.fill("#input", "")
+
         # Back in the lobby, bob is not shown its history again: the server knows he saw
         # all of it (it replays only what a connection missed while away).
         replays = bob.lines("history").count()

@@ -17,6 +17,8 @@ const MAX_LINES = 1000; // older lines are dropped so a long session stays fast
 const COLOR = /^#[0-9a-f]{6}$/i;
 // Hues for nicknames without a colour of their own: far enough apart to tell apart.
 const NICK_HUES = [0, 25, 45, 90, 140, 170, 195, 215, 245, 275, 300, 330];
+// Refusals of a message for its length (docs/protocol.md, "Errors").
+const TOO_LONG = new Set(["message-too-long", "line-too-long"]);
 const SHUTDOWN_NOTICE = "server shutting down";
 // Instructions for terminal users that a web client answers with its own form.
 const LINE_CLIENT_HINTS = new Set([
@@ -480,7 +482,12 @@ const handlers = {
       return;
     }
     state.pendingPassword = null;
-    const line = systemLine("error", event.text, event.ts);
+    // Too long for the server: say so, and give the text back to be shortened, rather
+    // than cut a paste silently (the box has no length limit of its own).
+    const tooLong = TOO_LONG.has(event.code) && $("input").value === "" && state.sent.length;
+    if (tooLong) $("input").value = state.sent[state.sent.length - 1];
+    const text = tooLong ? `${event.text}; your text is back in the box` : event.text;
+    const line = systemLine("error", text, event.ts);
     line.dataset.code = event.code;
   },
 };
