@@ -171,18 +171,19 @@ def _kick(ctx: Context, args: dict[str, str]) -> None:
     ctx.service.kick(args["nick"], args.get("reason", ""), by=ctx.user.nick)
 
 
-def _duration(args: dict[str, str]) -> float | None:
-    text = args.get("duration")
-    return parseDuration(text) if text is not None else None
-
-
-async def _ban(ctx: Context, args: dict[str, str]) -> None:
+def _sanctionTerms(args: dict[str, str]) -> tuple[float | None, str]:
+    """A ban's or mute's seconds (None: until lifted) and reason. "10 minutes": a bare
+    number takes its unit from the word after it."""
     duration, reason = args.get("duration"), args.get("reason", "")
-    if duration is not None and duration.isdigit():  # "10 minutes": the unit as a word
+    if duration is not None and duration.isdigit():
         unit, _, rest = reason.partition(" ")
         if unit.lower() in UNIT_WORDS:
             duration, reason = duration + unit, rest.lstrip()
-    seconds = parseDuration(duration) if duration is not None else None
+    return (parseDuration(duration) if duration is not None else None), reason
+
+
+async def _ban(ctx: Context, args: dict[str, str]) -> None:
+    seconds, reason = _sanctionTerms(args)
     ban = await ctx.service.ban(
         args["nick"], seconds, reason, by=ctx.user.nick, address="address" in args
     )
@@ -195,7 +196,8 @@ async def _unban(ctx: Context, args: dict[str, str]) -> None:
 
 
 async def _mute(ctx: Context, args: dict[str, str]) -> None:
-    mute = await ctx.service.mute(args["nick"], _duration(args), by=ctx.user.nick)
+    seconds, _ = _sanctionTerms(args)  # (a mute has no reason: no word follows)
+    mute = await ctx.service.mute(args["nick"], seconds, by=ctx.user.nick)
     ctx.notice(f"muted {mute.nick} {describeSanction(mute, ctx.service.now())}")
 
 
