@@ -20,6 +20,7 @@ from chatserv.errors import BadRequest, NotInRoom, UnknownCommand, UsageError
 from chatserv.moderation import DURATION, UNIT_WORDS, describeSanction, parseDuration
 from chatserv.names import fold
 from chatserv.service import ChatService, User
+from chatserv.store import Sanction
 from chatserv.text import sanitize, visibleStart
 
 
@@ -187,7 +188,7 @@ async def _ban(ctx: Context, args: dict[str, str]) -> None:
     ban = await ctx.service.ban(
         args["nick"], seconds, reason, by=ctx.user.nick, address="address" in args
     )
-    ctx.notice(f"banned {ban.nick} {describeSanction(ban, ctx.service.now())}")
+    ctx.notice(f"banned {_sanctioned(ban, args)} {describeSanction(ban, ctx.service.now())}")
 
 
 async def _unban(ctx: Context, args: dict[str, str]) -> None:
@@ -198,7 +199,14 @@ async def _unban(ctx: Context, args: dict[str, str]) -> None:
 async def _mute(ctx: Context, args: dict[str, str]) -> None:
     seconds, _ = _sanctionTerms(args)  # (a mute has no reason: no word follows)
     mute = await ctx.service.mute(args["nick"], seconds, by=ctx.user.nick)
-    ctx.notice(f"muted {mute.nick} {describeSanction(mute, ctx.service.now())}")
+    ctx.notice(f"muted {_sanctioned(mute, args)} {describeSanction(mute, ctx.service.now())}")
+
+
+def _sanctioned(sanction: Sanction, args: dict[str, str]) -> str:
+    """Who was banned or muted, saying so when they had renamed from the name given."""
+    if fold(sanction.nick) == fold(args["nick"]):
+        return sanction.nick
+    return f"{sanction.nick} (who was {args['nick']})"
 
 
 async def _unmute(ctx: Context, args: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from chatserv.addresses import TrustedProxies
 from chatserv.errors import BadName
 from chatserv.names import MAX_ROOM_NAME_LENGTH, checkNick, checkRoom
 
@@ -79,6 +80,10 @@ class Settings:
     max_registrations_per_ip: int = 3  # accounts made from one address, before it must wait
     registration_decay: float = 600.0  # seconds after which one registration is forgotten
     max_password_queue: int = 64  # password checks and hashes waiting for a thread
+    # -- reverse proxies (chatserv.addresses)
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks believed about clients
+    proxy_protocol: tuple[str, ...] = ()  # listener kinds whose trusted peers send PROXY
+    proxy_header_timeout: float = 10.0  # seconds for a trusted proxy to send its header
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -141,6 +146,11 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "registration_decay",
             "max_password_queue",
         )
+    },
+    "proxy": {
+        "trusted": "trusted_proxies",
+        "protocol": "proxy_protocol",
+        "header_timeout": "proxy_header_timeout",
     },
 }
 _TYPES = {f.name: f.type for f in fields(Settings)}
@@ -313,7 +323,8 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
             checkNick(admin)
         except BadName as e:
             raise ConfigError(f"admins: {e}") from None
-    problems = [
+    problems = _proxyProblems(settings)
+    problems += [
         f"{name} must be at least {least}"
         for name, least in _AT_LEAST.items()
         if getattr(settings, name) < least
@@ -327,6 +338,23 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
+
+
+def _proxyProblems(settings: Settings) -> list[str]:
+    problems = []
+    try:
+        TrustedProxies(settings.trusted_proxies)
+    except ValueError as e:
+        problems.append(f"trusted_proxies: {e}")
+    unknown = [kind for kind in settings.proxy_protocol if kind not in LISTENER_KINDS]
+    if unknown:
+        problems.append(
+            f"proxy_protocol: unknown listener kind {unknown[0]!r} "
+            f"(one of {', '.join(LISTENER_KINDS)})"
+        )
+    if settings.proxy_protocol and not settings.trusted_proxies:
+        problems.append("proxy_protocol needs trusted_proxies: the proxies it is read from")
+    return problems
 
 
 # The smallest sane value of each numeric setting.
@@ -368,4 +396,5 @@ _AT_LEAST = {
     "max_registrations_per_ip": 1,
     "registration_decay": 1,
     "max_password_queue": 1,
+    "proxy_header_timeout": 1,
 }

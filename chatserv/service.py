@@ -9,7 +9,6 @@ wait on it return Deferreds.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
+from chatserv.addresses import TrustedProxies, isLoopback
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -58,12 +58,7 @@ from chatserv.text import invisible, looksLikeSecret, sanitize
 
 _log = Logger()
 
-
-def _isLoopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # not an IP address (a UNIX socket, a test's name)
-        return False
+_FORMER_NICKS = 8  # earlier nicknames of a connection that bans and mutes still find
 
 
 class User:
@@ -79,6 +74,7 @@ class User:
         "account",
         "color",
         "seen",
+        "formerKeys",
     )
 
     def __init__(self, client: IChatClient, connectedAt: float) -> None:
@@ -93,6 +89,9 @@ class User:
         # The newest message id of each room this connection left: what it has seen there,
         # so that coming back replays only what it missed. Made at the first leave.
         self.seen: dict[str, int] | None = None
+        # Nicknames this connection went by before, newest last: a ban or mute of one
+        # still finds the person who renamed.
+        self.formerKeys: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -189,6 +188,7 @@ class ChatService(Service):
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
         # Connections counted across every listener, for the per-address limits.
+        self.trustedProxies = TrustedProxies(self.settings.trusted_proxies)
         self.admission = ConnectionLimiter(
             self.settings.max_connections, self.settings.max_connections_per_ip
         )
@@ -342,6 +342,8 @@ class ChatService(Service):
         oldKey = user.key
         if oldKey is not None:
             del self.users[oldKey]
+            kept = tuple(k for k in user.formerKeys if k != key and k != oldKey)
+            user.formerKeys = (kept + (oldKey,))[-_FORMER_NICKS:]
         user.nick, user.key = nick, key
         self.users[key] = user
         if oldKey != key:  # rooms know members by key; keep their join order
@@ -789,17 +791,22 @@ class ChatService(Service):
         """Ban a nickname for C{duration} seconds or until lifted; a user online under it is
         disconnected. With C{address}, also the address that user is online from: never
         implied, since everyone behind that address (a NAT, a proxy) is banned with it."""
-        key = fold(checkNick(nick))
-        target = self.users.get(key)
+        target = self._person(nick)
+        key = target.key if target is not None else fold(checkNick(nick))
         host = None
         if address:
             if target is None:
                 raise NoSuchUser(f'no user "{sanitize(nick)}" is online: no address to ban')
             host = target.host
-            if _isLoopback(host):
+            if isLoopback(host):
                 raise NotPermitted(
                     f"{host} is a loopback address: banning it would ban everyone who "
                     "connects from this machine (or through a proxy on it)"
+                )
+            if host in self.trustedProxies:
+                raise NotPermitted(
+                    f"{host} is a trusted proxy (trusted_proxies): banning it would ban "
+                    "everyone who connects through it"
                 )
         now = self.now()
         ban = Sanction(
@@ -828,8 +835,8 @@ class ChatService(Service):
 
     async def mute(self, nick: str, duration: float | None = None, by: str = "console") -> Sanction:
         """Refuse what a nickname says (rooms and private messages) for a while."""
-        key = fold(checkNick(nick))
-        target = self.users.get(key)
+        target = self._person(nick)
+        key = target.key if target is not None else fold(checkNick(nick))
         now = self.now()
         name = target.nick if target is not None else nick
         mute = Sanction("mute", key, name, None, now + duration if duration else None, "", by, now)
@@ -1006,6 +1013,15 @@ class ChatService(Service):
         if user is None:
             raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
         return user
+
+    def _person(self, nick: str) -> User | None:
+        """Who a ban or mute of C{nick} is for: its holder, or else whoever held it last
+        on a connection still open (someone who renamed to get out of the way)."""
+        key = fold(checkNick(nick))
+        holder = self.users.get(key)
+        if holder is not None:
+            return holder
+        return next((u for u in self.users.values() if key in u.formerKeys), None)
 
     def _close(self, user: User, farewell: str) -> None:
         try:

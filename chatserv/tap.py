@@ -226,7 +226,10 @@ def makeService(options: Options, reactor=None) -> MultiService:
         if options[kind]:
             factory = makeFactory()  # one per wire, shared by its listeners
             for description in options[kind]:
-                listener(endpoint(description), description, factory, what).setServiceParent(top)
+                listening = endpoint(description)
+                if kind in settings.proxy_protocol:
+                    listening = _readingProxyHeaders(listening, chat, kind, description)
+                listener(listening, description, factory, what).setServiceParent(top)
     if credentials is not None:
         TLSReloadService(reactor, [credentials]).setServiceParent(top)
     if options.get("manhole"):
@@ -251,3 +254,23 @@ def makeService(options: Options, reactor=None) -> MultiService:
         description = options["metrics"]
         makeMetricsService(reactor, chat, plain(description), description).setServiceParent(top)
     return top
+
+
+def _readingProxyHeaders(endpoint, chat, kind: str, description: str):
+    """C{endpoint}, with PROXY headers read from trusted proxies, before any TLS."""
+    from chatserv.protocols.proxy import ProxyProtocolEndpoint
+    from chatserv.tls import TLSWrappedEndpoint
+
+    if isinstance(endpoint, TLSWrappedEndpoint):
+        return TLSWrappedEndpoint(
+            ProxyProtocolEndpoint(endpoint.endpoint, chat, kind),
+            endpoint.credentials,
+            endpoint.clock,
+            endpoint.handshakeTimeout,
+        )
+    if kind in ("tls", "wss"):  # an ssl: description does its own TLS, under the header
+        raise SystemExit(
+            f"chatserv: error: proxy_protocol: cannot read PROXY headers on {kind} "
+            f"{description}; give a port or a tcp: description (TLS is then chatserv's)"
+        )
+    return ProxyProtocolEndpoint(endpoint, chat, kind)

@@ -321,6 +321,49 @@ def test_a_nickname_ban_does_not_ban_the_address_unless_asked(chat):
     assert service.sanctions.bannedHost("127.0.0.1", clock.seconds()) is None
 
 
+def test_a_ban_or_mute_of_a_nickname_finds_who_renamed_away_from_it(chat):
+    service, clock, alice, bob, carol = chat
+    carol.send("/nick carla\n")
+    for conn in (alice, bob, carol):
+        conn.output()
+    alice.send("/mute carol 10m\n")
+    assert "muted carla (who was carol) for 10 minutes" in alice.output()
+    carol.send("still here\n")
+    assert "you are muted for 10 minutes" in carol.output()
+    assert bob.output() == ""
+    alice.send("/ban carol\n")
+    assert "banned carla (who was carol) until lifted" in alice.output()
+    assert "you are banned until lifted" in carol.lines()[-1]
+    assert service.findUser("carla") is None
+    again = LineConnection(service, host="10.0.0.5", port=5006)
+    again.output()
+    again.send("carla\n")
+    assert 'the nickname "carla" is banned until lifted' in again.output()
+
+
+def test_a_nickname_held_now_goes_before_one_held_before(chat):
+    service, clock, alice, bob, carol = chat
+    carol.send("/nick carla\n")
+    dave = LineConnection(service, host="10.0.0.6", port=5006)
+    dave.send("carol\n")  # the name carol left
+    alice.send("/ban carol\n")
+    assert "banned carol until lifted" in alice.output()
+    assert service.findUser("carol") is None
+    assert service.findUser("carla") is not None
+
+
+def test_a_trusted_proxy_address_is_never_banned():
+    service, clock = makeService(admins=("alice",), trusted_proxies=("10.9.0.0/16",))
+    alice = registered(service, "alice", 5000)
+    alice.output()
+    proxied = LineConnection(service, host="10.9.0.2", port=5001)  # no PROXY header
+    proxied.send("eve\n")
+    alice.send("/ban eve --address\n")
+    assert "10.9.0.2 is a trusted proxy (trusted_proxies)" in alice.output()
+    assert service.findUser("eve") is not None
+    assert service.sanctions.bannedHost("10.9.0.2", clock.seconds()) is None
+
+
 def test_ban_without_duration_and_unban(chat):
     service, _, alice, bob, carol = chat
     alice.send("/ban bob being rude\n")  # "being" is not a duration: it starts the reason

@@ -4,7 +4,7 @@ import configparser
 import shlex
 from pathlib import Path
 
-from chatserv.config import Settings, loadConfig
+from chatserv.config import _SECTIONS, Settings, loadConfig
 from chatserv.tap import Options
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
@@ -50,7 +50,11 @@ def test_json_logger_named_in_the_unit_exists():
 def test_sample_config_sets_every_setting():
     text = (ETC / "chatserv.toml").read_text()
     config = loadConfig(ETC / "chatserv.toml")
+    where = {
+        name: (section, key) for section, table in _SECTIONS.items() for key, name in table.items()
+    }
     for name in Settings.__dataclass_fields__:
-        key = "allowed_origins" if name == "ws_allowed_origins" else name
-        assert f"\n{key} = " in text, f"{key} is not in etc/chatserv.toml"
+        section, key = where[name]  # every setting has a place in the file
+        table = text.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
+        assert f"\n{key} = " in table, f"{section}.{key} is not in etc/chatserv.toml"
     assert config.settings  # and they load

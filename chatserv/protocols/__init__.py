@@ -17,10 +17,13 @@ _log = Logger()
 
 
 def peerText(kind: str, address: object) -> str:
-    """A peer as logs show it: C{"tcp 127.0.0.1:50312"}, C{"ws [::1]:50313"}."""
+    """A peer as logs show it: C{"tcp 127.0.0.1:50312"}, C{"ws [::1]:50313"}; a client
+    whose port a proxy did not say (X-Forwarded-For) as C{"ws 203.0.113.7"}."""
     if isinstance(address, IPv4Address):
-        return f"{kind} {address.host}:{address.port}"
+        return f"{kind} {address.host}" + (f":{address.port}" if address.port else "")
     if isinstance(address, IPv6Address):
+        if not address.port:
+            return f"{kind} {address.host}"
         return f"{kind} [{address.host}]:{address.port}"
     return f"{kind} {address}"
 
@@ -43,22 +46,36 @@ class AdmissionMixin:
     it builds must call L{released} when its connection is lost.
     """
 
+    # A factory that learns who a trusted proxy's clients are later (the web site, from
+    # each request's X-Forwarded-For) admits them then, not the proxy's connection.
+    admitsProxiedLater = False
+
     def buildProtocol(self, addr):
         host = str(getattr(addr, "host", addr))
-        why = self.service.admission.admit(host)
+        if self.admitsProxiedLater and host in self.service.trustedProxies:
+            return super().buildProtocol(addr)
+        why = admit(self, host)
         if why is not None:
-            self.service.counters.refused_connections += 1
-            self.service.logLimit.info(
-                _log,
-                "refused {kind} connection from {host}: {why}",
-                kind=self.kind,
-                host=host,
-                why=why,
-            )
             return Refusal(self.refusal(why))
         protocol = super().buildProtocol(addr)
         protocol.admittedFrom = host
         return protocol
+
+
+def admit(factory, host: str) -> str | None:
+    """Take a connection slot for C{host}, or say (and log) why there is none."""
+    service = factory.service
+    why = service.admission.admit(host)
+    if why is not None:
+        service.counters.refused_connections += 1
+        service.logLimit.info(
+            _log,
+            "refused {kind} connection from {host}: {why}",
+            kind=factory.kind,
+            host=host,
+            why=why,
+        )
+    return why
 
 
 def closedBecause(farewell: str) -> str:

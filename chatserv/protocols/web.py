@@ -25,13 +25,15 @@ from pathlib import Path
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.logger import Logger
 from twisted.web import pages, resource, static
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from chatserv.protocols import AdmissionMixin, peerText, released
+from chatserv.addresses import forwardedFor
+from chatserv.protocols import AdmissionMixin, admit, peerText, released
 from chatserv.protocols.ws import WebSocketChatFactory
 from chatserv.service import ChatService
 
@@ -122,20 +124,26 @@ class _SiteWebSocketFactory(WebSocketChatFactory):
     """The chat websocket behind the site: the connection was admitted by the site."""
 
     _inherited: str | None = None
+    _client: IAddress | None = None
 
     @contextmanager
-    def inheriting(self, channel: HTTPChannel) -> Iterator[None]:
-        """While Autobahn builds the protocol for C{channel}, pass it the channel's slot."""
+    def inheriting(self, request: Request) -> Iterator[None]:
+        """While Autobahn builds the protocol for C{request}'s channel, pass it the
+        channel's slot and the client's address (a proxy's client's, if proxied)."""
+        channel = request.channel
         self._inherited = channel.__dict__.pop("admittedFrom", None)
+        self._client = request.getClientAddress()
         try:
             yield
         finally:
+            self._client = None
             if self._inherited is not None:  # no protocol was built: the channel keeps it
                 channel.admittedFrom = self._inherited
                 self._inherited = None
 
     def buildProtocol(self, addr):
         protocol = WebSocketServerFactory.buildProtocol(self, addr)  # admitted already
+        protocol.clientAddress = self._client
         if self._inherited is not None:
             protocol.admittedFrom, self._inherited = self._inherited, None
         return protocol
@@ -144,21 +152,44 @@ class _SiteWebSocketFactory(WebSocketChatFactory):
 class _ChatWebSocketResource(WebSocketResource):
     def render(self, request: Request):
         channel = request.channel
+        if channel.proxied:
+            # Admitted now that the client is known; a slot taken by an earlier upgrade
+            # on this connection that failed is given back first.
+            released(channel)
+            host = request.getClientAddress().host
+            why = admit(channel.factory, host)
+            if why is not None:
+                request.setResponseCode(503)
+                request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+                return (why + "\n").encode("utf-8")
+            channel.admittedFrom = host
         if channel.transport is not None:
             # The HTTP channel is the transport's producer (for back-pressure); the chat
             # protocol, which takes the connection over, registers itself instead.
             channel.transport.unregisterProducer()
-        with self._factory.inheriting(channel):
+        with self._factory.inheriting(request):
             return super().render(request)
+
+
+class _Request(Request):
+    """A request whose client is, behind a trusted proxy, the one the proxy names."""
+
+    def process(self) -> None:
+        if self.channel.proxied:
+            self.client = self.channel.site.clientOf(self)
+        super().process()
 
 
 class _Channel(HTTPChannel):
     """An HTTP connection on the site, with a deadline for each whole request."""
 
     _deadline: IDelayedCall | None = None
+    proxied = False  # from a trusted proxy: each request says whose it is
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        peer = str(getattr(self.transport.getPeer(), "host", ""))
+        self.proxied = peer in self.factory.service.trustedProxies
         self._startDeadline()
 
     def allContentReceived(self) -> None:
@@ -219,6 +250,8 @@ class ChatSite(AdmissionMixin, Site):
 
     protocol = _Channel
     noisy = False
+    admitsProxiedLater = True  # by each websocket request's forwarded client address
+    requestFactory = _Request
 
     def __init__(self, service: ChatService, reactor=None, kind: str = "ws") -> None:
         self.service = service
@@ -230,6 +263,20 @@ class ChatSite(AdmissionMixin, Site):
 
     def refusal(self, reason: str) -> bytes:
         return self.websocket.refusal(reason)
+
+    def clientOf(self, request: Request) -> IAddress:
+        """Who sent C{request} through a trusted proxy, by its X-Forwarded-For or
+        Forwarded header (the proxy itself if they name no one it does not trust)."""
+        peer = request.client
+        headers = request.requestHeaders
+        hops = forwardedFor(
+            [v.decode("latin-1") for v in headers.getRawHeaders(b"x-forwarded-for", [])],
+            [v.decode("latin-1") for v in headers.getRawHeaders(b"forwarded", [])],
+        )
+        host = self.service.trustedProxies.client(str(getattr(peer, "host", "")), hops)
+        if host == getattr(peer, "host", None):
+            return peer
+        return (IPv6Address if ":" in host else IPv4Address)("TCP", host, 0)
 
     def getResourceFor(self, request: Request) -> resource.IResource:
         # A safety net under ClientFiles.getChild: whatever a path holds, looking it up

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import txaio
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.protocol import PreparedMessage
+from twisted.internet.interfaces import IAddress
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -67,22 +68,31 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
     _afterClose = 0  # bytes received since the close handshake began
     _inputStopped = False  # nothing more is read from this client
 
+    # The client's address when it is not the peer's: a trusted proxy's client, named in
+    # the upgrade request's X-Forwarded-For (set by the web site before the handshake).
+    clientAddress: IAddress | None = None
+
     @property
     def host(self) -> str:
-        """The peer's IP address (bans and login throttling go by it)."""
-        return str(getattr(self.transport.getPeer(), "host", "")) if self.transport else ""
+        """The client's IP address (bans and login throttling go by it)."""
+        return str(getattr(self._client(), "host", "")) if self.transport else ""
+
+    def _client(self) -> IAddress:
+        return self.clientAddress or self.transport.getPeer()
 
     def onConnect(self, request):
         self.kind = self.factory.kind
-        self.address = peerText(self.kind, self.transport.getPeer())
+        self.address = peerText(self.kind, self._client())
         if JSON_SUBPROTOCOL in request.protocols:
             self.isJSON = True
             self.echo = True  # JSON clients draw their own messages from the server's copy
             self.wire = self.factory.jsonWire
             self.address += " json"
-            return JSON_SUBPROTOCOL
-        self.wire = self.factory.textWire
-        return None
+        else:
+            self.wire = self.factory.textWire
+        if self.clientAddress is not None:
+            self.address += " via " + peerText("proxy", self.transport.getPeer())
+        return JSON_SUBPROTOCOL if self.isJSON else None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -200,7 +210,7 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
         self.factory.service.logLimit.info(
             _log,
             "{address}: websocket handshake refused: {why}",
-            address=peerText(self.factory.kind, self.transport.getPeer()),
+            address=peerText(self.factory.kind, self._client()),
             why=reason,
         )
         super().failHandshake(reason, code, responseHeaders)
