@@ -259,6 +259,11 @@ async def _deleteAccount(ctx: Context, args: dict[str, str]) -> None:
     ctx.notice(f"deleted the account {account.nick}")
 
 
+async def _renameAccount(ctx: Context, args: dict[str, str]) -> None:
+    account = await ctx.service.renameAccount(args["nick"], args["new"], by=ctx.user.nick)
+    ctx.notice(f"renamed the account {args['nick']} to {account.nick}")
+
+
 async def _demote(ctx: Context, args: dict[str, str]) -> None:
     account = await ctx.service.setAdmin(args["nick"], False, by=ctx.user.nick)
     ctx.notice(f"{account.nick} is no longer an admin")
@@ -404,6 +409,13 @@ TABLE: tuple[Command, ...] = (
         (_NICK,),
         "delete an account and the messages kept for it",
         _deleteAccount,
+        admin=True,
+    ),
+    Command(
+        "renameaccount",
+        (_NICK, Param("new", label="NEWNICK")),
+        "give an account another name, with its kept messages, bans and mutes",
+        _renameAccount,
         admin=True,
     ),
 )

@@ -469,6 +469,7 @@ The running ChatService is `chat`. Helpers (each prints, and returns the value):
   create_account(nick, password, admin=False)   register an account (the first admin)
   promote(nick), demote(nick)     give or take a registered nickname's admin rights
   reset_password(nick, password), delete_account(nick)   a forgotten password, an account
+  rename_account(nick, new_nick)  an account's new name, with its messages and sanctions
   ban(nick, duration=None, reason="", address=False), unban(nick)   (duration in seconds)
   mute(nick, duration=None), unmute(nick)
   help(users)                     more about one helper; exit() or Ctrl-D leaves
@@ -620,6 +621,12 @@ def namespace(chat) -> dict[str, Any]:
         """Delete an account (and its kept messages); shows when it is done."""
         return _report(chat.deleteAccount(nick), f"deleted the account {nick}")
 
+    def rename_account(nick: str, new_nick: str) -> defer.Deferred:
+        """Give an account another name (its kept messages, bans and mutes go with it)."""
+        return _report(
+            chat.renameAccount(nick, new_nick), f"renamed the account {nick} to {new_nick}"
+        )
+
     def ban(
         nick: str, duration: float | None = None, reason: str = "", address: bool = False
     ) -> defer.Deferred:
@@ -669,6 +676,7 @@ def namespace(chat) -> dict[str, Any]:
         "create_account": create_account,
         "reset_password": reset_password,
         "delete_account": delete_account,
+        "rename_account": rename_account,
         "promote": promote,
         "demote": demote,
         "ban": ban,

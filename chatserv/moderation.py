@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from chatserv.errors import UsageError
@@ -74,6 +75,14 @@ class Sanctions:
             if self._bannedHosts.get(sanction.host) is sanction:
                 del self._bannedHosts[sanction.host]
         return sanction
+
+    def rename(self, key: str, newKey: str, newNick: str) -> None:
+        """The bans and mutes of C{key} are now C{newKey}'s (an account was renamed)."""
+        for kind in ("ban", "mute"):
+            self.remove(kind, newKey)  # expired ones: a rename to a name in force is refused
+            sanction = self.remove(kind, key)
+            if sanction is not None:
+                self.add(dataclasses.replace(sanction, key=newKey, nick=newNick))
 
     def active(self, kind: str, key: str | None, now: float) -> Sanction | None:
         """The ban or mute of nick C{key} in force at C{now}; expired ones are dropped."""

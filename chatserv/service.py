@@ -900,6 +900,34 @@ class ChatService(Service):
                 self.notice(user, f"{by} deleted your account {account.nick}")
         return account
 
+    async def renameAccount(self, nick: str, newNick: str, by: str = "console") -> Account:
+        """Give the account C{nick} the name C{newNick}, with the private messages kept
+        for it and its bans and mutes. Whoever is logged in to it is renamed too; what
+        the old name said in rooms stays said by it."""
+        newNick = checkNick(newNick)
+        account = await self._existingAccount(nick)
+        newKey = fold(newNick)
+        if newKey != account.key:
+            holder = self.users.get(newKey)
+            if holder is not None and (holder.account is None or holder.account.key != account.key):
+                raise NickTaken(f'the nickname "{newNick}" is in use by someone online')
+            self._refuseReserved(newKey, newNick)
+            now = self.now()
+            for kind, what in (("ban", "banned"), ("mute", "muted")):
+                if self.sanctions.active(kind, newKey, now) is not None:
+                    raise NotPermitted(f'the nickname "{newNick}" is {what}: /un{kind} it first')
+        if not await self.store.renameAccount(account.key, newKey, newNick):
+            raise NickRegistered(f'the nickname "{newNick}" is registered to another account')
+        renamed = dataclasses.replace(account, key=newKey, nick=newNick)
+        self.sanctions.rename(account.key, newKey, newNick)
+        _log.info("{by} renamed the account {old} to {new}", by=by, old=account.nick, new=newNick)
+        for user in list(self.sessions):
+            if user.account is not None and user.account.key == account.key:
+                user.account = renamed
+                self.notice(user, f"{by} renamed your account {account.nick} to {newNick}")
+                await self._applyNick(user, newNick, newKey)
+        return renamed
+
     async def _existingAccount(self, nick: str) -> Account:
         account = await self.store.account(fold(checkNick(nick)))
         if account is None:

@@ -499,6 +499,39 @@ def test_admins_reset_a_forgotten_password_and_delete_accounts(chat):
     assert alice.lines() == ['[12:00:00] error: "nobody" is not registered']
 
 
+def test_admins_rename_an_account_and_whoever_is_logged_in_to_it(chat):
+    service, clock, alice, bob, carol = chat
+    alice.send("/msg carol are you there?\n")
+    carol.send("/mute bob 10m\n")  # not an admin
+    assert "not permitted: /mute is for admins" in carol.output()
+    alice.send("/mute bob 10m\n")
+    alice.output()
+    alice.send("/renameaccount bob carol\n")  # a guest online is called that
+    assert alice.lines() == ['[12:00:00] error: the nickname "carol" is in use by someone online']
+    registered(service, "dave", 5010).send("/quit\n")  # an account nobody is logged in to
+    alice.send("/renameaccount bob Dave\n")
+    assert 'the nickname "Dave" is registered to another account' in alice.output()
+    alice.send("/renameaccount bob Robert\n")
+    assert alice.lines() == [
+        "[12:00:00] --- bob is now known as Robert",  # the room sees it like a /nick
+        "[12:00:00] -!- renamed the account bob to Robert",
+    ]
+    assert "alice renamed your account bob to Robert" in bob.output()
+    robert = service.findUser("robert")
+    assert robert is not None and robert.account.nick == "Robert"
+    assert "bob is now known as Robert" in carol.output()
+    bob.send("still muted?\n")
+    assert "you are muted for 10 minutes" in bob.output()  # the mute went along
+    assert resultOf(service.store.account("bob")) is None
+    bob.send("/quit\n")
+    back = LineConnection(service, host="10.0.0.9", port=5009)
+    back.send(f"/login Robert {PASSWORD}\n")
+    assert "you are logged in as Robert" in back.output()
+    again = LineConnection(service, host="10.0.0.8", port=5008)
+    again.send("bob\n")  # the old name is free for anyone
+    assert "Welcome, bob!" in again.output()
+
+
 def test_durations():
     assert parseDuration("30s") == 30 and parseDuration("10") == 600
     assert parseDuration("2H") == 7200 and parseDuration("1w") == 604800

@@ -549,7 +549,7 @@ COMMAND_NAMES = ["nick", "join", "rooms", "who", "msg", "me", "say", "time", "he
 # Accounts, history and the admin commands (refused: the attacker is no admin).
 COMMAND_NAMES += ["history", "register", "login", "passwd", "color", "topic"]
 ADMIN_COMMANDS = ["kick", "ban", "unban", "mute", "unmute", "broadcast", "rbroadcast"]
-ADMIN_COMMANDS += ["resetpassword", "deleteaccount"]
+ADMIN_COMMANDS += ["resetpassword", "deleteaccount", "renameaccount"]
 ADMIN_COMMANDS += ["promote", "demote"]
 COMMAND_NAMES += ADMIN_COMMANDS
 ALIASES = ["changeName", "changeRoom"]
@@ -1210,6 +1210,7 @@ REQUEST_FIELDS = {
     "demote": {"nick": False},
     "resetpassword": {"nick": False, "password": False},
     "deleteaccount": {"nick": False},
+    "renameaccount": {"nick": False, "new": False},
 }
 NUMBER_FIELDS = {"count"}  # may be a JSON number too
 FLAG_FIELDS = {"address"}  # true or false, not a string

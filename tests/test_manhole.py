@@ -724,3 +724,8 @@ def test_account_helpers_run_and_show_what_came_of_it():
     )
     assert resultOf(helpers["demote"]("bob")) == "bob is no longer an admin"
     assert resultOf(helpers["promote"]("bob")) == "bob is an admin now"
+    assert resultOf(helpers["rename_account"]("bob", "robert")) == (
+        "renamed the account bob to robert"
+    )
+    assert resultOf(helpers["rename_account"]("bob", "bobby")) == 'refused: "bob" is not registered'
+    assert resultOf(service.store.account("robert")).admin is True

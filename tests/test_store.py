@@ -285,6 +285,32 @@ async def test_deleting_an_account_takes_its_kept_messages_with_it(backend):
 
 
 @pytest_twisted.ensureDeferred
+async def test_renaming_an_account_takes_its_messages_and_sanctions_along(backend):
+    store = backend.open()
+    assert await store.addAccount(account("bob")) is True
+    assert await store.addAccount(account("carol")) is True
+    assert await store.addOffline("bob", private(1), 5)
+    mute = Sanction("mute", "bob", "bob", None, None, "", "alice", 1.0)
+    await store.addSanction(mute)
+    old = Sanction("ban", "robert", "robert", "10.0.0.9", 2.0, "", "alice", 1.0)  # expired
+    await store.addSanction(old)
+    assert await store.renameAccount("bob", "carol", "Carol") is False  # carol's
+    assert await store.renameAccount("nobody", "zed", "zed") is False
+    assert await store.renameAccount("bob", "robert", "Robert") is True
+    assert await store.account("bob") is None
+    renamed = await store.account("robert")
+    assert (renamed.key, renamed.nick) == ("robert", "Robert")
+    assert renamed.passwordHash == account("bob").passwordHash
+    assert [m.id for m in await store.takeOffline("robert")] == [1]
+    assert await store.takeOffline("bob") == []
+    assert await store.removeSanction("mute", "robert") is True  # the mute went along
+    assert await store.removeSanction("mute", "bob") is False
+    assert await store.removeSanction("ban", "robert") is False  # the stale ban is gone
+    assert await store.renameAccount("robert", "robert", "ROBERT") is True  # a new case
+    assert (await store.account("robert")).nick == "ROBERT"
+
+
+@pytest_twisted.ensureDeferred
 async def test_registering_one_nick_at_once_lets_exactly_one_win(backend):
     store = backend.open()
     results = await defer.gatherResults(

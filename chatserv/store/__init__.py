@@ -127,6 +127,11 @@ class IStore(Interface):
         """Deferred C{True} if the account existed; it and the private messages kept for
         it are gone."""
 
+    def renameAccount(key, newKey, newNick):
+        """Deferred C{True} once the account C{key} is C{newNick} (key C{newKey}), with
+        the private messages kept for it and its bans and mutes; C{False} (nothing
+        changed) if there is no such account or C{newKey} is another account's."""
+
     def saveRoom(record):
         """Deferred C{None}: insert or replace the L{RoomRecord} with its key."""
 

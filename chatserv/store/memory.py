@@ -84,6 +84,26 @@ class MemoryStore:
         self.offline.pop(key, None)
         return defer.succeed(self.accounts.pop(key, None) is not None)
 
+    def renameAccount(self, key: str, newKey: str, newNick: str) -> defer.Deferred[bool]:
+        account = self.accounts.get(key)
+        if account is None or (newKey != key and newKey in self.accounts):
+            return defer.succeed(False)
+        del self.accounts[key]
+        self.accounts[newKey] = dataclasses.replace(account, key=newKey, nick=newNick)
+        if newKey != key:
+            if key in self.offline:
+                self.offline[newKey] = self.offline.pop(key)
+            for kind, sanctioned in list(self.sanctions):
+                if sanctioned == newKey:  # expired: the service refuses one in force
+                    del self.sanctions[kind, newKey]
+            for kind, sanctioned in list(self.sanctions):
+                if sanctioned == key:
+                    sanction = self.sanctions.pop((kind, key))
+                    self.sanctions[kind, newKey] = dataclasses.replace(
+                        sanction, key=newKey, nick=newNick
+                    )
+        return defer.succeed(True)
+
     # -- rooms and sanctions -----------------------------------------------------------
 
     def saveRoom(self, record: RoomRecord) -> defer.Deferred[None]:

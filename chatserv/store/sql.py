@@ -665,6 +665,33 @@ class SQLStore:
         txn.execute(self._sql("DELETE FROM accounts WHERE nick_key = ?"), (key,))
         return txn.rowcount > 0
 
+    def renameAccount(self, key: str, newKey: str, newNick: str) -> defer.Deferred[bool]:
+        return self._run(self._renameAccount, key, newKey, newNick)
+
+    def _renameAccount(self, txn: Any, key: str, newKey: str, newNick: str) -> bool:
+        if newKey != key:
+            txn.execute(self._sql("SELECT 1 FROM accounts WHERE nick_key = ?"), (newKey,))
+            if txn.fetchone() is not None:
+                return False
+        txn.execute(
+            self._sql("UPDATE accounts SET nick_key = ?, nick = ? WHERE nick_key = ?"),
+            (newKey, newNick, key),
+        )
+        if txn.rowcount == 0:
+            return False
+        if newKey != key:
+            txn.execute(
+                self._sql("UPDATE offline_messages SET to_key = ? WHERE to_key = ?"), (newKey, key)
+            )
+            # The service refuses a new name with a ban or mute of its own; one left over
+            # from long ago (expired) must not stop the rename.
+            txn.execute(self._sql("DELETE FROM sanctions WHERE nick_key = ?"), (newKey,))
+            txn.execute(
+                self._sql("UPDATE sanctions SET nick_key = ?, nick = ? WHERE nick_key = ?"),
+                (newKey, newNick, key),
+            )
+        return True
+
     # -- rooms and sanctions -----------------------------------------------------------------
 
     def saveRoom(self, record: RoomRecord) -> defer.Deferred[None]:
