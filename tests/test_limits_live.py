@@ -201,6 +201,31 @@ async def test_dead_websocket_is_closed_after_unanswered_pings():
     await stopServer(chat, tcp, ws)
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_websocket_that_sends_but_never_answers_pings_is_closed():
+    """Traffic from the client is no answer to a ping: only a pong is."""
+    from twisted.internet import reactor
+
+    chat, tcp, ws = await startServer(ping_interval=1, ping_timeout=1)
+    chatty = socket.create_connection(("127.0.0.1", ws.getHost().port))
+    chatty.sendall(UPGRADE)
+    await eventually(lambda: len(chat.sessions) == 1)
+    started = time.monotonic()
+    # Every 0.2 s an empty text frame (masked, no payload), and never a pong: before,
+    # any data frame restarted the wait for a pong, for ever.
+    while chat.sessions and time.monotonic() - started < 8:
+        try:
+            chatty.sendall(b"\x81\x80" + b"\x00\x00\x00\x00")
+        except OSError:
+            break
+        await task.deferLater(reactor, 0.2)
+    assert not chat.sessions, "still connected after 8 s"
+    assert time.monotonic() - started < 4  # pinged after ~1 s, given up ~1 s later
+    chatty.close()
+    await task.deferLater(reactor, 0)
+    await stopServer(chat, tcp, ws)
+
+
 UPGRADE = (
     b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

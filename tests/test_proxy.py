@@ -325,6 +325,7 @@ async def test_the_web_port_ignores_forwarded_headers_from_anyone_else():
         eve.say("eve")
         await eve.until("Welcome, eve!")
         assert chat.findUser("eve").host == "127.0.0.1"
+        assert "via" not in chat.findUser("eve").client.address  # ws 127.0.0.1:PORT
         assert chat.admission.byAddress == {"127.0.0.1": 1}
         eve.transport.loseConnection()
         await eventually(lambda: chat.admission.total == 0)

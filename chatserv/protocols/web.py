@@ -132,7 +132,7 @@ class _SiteWebSocketFactory(WebSocketChatFactory):
         channel's slot and the client's address (a proxy's client's, if proxied)."""
         channel = request.channel
         self._inherited = channel.__dict__.pop("admittedFrom", None)
-        self._client = request.getClientAddress()
+        self._client = request.getClientAddress() if channel.proxied else None
         try:
             yield
         finally:

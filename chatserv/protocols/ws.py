@@ -276,6 +276,9 @@ class WebSocketChatFactory(AdmissionMixin, WebSocketServerFactory):
             # seconds by Autobahn, like every timer of its.)
             autoPingInterval=settings.ping_interval,
             autoPingTimeout=settings.ping_timeout,
+            # Only a pong answers a ping: a client that sends but never reads (so never
+            # answers) must time out, however much it sends.
+            autoPingRestartOnAnyTraffic=False,
         )
         self.service = service
         self.flusher = Flusher(service.clock)
