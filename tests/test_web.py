@@ -547,3 +547,19 @@ async def test_access_log_lines_are_within_the_log_rate_limit():
     access = [line for line in lines if '"GET / HTTP/1.1" 200' in line]
     assert len(access) == 3
     assert "7 more log lines like '{request}' were left out" in " ".join(lines)
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_ranges_get_the_file_once_not_a_multipart_amplification(site):
+    _, port = site
+    size = (WEB_CLIENT / "app.js").stat().st_size
+    many = "bytes=" + ",".join(["0-"] * 2000)  # a 6 KB header asking for app.js 2000 times
+    response = await fetch(port, "/app.js", Range=many)
+    assert response.status == 200
+    assert len(response.body) == size
+    assert "multipart" not in response.headers.get("content-type", "")
+    overlapping = await fetch(port, "/app.js", Range="bytes=0-99,50-149")
+    assert overlapping.status == 200 and len(overlapping.body) == size
+    # One range is still served as one: resuming a download works.
+    one = await fetch(port, "/app.js", Range="bytes=10-19")
+    assert one.status == 206 and one.body == (WEB_CLIENT / "app.js").read_bytes()[10:20]

@@ -101,6 +101,12 @@ class ClientFiles(static.File):
     def render(self, request: Request) -> bytes | int:
         for name, value in _HEADERS.items():
             request.setHeader(name, value)
+        ranges = request.getHeader(b"range")
+        if ranges is not None and b"," in ranges:
+            # Several ranges (twisted.web would send each, overlapping or not, in one
+            # multipart body: thousands of "0-" make a small request a huge answer).
+            # A server may ignore Range; these files are small, so the whole file it is.
+            request.requestHeaders.removeHeader(b"range")
         return super().render(request)
 
 
