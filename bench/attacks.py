@@ -1392,6 +1392,127 @@ def churn(run: Run) -> dict[str, Any]:
     }
 
 
+def reconnectflood(run: Run) -> dict[str, Any]:
+    """20 line connections from one address flood the room; each one dropped reconnects
+    at once. Counts what reached a listener in the room."""
+    listener = LineClient(run.server.tcp, "127.0.0.2")
+    if not listener.chooseNick("listener"):
+        raise RuntimeError("the listener was not welcomed")
+    until = time.monotonic() + run.seconds
+    lock = threading.Lock()
+    totals = {"connects": 0}
+    burst = b"spam spam spam spam spam spam spam spam\n" * 200
+
+    def flooder(n: int) -> None:
+        connects = 0
+        while time.monotonic() < until:
+            try:
+                sock = connectFrom(run.server.tcp, "127.0.0.66", timeout=5)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            connects += 1
+            try:
+                sock.sendall(f"fl{n}x{connects}\r\n".encode())
+                sock.setblocking(False)
+                while time.monotonic() < until:
+                    with suppress(BlockingIOError):
+                        if sock.recv(65536) == b"":
+                            break  # dropped (or refused): straight back
+                    with suppress(BlockingIOError):
+                        sock.send(burst)
+                    time.sleep(0.005)
+            except OSError:
+                pass
+            finally:
+                sock.close()
+        with lock:
+            totals["connects"] += connects
+
+    threads = [threading.Thread(target=flooder, args=(n,), daemon=True) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    while time.monotonic() < until:
+        listener.readLines(0.1)
+    for thread in threads:
+        thread.join(30)
+    run.monitor.attackEnded()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        listener.readLines(0.1)
+    spam = sum(1 for line in listener.lines if b"> spam" in line)
+    listener.close()
+    return {
+        "duration_s": run.seconds,
+        "delivered": spam,
+        "delivered_per_second": round(spam / run.seconds),
+        "connects": totals["connects"],
+        "summary": f"{spam} flood lines reached the room ({spam / run.seconds:.0f}/s) "
+        f"over {totals['connects']} connections",
+    }
+
+
+def rangeamp(run: Run) -> dict[str, Any]:
+    """Ten requests at once, each asking for /app.js in 2,000 overlapping ranges."""
+    header = "bytes=" + ",".join(["0-"] * 2000)
+    request = (
+        f"GET /app.js HTTP/1.1\r\nHost: localhost\r\nRange: {header}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    received = [0] * 10
+    started = time.monotonic()
+
+    def fetch(i: int) -> None:
+        with suppress(OSError), connectFrom(run.server.ws, f"127.0.0.{10 + i}", 30) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(1 << 20):
+                received[i] += len(chunk)
+
+    threads = [threading.Thread(target=fetch, args=(i,), daemon=True) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    run.monitor.attackEnded()
+    sent, answer = len(request) * 10, sum(received)
+    return {
+        "request_bytes": sent,
+        "response_bytes": answer,
+        "amplification": round(answer / sent, 1),
+        "seconds": round(elapsed, 2),
+        "summary": f"{sent / 1e3:.0f} KB asked, {answer / 1e6:.1f} MB answered "
+        f"(x{answer / sent:.1f}) in {elapsed:.1f} s",
+    }
+
+
+def pingsilent(run: Run) -> dict[str, Any]:
+    """3 websockets never read and send an empty text frame every 2 s; ping_interval and
+    ping_timeout are 5 s, so each should be closed about 10 s in."""
+    clients = wsAttackers(run, 3, "127.0.0.77")
+    blank = wsFrame(OP_TEXT, b"")
+    started = time.monotonic()
+    until = started + max(run.seconds, 20.0)
+    closedAt: dict[int, float] = {}
+    while time.monotonic() < until and len(closedAt) < len(clients):
+        for i, client in enumerate(clients):
+            if i in closedAt:
+                continue
+            try:
+                client.sock.sendall(blank)
+            except OSError:
+                closedAt[i] = time.monotonic() - started
+        time.sleep(2.0)
+    run.monitor.attackEnded()
+    for client in clients:
+        client.close()
+    times = sorted(round(t, 1) for t in closedAt.values())
+    return {
+        "closed_after_s": times,
+        "summary": f"{len(closedAt)}/3 closed"
+        + (f", after {times[0]:g}-{times[-1]:g} s" if times else f" in {until - started:.0f} s"),
+    }
+
+
 def invisible(run: Run) -> dict[str, Any]:
     """Zero-width characters in a message and in a nickname."""
     speaker, listener = LineClient(run.server.tcp), LineClient(run.server.tcp)
@@ -1426,6 +1547,9 @@ SCENARIOS = [
     Scenario("nulpath", nulpath),
     Scenario("churn", churn),
     Scenario("invisible", invisible),
+    Scenario("reconnectflood", reconnectflood),
+    Scenario("rangeamp", rangeamp),
+    Scenario("pingsilent", pingsilent, {"timeouts": {"ping_interval": 5.0, "ping_timeout": 5.0}}),
 ]
 
 

@@ -48,6 +48,11 @@ class Settings:
     rate_limit: float = 5.0  # requests a second, sustained
     rate_burst: int = 20  # requests at once
     flood_max_dropped: int = 50  # dropped requests (forgiven at 1/s) before a disconnect
+    # -- flood control, per address, over all of its connections
+    ip_rate_limit: float = 20.0  # requests a second, sustained
+    ip_rate_burst: int = 100  # requests at once
+    ip_connect_rate: float = 2.0  # new connections a second, sustained
+    ip_connect_burst: int = 100  # new connections at once
     # -- log lines that clients cause (connects, refusals, limits hit), of each kind
     log_rate_limit: float = 20.0  # lines a second, sustained; the rest are counted
     log_burst: int = 200  # lines at once
@@ -106,6 +111,10 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "rate_limit",
             "rate_burst",
             "flood_max_dropped",
+            "ip_rate_limit",
+            "ip_rate_burst",
+            "ip_connect_rate",
+            "ip_connect_burst",
             "log_rate_limit",
             "log_burst",
         )
@@ -373,6 +382,10 @@ _AT_LEAST = {
     "rate_limit": 0.1,
     "rate_burst": 1,
     "flood_max_dropped": 1,
+    "ip_rate_limit": 0.1,
+    "ip_rate_burst": 1,
+    "ip_connect_rate": 0.1,
+    "ip_connect_burst": 1,
     "log_rate_limit": 0.1,
     "log_burst": 1,
     "nick_timeout": 1,

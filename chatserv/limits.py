@@ -43,6 +43,47 @@ class TokenBucket:
         return False
 
 
+class AddressBuckets:
+    """One L{TokenBucket} per address, shared by all of its connections.
+
+    A bucket that has filled up again is the same as none, so they are forgotten then
+    (looked for at most once every L{SWEEP_EVERY} seconds): memory follows the addresses
+    active lately, not every address ever seen.
+    """
+
+    SWEEP_EVERY = 10.0
+
+    __slots__ = ("rate", "burst", "_buckets", "_swept")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+        self._swept = 0.0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, address: str, now: float) -> bool:
+        """Spend one of C{address}'s tokens if it has one."""
+        if now - self._swept >= self.SWEEP_EVERY:
+            self._sweep(now)
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            bucket = self._buckets[address] = TokenBucket(self.rate, self.burst, now)
+        return bucket.take(now)
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        full = [
+            address
+            for address, b in self._buckets.items()
+            if b.tokens + (now - b.stamp) * b.rate >= b.burst
+        ]
+        for address in full:
+            del self._buckets[address]
+
+
 class Verdict(Enum):
     ACCEPT = "accept"
     WARN = "warn"  # dropped, and the client should be told once
@@ -63,17 +104,33 @@ class FloodGuard:
     mean a sustained flood.
     """
 
-    __slots__ = ("_allowed", "_patience", "_warned")
+    __slots__ = ("_allowed", "_patience", "_warned", "_shared", "_address", "byAddress")
 
-    def __init__(self, rate: float, burst: int, maxDropped: int, now: float) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        maxDropped: int,
+        now: float,
+        shared: AddressBuckets | None = None,
+        address: str = "",
+    ) -> None:
         self._allowed = TokenBucket(rate, burst, now)
         self._patience = TokenBucket(FORGIVE_PER_SECOND, maxDropped, now)
         self._warned = False
+        # What the connection's address may send, over all its connections: a flooder
+        # that is dropped and reconnects does not come back with a full allowance.
+        self._shared = shared
+        self._address = address
+        self.byAddress = False  # the last refusal was the address's limit, not its own
 
     def check(self, now: float) -> Verdict:
-        if self._allowed.take(now):
+        own = self._allowed.take(now)
+        shared = self._shared
+        if own and (shared is None or shared.take(self._address, now)):
             self._warned = False
             return Verdict.ACCEPT
+        self.byAddress = own
         if not self._patience.take(now):
             return Verdict.DISCONNECT
         if self._warned:
@@ -85,11 +142,19 @@ class FloodGuard:
 class ConnectionLimiter:
     """Counts open connections in total and per address, across every listener."""
 
-    def __init__(self, maxTotal: int, maxPerAddress: int) -> None:
+    def __init__(
+        self,
+        maxTotal: int,
+        maxPerAddress: int,
+        connects: AddressBuckets | None = None,
+        clock: IReactorTime | None = None,
+    ) -> None:
         self.maxTotal = maxTotal
         self.maxPerAddress = maxPerAddress
         self.total = 0
         self.byAddress: dict[str, int] = {}
+        self._connects = connects  # new connections an address may open, over time
+        self._clock = clock
 
     def admit(self, address: str) -> str | None:
         """Count a new connection from C{address}, or return why it is refused."""
@@ -98,6 +163,12 @@ class ConnectionLimiter:
         count = self.byAddress.get(address, 0)
         if count >= self.maxPerAddress:
             return f"too many connections from your address (the limit is {self.maxPerAddress})"
+        connects = self._connects
+        if connects is not None and not connects.take(address, self._clock.seconds()):
+            return (
+                "too many new connections from your address (more than "
+                f"{connects.rate:g} a second); try again in a few seconds"
+            )
         self.total += 1
         self.byAddress[address] = count + 1
         return None

@@ -49,7 +49,7 @@ from chatserv.errors import (
     WeakPassword,
 )
 from chatserv.interfaces import IChatClient, IEventBus
-from chatserv.limits import ConnectionLimiter, Deadlines, LogLimiter
+from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
@@ -190,7 +190,14 @@ class ChatService(Service):
         # Connections counted across every listener, for the per-address limits.
         self.trustedProxies = TrustedProxies(self.settings.trusted_proxies)
         self.admission = ConnectionLimiter(
-            self.settings.max_connections, self.settings.max_connections_per_ip
+            self.settings.max_connections,
+            self.settings.max_connections_per_ip,
+            AddressBuckets(self.settings.ip_connect_rate, self.settings.ip_connect_burst),
+            clock,
+        )
+        # What each address may send, over all of its connections (see FloodGuard).
+        self.addressRequests = AddressBuckets(
+            self.settings.ip_rate_limit, self.settings.ip_rate_burst
         )
         self.defaultRoom = self._roomName(self.settings.default_room)
         self._defaultKey = fold(self.defaultRoom)

@@ -50,7 +50,12 @@ class Session:
         self.closed = False
         settings = service.settings
         self._flood = FloodGuard(
-            settings.rate_limit, settings.rate_burst, settings.flood_max_dropped, service.now()
+            settings.rate_limit,
+            settings.rate_burst,
+            settings.flood_max_dropped,
+            service.now(),
+            service.addressRequests,
+            self.user.host,
         )
         self._nickDeadline: Deadline | None = service.nickDeadlines.add(self._noNick)
         service.logLimit.info(_log, "connect from {address}", address=client.address)
@@ -122,11 +127,14 @@ class Session:
             return True
         self.service.counters.rate_limited += 1
         if verdict is Verdict.WARN:
-            rate = self.service.settings.rate_limit
+            settings = self.service.settings
+            who, rate = "you are", settings.rate_limit
+            if self._flood.byAddress:
+                who, rate = "your address (all its connections) is", settings.ip_rate_limit
             self.reply(
                 ev.Error(
                     RateLimited.code,
-                    f"slow down: you are sending more than {rate:g} requests a second; "
+                    f"slow down: {who} sending more than {rate:g} requests a second; "
                     "what you send is dropped until you do",
                     self.service.now(),
                 )

@@ -81,15 +81,23 @@ def manualService(passwords=None, **settings) -> tuple[ChatService, Clock, Manua
     C{passwords} are keyword arguments for L{Passwords}."""
     clock = Clock()
     clock.advance(NOON)
-    # In-memory connections all come from one address for the connection limits.
+    _oneAddress(settings)
     settings.setdefault("max_connections_per_ip", 10_000)
     hashing, pool = manualPasswords(**(passwords or {}))
     return ChatService(Settings(**settings), clock=clock, passwords=hashing), clock, pool
 
 
+def _oneAddress(settings: dict) -> None:
+    # Most tests' connections come from one address, on a clock that stands still: the
+    # per-address limits would otherwise be what they test. Tests of those set them.
+    settings.setdefault("ip_connect_burst", 10_000)
+    settings.setdefault("ip_rate_burst", 10_000)
+
+
 def makeService(store=None, **settings) -> tuple[ChatService, Clock]:
     clock = Clock()
     clock.advance(NOON)
+    _oneAddress(settings)
     service = ChatService(Settings(**settings), clock=clock, store=store, passwords=fastPasswords())
     return service, clock
 
@@ -135,8 +143,10 @@ class LineConnection:
         from twisted.internet.address import IPv4Address
 
         factory = LineChatFactory(service)
-        self.protocol = factory.buildProtocol(None)
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        peer = IPv4Address("TCP", host, port)
+        self.factory = factory
+        self.protocol = factory.buildProtocol(peer)  # or a Refusal, past a limit
+        self.transport = StringTransport(peerAddress=peer)
         self.protocol.makeConnection(self.transport)
 
     def send(self, data: bytes | str) -> None:
@@ -144,7 +154,7 @@ class LineConnection:
 
     def outputBytes(self) -> bytes:
         """Everything written since the last call."""
-        self.protocol.factory.flusher.flush()  # what the reactor does at the end of a turn
+        self.factory.flusher.flush()  # what the reactor does at the end of a turn
         value = self.transport.value()
         self.transport.clear()
         return value

@@ -51,6 +51,8 @@ GENEROUS = dict(
     rate_limit=1e6,
     rate_burst=10**6,
     flood_max_dropped=10**6,
+    ip_rate_limit=1e6,
+    ip_rate_burst=10**6,
     max_line_length=LIMIT,
     ws_max_message_size=WS_MAX,
 )

@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from chatserv.config import Settings
 from chatserv.limits import (
+    AddressBuckets,
     ConnectionLimiter,
     Deadlines,
     FloodGuard,
@@ -114,6 +115,67 @@ def test_flooding_client_is_warned_throttled_then_disconnected():
     assert alice.lines() == ["[12:00:01] #lobby <-- flood has left (flooding)"]
     alice.send("/who\n")
     assert alice.lines() == ["[12:00:01] #lobby users (1): alice"]
+
+
+def test_an_address_has_one_allowance_over_all_its_connections():
+    service, clock = makeService(
+        rate_limit=5, rate_burst=20, ip_rate_limit=10, ip_rate_burst=30, flood_max_dropped=50
+    )
+    alice = named(service, "alice", host="10.0.0.9")
+    flooders = [named(service, f"flood{i}", port=5001 + i, host="10.0.0.66") for i in range(3)]
+    alice.output()
+    for flooder in flooders:
+        flooder.output()
+    for flooder in flooders:  # each within its own burst of 20 (less its nickname line)
+        flooder.send("".join(f"spam {i}\n" for i in range(15)))
+    said = [line for line in alice.lines() if "> spam" in line]
+    assert len(said) == 30 - 3  # the address's burst, less the three nicknames
+    errors = [[line for line in f.lines() if "error:" in line] for f in flooders]
+    assert errors[0] == []  # the first 15 were within the address's burst; then not
+    assert (
+        errors[1]
+        == errors[2]
+        == [
+            "[12:00:00] error: slow down: your address (all its connections) is sending more "
+            "than 10 requests a second; what you send is dropped until you do"
+        ]
+    )
+    clock.advance(1)
+    for flooder in flooders:
+        flooder.send("again\n" * 5)
+    assert len(alice.lines()) == 10  # the address's rate, not three connections' rates
+    flooders[0].output()
+    alice.send("".join(f"mine {i}\n" for i in range(15)))  # another address: unaffected
+    assert len(flooders[0].lines()) == 15
+
+
+def test_an_address_can_open_only_so_many_connections_so_fast():
+    service, clock = makeService(ip_connect_rate=1, ip_connect_burst=3)
+    first = [LineConnection(service, host="10.0.0.66", port=6000 + i) for i in range(3)]
+    assert all("Type a nickname" in c.output() for c in first)
+    refused = LineConnection(service, host="10.0.0.66", port=6003)
+    assert refused.output() == (
+        "[12:00:00] error: too many new connections from your address (more than 1 a second); "
+        "try again in a few seconds\r\n"
+    )
+    other = LineConnection(service, host="10.0.0.7", port=6004)
+    assert "Type a nickname" in other.output()
+    for conn in first:
+        conn.drop()  # closing gives no new allowance: only time does
+    assert "too many new connections" in LineConnection(service, host="10.0.0.66").output()
+    clock.advance(1)
+    assert "Type a nickname" in LineConnection(service, host="10.0.0.66").output()
+    assert service.counters.refused_connections == 2
+
+
+def test_address_buckets_forget_addresses_that_have_been_quiet():
+    buckets = AddressBuckets(rate=1.0, burst=2)
+    assert buckets.take("a", 0.0) and buckets.take("b", 0.0) and buckets.take("b", 0.0)
+    assert not buckets.take("b", 0.5)
+    assert len(buckets) == 2
+    assert buckets.take("c", 11.0)  # the sweep: a and b have filled up again
+    assert len(buckets) == 1
+    assert buckets.take("b", 11.0) and buckets.take("b", 11.0) and not buckets.take("b", 11.0)
 
 
 def test_garbage_counts_against_the_rate_too():

@@ -24,6 +24,10 @@ LINE_CLOSE_GRACE = 1.0  # close_grace of the test of it
 async def startServer(**settings):
     from twisted.internet import reactor
 
+    # Every client here comes from 127.0.0.1: the per-address limits are tested apart.
+    for name, value in (("ip_rate_limit", 1e6), ("ip_rate_burst", 10**6)):
+        settings.setdefault(name, value)
+    settings.setdefault("ip_connect_burst", 10**6)
     chat = ChatService(Settings(**settings), clock=reactor)
     chat.startService()
     tcp = await serverFromString(reactor, LOCAL).listen(LineChatFactory(chat))

@@ -16,6 +16,8 @@ CONFIG = """
 [limits]
 rate_limit = 10000.0
 rate_burst = 10000
+ip_rate_limit = 10000.0
+ip_rate_burst = 10000
 [storage]
 flush_interval = 0.05
 """

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "demote": "/demote NICK",
     "resetpassword": "/resetpassword NICK PASSWORD",
     "deleteaccount": "/deleteaccount NICK",
+    "renameaccount": "/renameaccount NICK NEWNICK",
 }
 
 
