@@ -2,7 +2,8 @@
 
 Two browser pages and a netcat-style line client share a room: messages, /me, private
 messages, rooms, history, colours, a topic, and hostile text shown as text, all checked in
-the DOM. Then reconnection after the server dies and comes back on the same ports, and
+the DOM. Then each room's view of its own, one colour per person, reconnection after the
+server dies and comes back on the same ports (nobody shown as present meanwhile), and
 the phone layout. Screenshots go to $CHATSERV_SCREENSHOTS (default build/screenshots/).
 
 Chromium is Debian's package (/usr/bin/chromium, or $CHATSERV_CHROMIUM), driven by
@@ -108,20 +109,30 @@ class Chat:
     def status(self) -> Locator:
         return self.page.locator("#status")
 
-    def lines(self, kind: str | None = None, sender: str | None = None) -> Locator:
-        """The message list's lines, of one kind (message, action, msg, notice, ...)."""
-        selector = "#messages > li"
+    def lines(
+        self, kind: str | None = None, sender: str | None = None, room: str | None = None
+    ) -> Locator:
+        """The lines of one kind (message, action, msg, notice, ...) in the view on screen,
+        or in ROOM's view, shown or not."""
+        view = "#views > ol:not([hidden])" if room is None else f'#views > ol[data-room="{room}"]'
+        selector = f"{view} > li"
         if kind is not None:
             selector += f'[data-kind="{kind}"]'
         if sender is not None:
             selector += f'[data-from="{sender}"]'
         return self.page.locator(selector)
 
-    def said(self, sender: str, text: str, kind: str = "message") -> Locator:
-        """Wait for SENDER's line whose text is exactly TEXT; return it."""
-        line = self.lines(kind, sender).filter(
+    def saying(
+        self, sender: str, text: str, kind: str = "message", room: str | None = None
+    ) -> Locator:
+        """SENDER's lines whose text is exactly TEXT (in the view on screen, or ROOM's)."""
+        return self.lines(kind, sender, room).filter(
             has=self.page.locator(".text", has_text=re.compile("^" + re.escape(text) + "$"))
         )
+
+    def said(self, sender: str, text: str, kind: str = "message") -> Locator:
+        """Wait for SENDER's line whose text is exactly TEXT on screen; return it."""
+        line = self.saying(sender, text, kind)
         expect(line).to_have_count(1)
         return line
 
@@ -274,14 +285,16 @@ def test_conversation(browser, tmp_path):
         expect(bob.room("dev").locator(".count")).to_have_text("2")
         expect(bob.user("alice")).to_be_visible()
 
-        # alice logged in (an admin by the config) and sets the room's topic.
-        expect(alice.lines("login").last).to_have_text(re.compile("logged in as alice.*admin"))
+        # alice logged in (an admin by the config; said in the lobby's view, where she was)
+        # and sets the room's topic.
+        expect(alice.lines("login", room="lobby").last).to_have_text(
+            re.compile("logged in as alice.*admin")
+        )
         alice.type("/topic Builds, deploys and tea")
         for chat in alice, bob:
             expect(chat.page.locator("#room-topic")).to_have_text("Builds, deploys and tea")
         bob.type("nice topic")
         alice.said("bob", "nice topic")
-        screenshot(alice, "readme-desktop.png")
 
         # Hostile text is shown as text: no element made from it, no script run.
         carol.send("/join dev")
@@ -290,7 +303,7 @@ def test_conversation(browser, tmp_path):
         for chat in alice, bob:
             line = chat.said("carol", PAYLOAD)
             assert line.locator(".text").evaluate("node => node.textContent") == PAYLOAD
-            assert chat.page.locator("#messages img, #messages b, #messages script").count() == 0
+            assert chat.page.locator("#views img, #views b, #views script").count() == 0
             assert chat.page.evaluate("typeof window.__pwned") == "undefined"
         alice.type("/nosuchcommand")
         expect(alice.lines("error").last).to_have_text(
@@ -312,13 +325,25 @@ def test_conversation(browser, tmp_path):
 
         # Back in the lobby, bob is not shown its history again: the server knows he saw
         # all of it (it replays only what a connection missed while away).
-        replays = bob.lines("history").count()
+        replays = bob.lines("history", room="lobby").count()
         bob.room("lobby").click()
         expect(bob.page.locator("#room-name")).to_have_text("#lobby")
         bob.type("back in the lobby")  # answered after the join: any replay came first
         bob.said("bob", "back in the lobby")
         expect(bob.lines("history")).to_have_count(replays)
+        expect(bob.lines("history-start")).to_have_count(1)  # the one from his first join
         bob.said("bob", "hey both")  # still exactly one
+
+        # alice goes back too: the lobby's view as she left it, then what bob said there
+        # meanwhile; nothing of #dev's.
+        alice.room("lobby").click()
+        expect(alice.page.locator("#room-name")).to_have_text("#lobby")
+        expect(alice.said("bob", "back in the lobby")).to_have_class(re.compile("history"))
+        expect(alice.said("bob", "lunch at noon?", "msg")).to_have_attribute("data-direction", "in")
+        alice.said("alice", "makes tea", "action")
+        expect(alice.saying("bob", "the build is green")).to_have_count(0)
+        expect(alice.saying("carol", PAYLOAD)).to_have_count(0)
+        screenshot(alice, "readme-desktop.png")
 
         # Kicked: the page says why and does not come back by itself.
         alice.type("/kick bob enough for today")
@@ -328,6 +353,156 @@ def test_conversation(browser, tmp_path):
 
         assert alice.problems == [] and bob.problems == []
         carol.close()
+
+
+def goTo(chat: Chat, room: str) -> None:
+    """Go to ROOM with the room form, and wait until its view is the one shown."""
+    chat.page.fill("#join-room", room)
+    chat.page.press("#join-room", "Enter")
+    expect(chat.page.locator("#room-name")).to_have_text(f"#{room}")
+    expect(chat.page.locator(f'#views > ol[data-room="{room}"]')).to_be_visible()
+
+
+def test_room_views(browser, tmp_path):
+    """Each room has a view of its own: its lines and its history, none of another room's."""
+    with runServer(tmp_path) as server:
+        carol = LineClient(server.tcp, "carol")
+        carol.send("before anyone came")
+        dave = LineClient(server.tcp, "dave")
+        dave.send("/join dev")
+        dave.expect("#dev users (1): dave")
+        dave.send("dev history")
+        dave.send("/join lobby")  # #dev is kept, and its history, while nobody is in it
+        dave.expect("#lobby users")
+
+        alice = Chat(browser, server.ws)
+        alice.join("alice")
+        expect(alice.said("carol", "before anyone came")).to_have_class(re.compile(r"\bhistory\b"))
+        carol.send("lobby one")
+        alice.said("carol", "lobby one")
+
+        # In #dev, the view shows #dev: its history and its talk, nothing of the lobby's.
+        goTo(alice, "dev")
+        expect(alice.said("dave", "dev history")).to_have_class(re.compile(r"\bhistory\b"))
+        for text in "before anyone came", "lobby one":
+            expect(alice.saying("carol", text)).to_have_count(0)
+        expect(alice.lines("history-start")).to_have_text("earlier in #dev")
+        expect(alice.lines("join", room="dev")).to_have_text([re.compile("You joined #dev$")])
+        carol.send("lobby two, while alice is away")
+        dave.send("/join dev")
+        dave.send("dev one")
+        alice.said("dave", "dev one")
+        expect(alice.saying("carol", "lobby two, while alice is away")).to_have_count(0)
+        expect(alice.lines("message")).to_have_count(2)  # dev history, dev one
+
+        # Back in the lobby: what it showed before, then what was said meanwhile (the
+        # server replays it), each once; #dev's lines stay in #dev's view, hidden.
+        alice.room("lobby").click()
+        expect(alice.page.locator("#room-name")).to_have_text("#lobby")
+        missed = alice.said("carol", "lobby two, while alice is away")
+        expect(missed).to_have_class(re.compile(r"\bhistory\b"))
+        expect(alice.said("carol", "lobby one")).not_to_have_class(re.compile("history"))
+        alice.said("carol", "before anyone came")
+        for text in "dev history", "dev one":
+            expect(alice.saying("dave", text)).to_have_count(0)
+            expect(alice.saying("dave", text, room="dev")).to_have_count(1)
+        expect(alice.page.locator('#views > ol[data-room="dev"]')).to_be_hidden()
+        expect(alice.page.locator("#views > ol:visible")).to_have_count(1)
+
+        # A history asked for again is not shown twice in the view that has it.
+        alice.type("/history 10")
+        expect(alice.lines("history").last).to_have_text(
+            re.compile("The last messages of #lobby are shown above.")
+        )
+        expect(alice.saying("carol", "before anyone came")).to_have_count(1)
+
+        # Private messages and notices belong to no room: the view on screen shows them.
+        goTo(alice, "dev")
+        expect(alice.saying("dave", "dev one")).to_have_count(1)  # kept, not replayed again
+        expect(alice.saying("carol", "lobby one")).to_have_count(0)
+        carol.send("/msg alice are you in #dev now?")
+        alice.said("carol", "are you in #dev now?", "msg")
+        expect(alice.saying("carol", "are you in #dev now?", "msg", room="lobby")).to_have_count(0)
+        alice.type("/time")
+        expect(alice.lines("time")).to_have_count(1)
+        screenshot(alice, "rooms-desktop.png")
+        assert alice.problems == []
+        carol.close()
+        dave.close()
+
+
+def test_one_colour_per_person(browser, tmp_path):
+    """A nickname has one colour wherever it shows, in every view, and follows its changes."""
+    with runServer(tmp_path) as server:
+        alice = Chat(browser, server.ws)
+        alice.join("alice")
+        carol = LineClient(server.tcp, "carol")
+        expect(alice.user("carol")).to_be_visible()
+        carol.send("hello, no colour yet")
+        alice.said("carol", "hello, no colour yet")
+        alice.user("carol").click()
+        alice.type("hi carol")  # "you → carol": her name in alice's own line
+        carol.expect("*alice* hi carol")
+        alice.page.click("#pm-cancel")
+
+        def carols():
+            """Every carol on alice's page: lines in every view, and the people list."""
+            return alice.page.locator(".nick", has_text=re.compile("^carol$"))
+
+        def expectAll(names: Locator, color: str, count: int) -> None:
+            expect(names).to_have_count(count)
+            for name in names.all():
+                expect(name).to_have_css("color", color)
+
+        # Without a colour of her own, carol's name has the hue of her name, everywhere.
+        hue = alice.user("carol").locator(".nick").evaluate("node => getComputedStyle(node).color")
+        expectAll(carols(), hue, 3)  # her line, alice's private message, the people list
+
+        # A private message tells alice carol's new colour: her name changes everywhere,
+        # old lines and the people list included.
+        green = "rgb(0, 170, 136)"
+        carol.send("/color #00aa88")
+        carol.expect("your colour is now #00aa88")
+        carol.send("/msg alice psst")
+        alice.said("carol", "psst", "msg")
+        expectAll(carols(), green, 4)
+        carol.send("/me waves")
+        alice.said("carol", "waves", "action")
+        expectAll(carols(), green, 5)
+
+        # In another room's view, and back in the first one's (hidden meanwhile), too.
+        goTo(alice, "dev")
+        carol.send("/join dev")
+        expect(alice.user("carol")).to_be_visible()
+        carol.send("/color #aa0055")
+        carol.send("in dev, in red")
+        alice.said("carol", "in dev, in red")
+        red = "rgb(170, 0, 85)"
+        expectAll(carols(), red, 6)  # 4 in the lobby's view, 1 in #dev's, the people list
+        alice.room("lobby").click()
+        expect(alice.page.locator("#room-name")).to_have_text("#lobby")
+        expect(alice.said("carol", "hello, no colour yet").locator(".nick")).to_have_css(
+            "color", red
+        )
+
+        # The same person under a new name keeps the colour; the old name's lines stay.
+        carol.send("/join lobby")
+        expect(alice.user("carol")).to_be_visible()
+        carol.send("/nick carla")
+        expect(alice.user("carla").locator(".nick")).to_have_css("color", red)
+        carol.send("still me")
+        expect(alice.said("carla", "still me").locator(".nick")).to_have_css("color", red)
+
+        # Someone who never set one: the same hue in the list, in lines, in every view.
+        dave = LineClient(server.tcp, "dave")
+        dave.send("hi all")
+        line = alice.said("dave", "hi all").locator(".nick")
+        expect(line).to_have_class(re.compile(r"\bauto-color\b"))
+        hue = line.evaluate("node => getComputedStyle(node).color")
+        expect(alice.user("dave").locator(".nick")).to_have_css("color", hue)
+        assert alice.problems == []
+        carol.close()
+        dave.close()
 
 
 def test_reconnect(browser, tmp_path):
@@ -344,15 +519,31 @@ def test_reconnect(browser, tmp_path):
         dora.join("dora")
         dora.type("/register looking-glass-7")
         expect(dora.lines("login").last).to_have_text(re.compile("registered dora"))
-        dora.page.fill("#join-room", "dev")
-        dora.page.press("#join-room", "Enter")
-        expect(dora.page.locator("#room-name")).to_have_text("#dev")
+        dora.type("said in the lobby")
+        goTo(dora, "dev")
+        carol = LineClient(first.tcp, "carol")
+        carol.send("/join dev")
+        expect(dora.user("carol")).to_be_visible()
+        expect(dora.room("dev").locator(".count")).to_have_text("2")
+        dora.type("said in dev")
+        dora.said("dora", "said in dev")
 
         first.process.kill()  # no goodbye: the connection just drops
         first.process.wait()
+        carol.close()
         expect(dora.status).to_have_attribute("data-state", "waiting")
         expect(dora.status).to_have_text(re.compile(r"^disconnected — reconnecting in \d+ s$"))
         expect(dora.page.locator("#reconnect")).to_be_visible()
+        # Nobody is shown as present on a server that is gone, and no room has a count;
+        # the room on screen stays listed, its lines stay, ending with the break.
+        expect(dora.page.locator("#user-list li")).to_have_count(0)
+        expect(dora.page.locator("#user-count")).to_have_text("")
+        expect(dora.page.locator("#people-offline")).to_be_visible()
+        expect(dora.page.locator("#room-list li")).to_have_count(1)
+        expect(dora.room("dev").locator(".count")).to_have_text("")
+        expect(dora.lines().last).to_have_text(re.compile("Connection lost; reconnecting…"))
+        dora.said("dora", "said in dev")
+        screenshot(dora, "disconnected.png")
 
     with start(*ports) as second:
         # The password typed in /register is used to log in again (the nickname is
@@ -364,6 +555,16 @@ def test_reconnect(browser, tmp_path):
         carol.send("/who dev")
         carol.expect("#dev users (1): dora")
         carol.close()
+        # Everything is this server's again: who is here, the counts. Each room's view has
+        # its lines once, though the server replayed them to the new connection.
+        expect(dora.page.locator("#people-offline")).to_be_hidden()
+        expect(dora.page.locator("#user-list li")).to_have_count(1)
+        expect(dora.user("dora")).to_be_visible()
+        expect(dora.room("dev").locator(".count")).to_have_text("1")
+        expect(dora.room("lobby").locator(".count")).to_have_text("0")
+        expect(dora.said("dora", "said in dev")).not_to_have_class(re.compile("history"))
+        expect(dora.saying("dora", "said in the lobby", room="lobby")).to_have_count(1)
+        expect(dora.saying("dora", "said in the lobby")).to_have_count(0)
     # Leaving the block stopped the server gracefully: "server shutting down" also
     # means "come back".
     expect(dora.status).to_have_attribute("data-state", "waiting")
@@ -433,6 +634,12 @@ def test_phone(browser, tmp_path):
         phone.page.press("#join-room", "Enter")
         expect(phone.page.locator("#room-name")).to_have_text("#dev")
         expect(phone.page.locator("#rooms-panel")).to_be_hidden()
+        expect(phone.saying("carol", "waves", "action")).to_have_count(0)  # the lobby's
         assertNoHorizontalScroll(phone)
+        phone.page.click("#toggle-rooms")
+        expect(phone.room("lobby")).to_be_visible()
+        screenshot(phone, "phone-rooms.png")
+        phone.page.mouse.click(PHONE["width"] - 20, PHONE["height"] // 2)
+        expect(phone.page.locator("#rooms-panel")).to_be_hidden()
         assert phone.problems == []
         carol.close()

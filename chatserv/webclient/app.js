@@ -33,7 +33,7 @@ const state = {
   nick: null, // ours, as the server spells it
   password: null, // kept in memory to log in again after a reconnect
   pendingPassword: null, // from a typed /register, /login or /passwd, until it succeeds
-  room: null, // the room we are in
+  room: null, // the room we are in: plain messages go there, and its view is shown
   rejoin: null, // the room to return to after a reconnect
   chatting: false, // the chat screen is showing (we were welcomed at least once)
   welcomed: false, // this connection has a nickname
@@ -49,10 +49,11 @@ const state = {
   quietWho: false, // the "who" that follows our own join is not printed either
   earlyNotices: [], // notices before the welcome (the message of the day)
   rooms: new Map(), // folded name -> {name, users}
-  users: [], // members of our room, in join order
-  colors: new Map(), // folded nick -> {color, live}: the colour its messages carry
-  seen: new Set(), // "id:ts" of shown messages: a replayed history skips them
-  history: null, // {room, count, shown} while a history replay arrives
+  users: [], // members of our room, in join order; empty while disconnected
+  colors: new Map(), // folded nick -> {color, ts}: the newest colour known for it
+  views: new Map(), // folded room name -> its view (see makeView)
+  view: null, // the view on screen: the current room's, or the first one before a room
+  history: null, // {view, count, shown} while a history replay arrives
   pmTo: null, // nickname the input sends private messages to
   sent: [], // typed lines, for Up/Down recall
   sentIndex: 0,
@@ -101,53 +102,126 @@ function timeElement(ms, withDate) {
   return node;
 }
 
-// A nickname's colour: the one the server sent, if it is a plain #rrggbb, else a hue
-// picked by a hash of the name (FNV-1a), so everyone sees the same colour for the same
-// person. The hue goes into a CSS variable: the stylesheet picks the lightness that
+// One colour per person: every nickname on the page (in any view, the people list,
+// private messages) is painted from state.colors, and repainted when that changes. The
+// colour is the one the person's newest message carried, if it is a plain #rrggbb, else
+// a hue picked by a hash of the name (FNV-1a), so everyone sees the same colour for the
+// same person. The hue goes into a CSS variable: the stylesheet picks the lightness that
 // reads well in light or dark mode.
-function paintNick(node, nick, color) {
-  if (typeof color === "string" && COLOR.test(color)) {
-    node.style.color = color;
-    return;
-  }
+function nickHue(key) {
   let hash = 0x811c9dc5;
-  for (const c of fold(nick)) hash = Math.imul(hash ^ c.codePointAt(0), 0x01000193) >>> 0;
-  node.classList.add("auto-color");
-  node.style.setProperty("--nick-hue", String(NICK_HUES[hash % NICK_HUES.length]));
+  for (const c of key) hash = Math.imul(hash ^ c.codePointAt(0), 0x01000193) >>> 0;
+  return NICK_HUES[hash % NICK_HUES.length];
 }
 
-function nickElement(nick, color) {
+function paintNick(node) {
+  const color = state.colors.get(node.dataset.key)?.color;
+  if (color) {
+    node.classList.remove("auto-color");
+    node.style.removeProperty("--nick-hue");
+    node.style.color = color;
+  } else {
+    node.style.removeProperty("color");
+    node.classList.add("auto-color");
+    node.style.setProperty("--nick-hue", String(nickHue(node.dataset.key)));
+  }
+}
+
+function nickElement(nick) {
   const node = element("span", "nick", nick);
-  paintNick(node, nick, color ?? state.colors.get(fold(nick))?.color);
+  node.dataset.key = fold(nick);
+  paintNick(node);
   return node;
 }
 
-// Remember the colour a nickname's messages carry, for the user list (the "who" event
-// has none). A replayed message may be old: it does not override what a live one said.
-function noteColor(nick, color, live) {
+// Remember the colour an event from NICK carried (none: the hue of the name). Older news
+// (a replayed message, a kept private message) does not override newer. When a person's
+// colour changes, their name changes colour everywhere on the page, old lines included.
+function noteColor(nick, color, ts) {
   const key = fold(nick);
+  const valid = typeof color === "string" && COLOR.test(color) ? color.toLowerCase() : undefined;
   const known = state.colors.get(key);
-  if (known && known.live && !live) return;
-  const valid = typeof color === "string" && COLOR.test(color) ? color : undefined;
-  if (known && known.color === valid && known.live === live) return;
-  state.colors.set(key, { color: valid, live });
-  renderUsers();
+  const when = ts ?? Date.now();
+  if (known && known.ts > when) return;
+  state.colors.set(key, { color: valid, ts: when });
+  if (known?.color === valid) return;
+  for (const node of document.querySelectorAll(".nick")) {
+    if (node.dataset.key === key) paintNick(node);
+  }
 }
 
-// -- the message list -----------------------------------------------------------------
+// -- views: one message list per room -------------------------------------------------
+//
+// Each room we go to gets a view of its own: its lines (at most MAX_LINES), where it was
+// scrolled to, and the messages it shows, so that a replayed history skips them. The
+// room's messages, joins, leaves and history go to its view; what is not a room's
+// (private messages, notices, replies to commands, errors) goes to the view on screen.
+// Views stay when we leave a room: coming back shows what was there, and the server
+// replays what was said meanwhile. All views are in the page, hidden but the one shown.
 
-function nearBottom() {
-  const list = $("messages");
+function makeView(room) {
+  const list = element("ol", "messages");
+  list.hidden = true;
+  list.setAttribute("aria-live", "polite");
+  const view = { room: null, list, seen: new Set(), follow: true, top: 0 };
+  if (room !== null) nameView(view, room);
+  else list.setAttribute("aria-label", "Messages");
+  $("views").append(list);
+  return view;
+}
+
+function nameView(view, room) {
+  view.room = room;
+  view.list.dataset.room = room;
+  view.list.setAttribute("aria-label", `Messages in #${room}`);
+  state.views.set(fold(room), view);
+}
+
+// The view of room NAME, made on our first join. The first view on the page (the welcome
+// and the notices before any room) becomes the first room's.
+function roomView(name) {
+  const known = state.views.get(fold(name));
+  if (known) return known;
+  if (state.view.room === null) {
+    nameView(state.view, name);
+    return state.view;
+  }
+  return makeView(name);
+}
+
+// Where a line about room NAME goes: its view, or the one on screen.
+function viewOf(name) {
+  return (name && state.views.get(fold(name))) || state.view;
+}
+
+function showView(view) {
+  const old = state.view;
+  if (old === view) return;
+  old.follow = nearBottom(old.list);
+  old.top = old.list.scrollTop;
+  old.list.hidden = true;
+  view.list.hidden = false;
+  view.list.scrollTop = view.follow ? view.list.scrollHeight : view.top;
+  state.view = view;
+}
+
+function nearBottom(list) {
   return list.scrollHeight - list.scrollTop - list.clientHeight < 40;
 }
 
 // Append a line; follow the conversation unless the user has scrolled up to read.
-function append(line, forceScroll) {
-  const list = $("messages");
-  const follow = forceScroll || nearBottom();
+function append(line, forceScroll, view = state.view) {
+  const list = view.list;
+  const onScreen = view === state.view;
+  const follow = forceScroll || (onScreen ? nearBottom(list) : view.follow);
   list.append(line);
-  while (list.childElementCount > MAX_LINES) list.firstElementChild.remove();
-  if (follow) list.scrollTop = list.scrollHeight;
+  while (list.childElementCount > MAX_LINES) {
+    const first = list.firstElementChild;
+    if (first.dataset.seen) view.seen.delete(first.dataset.seen);
+    first.remove();
+  }
+  if (onScreen && follow) list.scrollTop = list.scrollHeight;
+  else if (!onScreen) view.follow = follow;
 }
 
 function lineElement(kind, ts, withDate) {
@@ -158,55 +232,64 @@ function lineElement(kind, ts, withDate) {
 }
 
 // A line from the server rather than a person: notices, joins, errors, replies.
-function systemLine(kind, text, ts) {
+function systemLine(kind, text, ts, view = state.view) {
   const line = lineElement(kind, ts);
   line.classList.add("system");
   line.append(element("span", "text", text));
-  append(line);
+  append(line, false, view);
   return line;
 }
 
-// Skip a replayed message already on screen (history again after a rejoin).
-function alreadyShown(event) {
-  const key = `${event.id}:${event.ts}`;
-  if (state.seen.has(key)) return true;
-  state.seen.add(key);
-  return false;
+function seenKey(event) {
+  return `${event.id}:${event.ts}`;
 }
 
-// The history divider appears only once a replayed message is new to this page.
+// The divider before replayed messages appears only once one is new to the view.
 function showHistoryStart() {
   const replay = state.history;
   if (!replay || replay.shown) return;
   replay.shown = true;
-  const line = element("li", "divider", `earlier in #${replay.room}`);
+  const line = element("li", "divider", `earlier in #${replay.view.room}`);
   line.dataset.kind = "history-start";
-  append(line);
+  append(line, false, replay.view);
 }
 
 function roomMessage(event) {
-  if (alreadyShown(event) && event.history) return;
+  const view = viewOf(event.room);
+  const key = seenKey(event);
+  // A replayed message the view shows already (history again after a rejoin) is skipped.
+  if (event.history && view.seen.has(key)) return;
+  view.seen.add(key);
   if (event.history) showHistoryStart();
-  noteColor(event.from, event.color, !event.history);
+  noteColor(event.from, event.color, event.ts);
   const line = lineElement(event.type, event.ts, event.history);
   line.dataset.from = event.from;
   line.dataset.id = String(event.id);
+  line.dataset.seen = key;
   if (event.history) line.classList.add("history");
   if (isMe(event.from)) line.classList.add("mine");
   const body = element("span", "body");
   if (event.type === "action") {
-    body.append("* ", nickElement(event.from, event.color), " ", element("span", "text", event.text));
+    body.append("* ", nickElement(event.from), " ", element("span", "text", event.text));
   } else {
-    body.append(nickElement(event.from, event.color), element("span", "text", event.text));
+    body.append(nickElement(event.from), element("span", "text", event.text));
   }
   line.append(body);
-  append(line, isMe(event.from) && !event.history);
+  append(line, isMe(event.from) && !event.history, view);
 }
 
+// Private messages belong to no room: they go to the view on screen. One kept for us and
+// delivered again at a later login is not shown twice, whichever view has it.
 function privateMessage(event) {
-  if (alreadyShown(event) && event.offline) return;
+  const key = seenKey(event);
+  if (event.offline && [...state.views.values(), state.view].some((v) => v.seen.has(key))) {
+    return;
+  }
+  state.view.seen.add(key);
+  noteColor(event.from, event.color, event.ts);
   const outgoing = isMe(event.from) && !isMe(event.to);
   const line = lineElement("msg", event.ts, event.offline && !outgoing);
+  line.dataset.seen = key;
   line.dataset.from = event.from;
   line.dataset.to = event.to;
   line.dataset.direction = outgoing ? "out" : "in";
@@ -215,7 +298,7 @@ function privateMessage(event) {
   if (outgoing) {
     label.append("you → ", nickElement(event.to));
   } else {
-    label.append(nickElement(event.from, event.color), " → you");
+    label.append(nickElement(event.from), " → you");
     // Replying is one click: the sender becomes the private-message target.
     label.addEventListener("click", () => setPmTarget(event.from));
     label.classList.add("clickable");
@@ -238,7 +321,7 @@ function setRoomCount(name, users) {
 
 function adjustRoomCount(name, delta) {
   const room = state.rooms.get(fold(name));
-  setRoomCount(room ? room.name : name, (room ? room.users : 0) + delta);
+  setRoomCount(room ? room.name : name, (room ? room.users ?? 0 : 0) + delta);
 }
 
 function renderRooms() {
@@ -251,8 +334,9 @@ function renderRooms() {
     button.dataset.room = room.name;
     const current = state.room !== null && fold(room.name) === fold(state.room);
     if (current) button.setAttribute("aria-current", "true");
+    // While disconnected the counts are unknown: none is shown.
     button.append(element("span", "room-label", `#${room.name}`),
-      element("span", "count", String(room.users)));
+      element("span", "count", room.users === null ? "" : String(room.users)));
     button.addEventListener("click", () => joinRoom(room.name));
     const item = element("li");
     item.append(button);
@@ -263,6 +347,8 @@ function renderRooms() {
 function renderUsers() {
   const list = $("user-list");
   $("user-count").textContent = state.users.length ? String(state.users.length) : "";
+  $("people-offline").hidden = state.welcomed;
+  $("people-hint").hidden = !state.welcomed;
   list.replaceChildren(...state.users.map((nick) => {
     const button = element("button", "user-button");
     button.type = "button";
@@ -332,7 +418,7 @@ const handlers = {
     state.nick = event.nick;
     if (state.pendingPassword !== null) state.password = state.pendingPassword;
     state.pendingPassword = null;
-    if ("color" in event) noteColor(event.nick, event.color, true);
+    if ("color" in event) noteColor(event.nick, event.color, event.ts);
     $("my-nick").textContent = state.nick;
     systemLine("login", event.text, event.ts);
   },
@@ -342,10 +428,12 @@ const handlers = {
       state.room = event.room;
       state.users = [event.from];
       state.quietWho = true;
+      showView(roomView(event.room));
       // Going to a room means talking there: a private-message target would surprise.
       if (state.pmTo !== null) setPmTarget(null);
       setTopic(event.room, "");
       showRoom();
+      renderUsers();
       systemLine("join", `You joined #${event.room}`, event.ts);
       requestRooms();
       // After a reconnect the server puts us in its default room: go back.
@@ -360,7 +448,7 @@ const handlers = {
     }
     adjustRoomCount(event.room, +1);
     renderUsers();
-    systemLine("join", `${event.from} joined #${event.room}`, event.ts);
+    systemLine("join", `${event.from} joined #${event.room}`, event.ts, viewOf(event.room));
   },
 
   leave(event) {
@@ -368,14 +456,16 @@ const handlers = {
     if (isMe(event.from)) {
       // Switching rooms: the new room's join said it all already.
       if (!event.reason.startsWith("went to ")) {
-        systemLine("leave", `You left #${event.room} (${event.reason})`, event.ts);
+        systemLine("leave", `You left #${event.room} (${event.reason})`, event.ts,
+          viewOf(event.room));
       }
       return;
     }
     if (state.room === null || fold(event.room) !== fold(state.room)) return;
     state.users = state.users.filter((nick) => fold(nick) !== fold(event.from));
     renderUsers();
-    systemLine("leave", `${event.from} left #${event.room} (${event.reason})`, event.ts);
+    systemLine("leave", `${event.from} left #${event.room} (${event.reason})`, event.ts,
+      viewOf(event.room));
   },
 
   rename(event) {
@@ -386,6 +476,9 @@ const handlers = {
       $("my-nick").textContent = state.nick;
     }
     if (state.pmTo !== null && fold(state.pmTo) === fold(event.from)) setPmTarget(event.to);
+    // Same person, new name: the new name takes their colour (old lines keep the old name).
+    const known = state.colors.get(fold(event.from));
+    noteColor(event.to, known?.color, event.ts);
     state.users = state.users.map((nick) => (fold(nick) === fold(event.from) ? event.to : nick));
     renderUsers();
     systemLine("rename", `${event.from} is now known as ${event.to}`, event.ts);
@@ -445,19 +538,21 @@ const handlers = {
   },
 
   "history-start"(event) {
-    state.history = { room: event.room, count: event.count, shown: false };
+    state.history = { view: viewOf(event.room), count: event.count, shown: false };
   },
 
   "history-end"(event) {
     const replay = state.history;
+    const view = replay ? replay.view : viewOf(event.room);
     state.history = null;
     if (replay && replay.shown) {
       const line = element("li", "divider", "now");
       line.dataset.kind = "history-end";
-      append(line);
+      append(line, false, view);
     } else if (event.count > 0) {
       // Every replayed message is on screen already (a rejoin, or a typed /history).
-      systemLine("history", `The last messages of #${event.room} are shown above.`, event.ts);
+      systemLine("history", `The last messages of #${event.room} are shown above.`, event.ts,
+        view);
     }
   },
 
@@ -472,7 +567,7 @@ const handlers = {
       return;
     }
     const text = event.room ? `#${event.room}: ${event.text}` : event.text;
-    systemLine("notice", text, event.ts);
+    systemLine("notice", text, event.ts, viewOf(event.room));
   },
 
   error(event) {
@@ -538,6 +633,8 @@ function connect() {
   state.closeIntent = null;
   state.lastNotice = null;
   state.quietRooms = 0;
+  state.quietWho = false;
+  state.history = null;
   state.earlyNotices = [];
   setStatus("connecting", "connecting…");
   const ws = new WebSocket(socketURL(), SUBPROTOCOL);
@@ -567,6 +664,7 @@ function closed(event) {
   state.ws = null;
   state.welcomed = false;
   clearTimers();
+  forgetConnection();
   if (intent === "abandon") return;
   if (!state.chatting) {
     // Never got in: say why on the form rather than retrying in the background.
@@ -588,6 +686,20 @@ function closed(event) {
   if (state.attempts === 0) systemLine("disconnect", farewell === SHUTDOWN_NOTICE
     ? "The server is restarting; reconnecting…" : "Connection lost; reconnecting…");
   scheduleReconnect();
+}
+
+// What the server told this connection about who is where is void once it is gone:
+// nobody is listed as present, and the rooms lose their counts (the room on screen stays
+// listed, to come back to). The next welcome, join and "who" fill them in again.
+function forgetConnection() {
+  state.users = [];
+  renderUsers();
+  const here = state.room === null ? null : state.rooms.get(fold(state.room));
+  state.rooms = new Map();
+  if (state.room !== null) {
+    state.rooms.set(fold(state.room), { name: here ? here.name : state.room, users: null });
+  }
+  renderRooms();
 }
 
 // Exponential back-off, 1, 2, 4 ... 30 s, each shortened by up to 20% at random (as the
@@ -754,6 +866,8 @@ function closePanels() {
 // -- start ------------------------------------------------------------------------------
 
 function start() {
+  state.view = makeView(null);
+  state.view.list.hidden = false;
   try { $("nick").value = localStorage.getItem("chatserv.nick") ?? ""; } catch { /* off */ }
   $("connect-form").addEventListener("submit", submitConnect);
   $("send-form").addEventListener("submit", submitInput);
