@@ -141,7 +141,8 @@ def _quit(ctx: Context, args: dict[str, str]) -> None:
 
 def _history(ctx: Context, args: dict[str, str]):
     count = args.get("count")
-    if count is not None and not (count.isdigit() and int(count) > 0):
+    # isdigit() alone lets "²" and other Unicode digits through to int(), which refuses them.
+    if count is not None and not (count.isascii() and count.isdigit() and int(count) > 0):
         raise UsageError("usage: /history [N], N a number of messages, e.g. /history 100")
     return ctx.service.history(ctx.user, int(count) if count is not None else None)
 
@@ -176,7 +177,7 @@ def _sanctionTerms(args: dict[str, str]) -> tuple[float | None, str]:
     """A ban's or mute's seconds (None: until lifted) and reason. "10 minutes": a bare
     number takes its unit from the word after it."""
     duration, reason = args.get("duration"), args.get("reason", "")
-    if duration is not None and duration.isdigit():
+    if duration is not None and duration.isascii() and duration.isdigit():
         unit, _, rest = reason.partition(" ")
         if unit.lower() in UNIT_WORDS:
             duration, reason = duration + unit, rest.lstrip()

@@ -190,7 +190,7 @@ def normaliseEndpoint(value: str | int, interface: str | None = None) -> str:
     127.0.0.1), else on all interfaces. Raises L{ConfigError} with a one-line reason.
     """
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
             raise ConfigError(f"port {port} is out of range (0-65535)")

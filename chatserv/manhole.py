@@ -1032,7 +1032,7 @@ class ManholeService(Listener):
 def manholeEndpointDescription(value: str | int) -> str:
     """A bare port becomes C{tcp:PORT:interface=127.0.0.1}; anything else is kept."""
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
             raise ManholeConfigError(f"manhole port {port} is out of range (0-65535)")

@@ -10,8 +10,8 @@ from chatserv.store import Sanction
 
 # Where a command takes a duration, a word that starts with a digit is one, or a mistake
 # to refuse ("1x"): never the start of a reason, which would make it a ban until lifted.
-DURATION = re.compile(r"\d\S*")
-_FORM = re.compile(r"(\d{1,9})([a-z]*)", re.IGNORECASE)
+DURATION = re.compile(r"\d\S*", re.ASCII)  # ASCII: "²" is a digit to \d, not to int()
+_FORM = re.compile(r"(\d{1,9})([a-z]*)", re.IGNORECASE | re.ASCII)
 _SIZES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NAMES = {
     "s": ("sec", "secs", "second", "seconds"),

@@ -402,7 +402,7 @@ def tlsEndpoint(
     )
 
     text = str(portOrDescription).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         port = int(text)
         if port > 65535:
             raise TLSConfigError(f"port {port} is out of range (0-65535)")

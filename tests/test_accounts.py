@@ -535,7 +535,7 @@ def test_admins_rename_an_account_and_whoever_is_logged_in_to_it(chat):
 def test_durations():
     assert parseDuration("30s") == 30 and parseDuration("10") == 600
     assert parseDuration("2H") == 7200 and parseDuration("1w") == 604800
-    for bad in ("0m", "soon", "-5m", "1y"):
+    for bad in ("0m", "soon", "-5m", "1y", "²m", "٣h", "１０"):  # Unicode digits too
         with pytest.raises(UsageError):
             parseDuration(bad)
     assert describeDuration(1) == "1 second" and describeDuration(7200) == "2 hours"
@@ -605,6 +605,11 @@ def test_history_on_join_is_limited_and_history_n_asks_the_store_for_more():
     assert bob.lines() == ["[12:00:00] error: at most 10 messages at once"]
     bob.send("/history lots\n")
     assert "usage: /history [N]" in bob.output()
+    for digits in ("²", "٣", "１２", "-1", "0"):  # Unicode digits are not numbers here
+        bob.send(f"/history {digits}\n")
+        assert bob.lines() == [
+            "[12:00:00] error: usage: /history [N], N a number of messages, e.g. /history 100"
+        ], digits
 
 
 def test_a_room_emptied_and_joined_again_replays_its_history():

@@ -53,6 +53,7 @@ def test_bad_values_give_one_line():
         "chatserv: error: bad endpoint 'bogus': Unknown endpoint type: 'bogus'"
     )
     assert "port 70000 is out of range" in refused("--ws", "70000")
+    assert "bad endpoint '²'" in refused("--tcp", "²")  # a digit to isdigit(), not to int()
     assert "invalid room name" in refused("--default-room", "no spaces")
     assert "max_line_length must be at least 64" in refused("--max-line-length", "3")
     assert "cannot read config file /nonexistent.toml" in refused("-c", "/nonexistent.toml")
