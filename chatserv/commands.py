@@ -8,6 +8,7 @@ same handler. Parsing knows the wire grammar; handlers know only the service.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -531,8 +532,12 @@ def parseJSON(text: str, readLine: Callable[[str], Request | None] | None = None
     args: dict[str, str] = {}
     for param in command.params:
         value = obj.get(param.name)
-        if param.number and isinstance(value, int | float) and not isinstance(value, bool):
-            value = str(int(value)) if value == int(value) else str(value)
+        if param.number and isinstance(value, float):  # every JSON number, parse_int=float
+            # 1e999, a 400-digit number (both inf), NaN and Infinity reach int() as floats
+            # it cannot convert; fractions are no count of anything either.
+            if not (math.isfinite(value) and value.is_integer()):
+                raise BadRequest(f'"{param.name}" must be a whole number, e.g. 100')
+            value = str(int(value))
         if param.flag and value is not None:
             if not isinstance(value, bool):
                 raise BadRequest(f'"{param.name}" must be true or false')

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 import struct
 import unicodedata
@@ -1334,6 +1335,12 @@ def refusalFor(text: str) -> str | None:
     for name, optional in fields.items():
         value = request.get(name)
         if name in NUMBER_FIELDS and type(value) in (int, float):
+            try:
+                number = float(value)
+            except OverflowError:  # more than 308 digits
+                return "bad-request"
+            if not (math.isfinite(number) and number.is_integer()):
+                return "bad-request"
             continue
         if name in FLAG_FIELDS:
             if value is not None and not isinstance(value, bool):
