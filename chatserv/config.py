@@ -13,9 +13,10 @@ from typing import Any
 from chatserv.addresses import TrustedProxies
 from chatserv.errors import BadName
 from chatserv.names import MAX_ROOM_NAME_LENGTH, checkNick, checkRoom
+from chatserv.wires import KINDS, WIRES
 
-DEFAULT_TCP = "10001"
-DEFAULT_WS = "8765"
+# What runs when no listener is given at all (chatserv.wires): tcp 10001 and ws 8765.
+DEFAULT_LISTENERS = {w.kind: w.default for w in WIRES if w.default is not None}
 # Twisted's default listen backlog (50) overflows under a burst of connects.
 DEFAULT_BACKLOG = 1024
 
@@ -165,17 +166,15 @@ _SECTIONS: dict[str, dict[str, str]] = {
 _TYPES = {f.name: f.type for f in fields(Settings)}
 
 
-LISTENER_KINDS = ("tcp", "ws", "tls", "wss")
+LISTENER_KINDS = KINDS
 
 
 @dataclass
 class Config:
     """What a config file (or the command line) asks for."""
 
-    tcp: list[str] = field(default_factory=list)
-    ws: list[str] = field(default_factory=list)
-    tls: list[str] = field(default_factory=list)
-    wss: list[str] = field(default_factory=list)
+    # Endpoint descriptions by listener kind (every kind of chatserv.wires).
+    listeners: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
     tlsCert: str | None = None  # paths as given, relative ones resolved against the file
     tlsKey: str | None = None
     metrics: str | None = None  # endpoint of the Prometheus listener
@@ -297,7 +296,7 @@ def _readListen(table: dict[str, Any], config: Config, problems: list[str]) -> N
                 problems.append(f"listen.{key} takes port numbers or endpoint strings")
                 continue
             try:
-                getattr(config, key).append(normaliseEndpoint(item))
+                config.listeners[key].append(normaliseEndpoint(item))
             except ConfigError as e:
                 problems.append(f"listen.{key}: {e}")
 

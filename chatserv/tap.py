@@ -13,9 +13,7 @@ from twisted.python import usage
 
 from chatserv import __version__
 from chatserv.config import (
-    DEFAULT_TCP,
-    DEFAULT_WS,
-    LISTENER_KINDS,
+    DEFAULT_LISTENERS,
     Config,
     ConfigError,
     loadConfig,
@@ -23,6 +21,7 @@ from chatserv.config import (
     normaliseEndpoint,
 )
 from chatserv.listening import listener
+from chatserv.wires import KINDS, WIRES, Wire
 
 
 def _wholeNumber(value: str) -> int:
@@ -38,7 +37,8 @@ class Options(usage.Options):
         "Run a chat server. Line clients (nc, telnet) connect to --tcp, websocket clients "
         "and browsers (http://HOST:PORT/) to --ws; all share the same rooms. With no "
         "listener given on the command line or in the config file, it listens on "
-        f"tcp {DEFAULT_TCP} and ws {DEFAULT_WS}. "
+        + " and ".join(f"{kind} {port}" for kind, port in DEFAULT_LISTENERS.items())
+        + ". "
         "ENDPOINT is a port number or a Twisted server endpoint description, e.g. "
         "tcp:10001:interface=127.0.0.1. Command-line options override the config file."
     )
@@ -92,7 +92,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        for kind in LISTENER_KINDS:
+        for kind in KINDS:
             self[kind] = []
 
     def parseOptions(self, options=None) -> None:
@@ -101,22 +101,6 @@ class Options(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             raise SystemExit(f"chatserv: error: {e} (see: twistd chatserv --help)") from None
-
-    def opt_tcp(self, endpoint: str) -> None:
-        """Listen for line clients (nc, telnet) on ENDPOINT; repeatable."""
-        self["tcp"].append(endpoint)
-
-    def opt_ws(self, endpoint: str) -> None:
-        """Listen for websocket clients, and serve the browser client, on ENDPOINT; repeatable."""
-        self["ws"].append(endpoint)
-
-    def opt_tls(self, endpoint: str) -> None:
-        """Listen for line clients over TLS on ENDPOINT (needs --tls-cert); repeatable."""
-        self["tls"].append(endpoint)
-
-    def opt_wss(self, endpoint: str) -> None:
-        """The same as --ws over TLS: wss:// and https:// (needs --tls-cert); repeatable."""
-        self["wss"].append(endpoint)
 
     def opt_version(self) -> None:
         """Print the chatserv version and exit."""
@@ -130,12 +114,12 @@ class Options(usage.Options):
             config = loadConfig(self["config"]) if self["config"] else Config()
             # A kind given on the command line replaces the config file's list of it.
             listeners = {
-                kind: [normaliseEndpoint(e) for e in self[kind]] or getattr(config, kind)
-                for kind in LISTENER_KINDS
+                kind: [normaliseEndpoint(e) for e in self[kind]] or config.listeners[kind]
+                for kind in KINDS
             }
             if not any(listeners.values()):
-                listeners["tcp"] = [normaliseEndpoint(DEFAULT_TCP)]
-                listeners["ws"] = [normaliseEndpoint(DEFAULT_WS)]
+                for kind, port in DEFAULT_LISTENERS.items():
+                    listeners[kind] = [normaliseEndpoint(port)]
             overrides = dict(config.settings)
             if self["default-room"] is not None:
                 overrides["default_room"] = self["default-room"]
@@ -147,7 +131,7 @@ class Options(usage.Options):
             # Full ssl: descriptions carry their own certificate; everything else uses ours.
             cert = self["tls-cert"] or config.tlsCert
             key = self["tls-key"] or config.tlsKey
-            encrypted = listeners["tls"] + listeners["wss"]
+            encrypted = [d for w in WIRES if w.tls for d in listeners[w.kind]]
             self["credentials"] = None
             if any(not d.startswith("ssl:") for d in encrypted):
                 if cert is None:
@@ -186,8 +170,6 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from twisted.internet.endpoints import serverFromString
 
     from chatserv.filelimit import FileLimitService
-    from chatserv.protocols.line import LineChatFactory
-    from chatserv.protocols.web import ChatSite
     from chatserv.service import ChatService
     from chatserv.tls import TLSReloadService, tlsEndpoint
 
@@ -211,25 +193,14 @@ def makeService(options: Options, reactor=None) -> MultiService:
     def encrypted(description):
         return tlsEndpoint(reactor, description, credentials, settings.tls_handshake_timeout)
 
-    wires = [
-        ("tcp", plain, lambda: LineChatFactory(chat), "line clients"),
-        ("ws", plain, lambda: ChatSite(chat, reactor=reactor), "websocket clients"),
-        ("tls", encrypted, lambda: LineChatFactory(chat, kind="tls"), "TLS line clients"),
-        (
-            "wss",
-            encrypted,
-            lambda: ChatSite(chat, reactor=reactor, kind="wss"),
-            "TLS websocket clients",
-        ),
-    ]
-    for kind, endpoint, makeFactory, what in wires:
-        if options[kind]:
-            factory = makeFactory()  # one per wire, shared by its listeners
-            for description in options[kind]:
-                listening = endpoint(description)
-                if kind in settings.proxy_protocol:
-                    listening = _readingProxyHeaders(listening, chat, kind, description)
-                listener(listening, description, factory, what).setServiceParent(top)
+    for wire in WIRES:
+        if options[wire.kind]:
+            factory = wire.factory(chat, reactor, wire.kind)  # one per wire, for its listeners
+            for description in options[wire.kind]:
+                listening = (encrypted if wire.tls else plain)(description)
+                if wire.kind in settings.proxy_protocol:
+                    listening = _readingProxyHeaders(listening, chat, wire, description)
+                listener(listening, description, factory, wire.what).setServiceParent(top)
     if credentials is not None:
         TLSReloadService(reactor, [credentials]).setServiceParent(top)
     if options.get("manhole"):
@@ -256,21 +227,33 @@ def makeService(options: Options, reactor=None) -> MultiService:
     return top
 
 
-def _readingProxyHeaders(endpoint, chat, kind: str, description: str):
+def _readingProxyHeaders(endpoint, chat, wire: Wire, description: str):
     """C{endpoint}, with PROXY headers read from trusted proxies, before any TLS."""
     from chatserv.protocols.proxy import ProxyProtocolEndpoint
     from chatserv.tls import TLSWrappedEndpoint
 
     if isinstance(endpoint, TLSWrappedEndpoint):
         return TLSWrappedEndpoint(
-            ProxyProtocolEndpoint(endpoint.endpoint, chat, kind),
+            ProxyProtocolEndpoint(endpoint.endpoint, chat, wire.kind),
             endpoint.credentials,
             endpoint.clock,
             endpoint.handshakeTimeout,
         )
-    if kind in ("tls", "wss"):  # an ssl: description does its own TLS, under the header
+    if wire.tls:  # an ssl: description does its own TLS, under the header
         raise SystemExit(
-            f"chatserv: error: proxy_protocol: cannot read PROXY headers on {kind} "
+            f"chatserv: error: proxy_protocol: cannot read PROXY headers on {wire.kind} "
             f"{description}; give a port or a tcp: description (TLS is then chatserv's)"
         )
-    return ProxyProtocolEndpoint(endpoint, chat, kind)
+    return ProxyProtocolEndpoint(endpoint, chat, wire.kind)
+
+
+def _listenOption(wire: Wire):
+    def opt(self: Options, endpoint: str) -> None:
+        self[wire.kind].append(endpoint)
+
+    opt.__doc__ = wire.help
+    return opt
+
+
+for _wire in WIRES:  # --tcp, --ws, --tls, --wss: one option per wire
+    setattr(Options, f"opt_{_wire.kind}", _listenOption(_wire))

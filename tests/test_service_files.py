@@ -58,3 +58,18 @@ def test_sample_config_sets_every_setting():
         table = text.split(f"\n[{section}]\n", 1)[1].split("\n[", 1)[0]
         assert f"\n{key} = " in table, f"{section}.{key} is not in etc/chatserv.toml"
     assert config.settings  # and they load
+
+
+def test_every_wire_is_an_option_a_config_key_and_documented(tmp_path):
+    from chatserv.wires import WIRES
+
+    readme = (ETC.parent / "README.md").read_text()
+    sample = (ETC / "chatserv.toml").read_text()
+    help = Options().__str__()
+    for wire in WIRES:
+        assert f"--{wire.kind}=" in help, wire.kind
+        assert f"| `--{wire.kind} ENDPOINT` |" in readme, wire.kind
+        assert f"\n{wire.kind} = [" in sample or f"\n# {wire.kind} = [" in sample, wire.kind
+        config = tmp_path / f"{wire.kind}.toml"
+        config.write_text(f"[listen]\n{wire.kind} = [0]\n")
+        assert loadConfig(config).listeners[wire.kind] == ["tcp:0:backlog=1024"]
