@@ -671,7 +671,7 @@ def test_line_protocol_takes_any_bytes(data, cuts, named):
         event(f"line too long: {min(tooLong, 2)}; not UTF-8: {min(badEncoding, 2)}")
         assert got.count(TOO_LONG) == tooLong
         assert badEncoding <= got.count(NOT_UTF8) <= badEncoding + unsure
-        assert len(attacker.conn.protocol._buffer) <= LIMIT + 1
+        assert len(attacker.conn.protocol._framer._buffer) <= LIMIT + 1
         world.checkHealthy()
         world.finish()
 

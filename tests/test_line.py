@@ -178,7 +178,7 @@ def test_overlong_line_arriving_in_pieces_is_refused_once_and_dropped():
     service, alice, bob = inLobby(max_line_length=100)
     for _ in range(50):  # 5 KB without a newline: never buffered beyond the limit
         bob.send(b"z" * 100)
-        assert len(bob.protocol._buffer) <= 101
+        assert len(bob.protocol._framer._buffer) <= 101
     bob.send(b"zzz\nok\n")
     assert bob.lines() == [
         "[12:00:00] error: line too long (the limit is 100 bytes); it was not sent"
@@ -250,8 +250,9 @@ def test_unexpected_failure_is_reported_and_logged_not_fatal():
 def test_a_flood_in_one_read_is_not_parsed_past_its_disconnect():
     service, alice, bob = inLobby()
     parsed = []
-    parse = bob.protocol._lineReceived
-    bob.protocol._lineReceived = lambda raw: (parsed.append(raw), parse(raw))
+    framer = bob.protocol._framer
+    parse = framer._line  # each decoded line, to the session
+    framer._line = lambda line: (parsed.append(line), parse(line))
     bob.send(b"spam\n" * 10_000)  # one read: flood control ends it within the first 100
     assert "disconnected: you sent too much, too fast" in bob.lines()[-1]
     assert len(parsed) < 100

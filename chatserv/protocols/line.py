@@ -1,24 +1,17 @@
 """The line protocol, for nc and telnet: one command or message per line.
 
-Input: UTF-8 lines ending in LF or CRLF. Output: one event per line, CRLF endings, in the
-format of L{chatserv.render.lines}.
-
-The framing is done here rather than by LineReceiver because a chat server needs three
-things it does not do: accept both LF and CRLF, answer an overlong line with an error and
-carry on with the lines after it, and split a large burst in one pass rather than one
-line at a time.
+Input: UTF-8 lines ending in LF or CRLF, framed by L{chatserv.protocols.framing}.
+Output: one event per line, CRLF endings, in the format of L{chatserv.render.lines}.
 """
 
 from __future__ import annotations
-
-import re
 
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv import render
-from chatserv.errors import BadEncoding, LineTooLong, TooManyConnections
+from chatserv.errors import TooManyConnections
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.protocols import (
     AdmissionMixin,
@@ -28,13 +21,10 @@ from chatserv.protocols import (
     peerText,
     released,
 )
+from chatserv.protocols.framing import LineFramer
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
-
-# Telnet commands (IAC ...), which telnet clients may send, e.g. for Ctrl-C. 0xFF never
-# occurs in UTF-8, so removing them cannot damage text.
-_TELNET = re.compile(rb"\xff(?:\xfa.*?\xff\xf0|[\xfb-\xfe].|[\x00-\xff])", re.DOTALL)
 
 
 @implementer(IWire)
@@ -55,8 +45,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
 
     factory: LineChatFactory
     _abortLater = None
-    _buffer = b""  # the start of a line whose end has not arrived
-    _discarding = False  # inside an overlong line, dropping up to its end
+    _framer: LineFramer
     _lostBecause = "connection lost"
 
     @property
@@ -81,49 +70,19 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         noDelay(self.transport)
         keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
         self.startOutput()
-        self._limit = settings.max_line_length
-        self.session = Session(self.factory.service, self)
+        session = self.session = Session(self.factory.service, self)
+        self._framer = LineFramer(
+            settings.max_line_length,
+            session.receiveLine,
+            session.refuse,
+            lambda: session.closed,
+            telnet=True,
+        )
 
     def dataReceived(self, data: bytes) -> None:
-        session = self.session
-        if session.closed:  # ended (a flood, a kick): what it still sends is for nobody
+        if self.session.closed:  # ended (a flood, a kick): what it still sends is for nobody
             return
-        if b"\n" not in data:  # common for interactive typing: no complete line yet
-            self._buffer += data
-        else:
-            lines = (self._buffer + data).split(b"\n")
-            self._buffer = lines.pop()
-            for raw in lines:
-                if session.closed:
-                    return
-                if self._discarding:
-                    self._discarding = False  # this was the tail of the overlong line
-                    continue
-                self._lineReceived(raw[:-1] if raw.endswith(b"\r") else raw)
-        # +1: a CR may be waiting for its LF.
-        if len(self._buffer) > self._limit + 1:
-            self._buffer = b""
-            if not self._discarding:
-                self._discarding = True
-                self._tooLong()
-
-    def _lineReceived(self, raw: bytes) -> None:
-        if len(raw) > self._limit:
-            return self._tooLong()
-        if b"\xff" in raw:
-            raw = _TELNET.sub(b"", raw)
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return self.session.refuse(
-                BadEncoding("that line was not valid UTF-8 and was not sent")
-            )
-        self.session.receiveLine(line)
-
-    def _tooLong(self) -> None:
-        self.session.refuse(
-            LineTooLong(f"line too long (the limit is {self._limit} bytes); it was not sent")
-        )
+        self._framer.feed(data)
 
     def connectionLost(self, reason=None) -> None:
         if self._abortLater is not None and self._abortLater.active():
