@@ -171,7 +171,7 @@ def _color(ctx: Context, args: dict[str, str]):
 
 
 def _kick(ctx: Context, args: dict[str, str]) -> None:
-    ctx.service.kick(args["nick"], args.get("reason", ""), by=ctx.user.nick)
+    ctx.service.kick(ctx.user, args["nick"], args.get("reason", ""))
 
 
 def _sanctionTerms(args: dict[str, str]) -> tuple[float | None, str]:
@@ -187,20 +187,18 @@ def _sanctionTerms(args: dict[str, str]) -> tuple[float | None, str]:
 
 async def _ban(ctx: Context, args: dict[str, str]) -> None:
     seconds, reason = _sanctionTerms(args)
-    ban = await ctx.service.ban(
-        args["nick"], seconds, reason, by=ctx.user.nick, address="address" in args
-    )
+    ban = await ctx.service.ban(ctx.user, args["nick"], seconds, reason, address="address" in args)
     ctx.notice(f"banned {_sanctioned(ban, args)} {describeSanction(ban, ctx.service.now())}")
 
 
 async def _unban(ctx: Context, args: dict[str, str]) -> None:
-    await ctx.service.lift("ban", args["nick"], by=ctx.user.nick)
+    await ctx.service.lift(ctx.user, "ban", args["nick"])
     ctx.notice(f"unbanned {args['nick']}")
 
 
 async def _mute(ctx: Context, args: dict[str, str]) -> None:
     seconds, _ = _sanctionTerms(args)  # (a mute has no reason: no word follows)
-    mute = await ctx.service.mute(args["nick"], seconds, by=ctx.user.nick)
+    mute = await ctx.service.mute(ctx.user, args["nick"], seconds)
     ctx.notice(f"muted {_sanctioned(mute, args)} {describeSanction(mute, ctx.service.now())}")
 
 
@@ -212,7 +210,7 @@ def _sanctioned(sanction: Sanction, args: dict[str, str]) -> str:
 
 
 async def _unmute(ctx: Context, args: dict[str, str]) -> None:
-    await ctx.service.lift("mute", args["nick"], by=ctx.user.nick)
+    await ctx.service.lift(ctx.user, "mute", args["nick"])
     ctx.notice(f"unmuted {args['nick']}")
 
 
@@ -230,44 +228,44 @@ def _topic(ctx: Context, args: dict[str, str]):
 
 
 async def _setTopic(ctx: Context, room: str, text: str) -> None:
-    event = await ctx.service.setTopic(room, text, by=ctx.user.nick)
+    event = await ctx.service.setTopic(ctx.user, room, text)
     if fold(event.room) not in ctx.user.rooms:
         # The room's members see the new topic; one set from outside it is confirmed.
         ctx.reply(event)
 
 
 def _broadcast(ctx: Context, args: dict[str, str]) -> None:
-    count = ctx.service.broadcast(f"{args['text']} (from {ctx.user.nick})")
+    count = ctx.service.broadcast(ctx.user, args["text"])
     ctx.notice(f"sent to {count} connections")
 
 
 def _rbroadcast(ctx: Context, args: dict[str, str]) -> None:
-    count = ctx.service.broadcastRoom(args["room"], f"{args['text']} (from {ctx.user.nick})")
+    count = ctx.service.broadcastRoom(ctx.user, args["room"], args["text"])
     ctx.notice(f"sent to {count} users")
 
 
 async def _promote(ctx: Context, args: dict[str, str]) -> None:
-    account = await ctx.service.setAdmin(args["nick"], True, by=ctx.user.nick)
+    account = await ctx.service.setAdmin(ctx.user, args["nick"], True)
     ctx.notice(f"{account.nick} is now an admin")
 
 
 async def _resetPassword(ctx: Context, args: dict[str, str]) -> None:
-    account = await ctx.service.resetPassword(args["nick"], args["password"], by=ctx.user.nick)
+    account = await ctx.service.resetPassword(ctx.user, args["nick"], args["password"])
     ctx.notice(f"{account.nick} has a new password")
 
 
 async def _deleteAccount(ctx: Context, args: dict[str, str]) -> None:
-    account = await ctx.service.deleteAccount(args["nick"], by=ctx.user.nick)
+    account = await ctx.service.deleteAccount(ctx.user, args["nick"])
     ctx.notice(f"deleted the account {account.nick}")
 
 
 async def _renameAccount(ctx: Context, args: dict[str, str]) -> None:
-    account = await ctx.service.renameAccount(args["nick"], args["new"], by=ctx.user.nick)
+    account = await ctx.service.renameAccount(ctx.user, args["nick"], args["new"])
     ctx.notice(f"renamed the account {args['nick']} to {account.nick}")
 
 
 async def _demote(ctx: Context, args: dict[str, str]) -> None:
-    account = await ctx.service.setAdmin(args["nick"], False, by=ctx.user.nick)
+    account = await ctx.service.setAdmin(ctx.user, args["nick"], False)
     ctx.notice(f"{account.nick} is no longer an admin")
 
 

@@ -76,6 +76,7 @@ from zope.interface import implementer
 from chatserv import __version__
 from chatserv.errors import ChatError
 from chatserv.listening import Listener
+from chatserv.service import CONSOLE
 from chatserv.text import sanitize
 
 _log = Logger()
@@ -456,7 +457,8 @@ class PasswordFileChecker:
 # -- the console ------------------------------------------------------------------------
 
 _HELP = """\
-The running ChatService is `chat`. Helpers (each prints, and returns the value):
+The running ChatService is `chat`; its admin methods take the actor first, here
+`console` (chat.kick(console, "bob")). Helpers (each prints, and returns the value):
   rooms()                         every room and its member count
   users(room=None)                who is online, or who is in one room
   broadcast(text)                 a server notice to every connection
@@ -561,32 +563,32 @@ def namespace(chat) -> dict[str, Any]:
 
     def broadcast(text: str) -> int:
         """Send a server notice to every connection; returns how many got it."""
-        n = chat.broadcast(text)
+        n = chat.broadcast(CONSOLE, text)
         return show(n, f"sent to {_plural(n, 'connection')}")
 
     def rbroadcast(room: str, text: str) -> int:
         """Send a server notice to the members of room; returns how many got it."""
-        n = chat.broadcastRoom(room, text)
+        n = chat.broadcastRoom(CONSOLE, room, text)
         return show(n, f"sent to {_plural(n, 'member')} of #{room.lstrip('#')}")
 
     def tell(nick: str, text: str) -> None:
         """Send a server notice to one user."""
-        chat.tellUser(nick, text)
+        chat.tellUser(CONSOLE, nick, text)
         print(f"told {nick}")
 
     def kick(nick: str, reason: str = "") -> None:
         """Disconnect a user; their rooms see "kicked: reason"."""
-        chat.kick(nick, reason)
+        chat.kick(CONSOLE, nick, reason)
         print(f"kicked {nick}" + (f": {reason}" if reason else ""))
 
     def close_room(room: str, reason: str = "room closed") -> int:
         """Disconnect everyone in room (which then disappears); returns how many."""
-        n = chat.closeRoom(room, reason)
+        n = chat.closeRoom(CONSOLE, room, reason)
         return show(n, f"closed #{room.lstrip('#')}: {_plural(n, 'user')} disconnected")
 
     def reset(reason: str = "server reset") -> int:
         """Disconnect every connection and empty every room; returns how many."""
-        n = chat.reset(reason)
+        n = chat.reset(CONSOLE, reason)
         return show(n, f"reset: {_plural(n, 'connection')} closed")
 
     def stats() -> dict:
@@ -603,28 +605,30 @@ def namespace(chat) -> dict[str, Any]:
 
     def create_account(nick: str, password: str, admin: bool = False) -> defer.Deferred:
         """Register nick with password (admin=True: an admin); shows when it is done."""
-        return _report(chat.createAccount(nick, password, admin), f"created the account {nick}")
+        return _report(
+            chat.createAccount(CONSOLE, nick, password, admin), f"created the account {nick}"
+        )
 
     def promote(nick: str) -> defer.Deferred:
         """Make a registered nickname an admin; shows when it is done."""
-        return _report(chat.setAdmin(nick, True), f"{nick} is an admin now")
+        return _report(chat.setAdmin(CONSOLE, nick, True), f"{nick} is an admin now")
 
     def demote(nick: str) -> defer.Deferred:
         """Take a registered nickname's admin rights away; shows when it is done."""
-        return _report(chat.setAdmin(nick, False), f"{nick} is no longer an admin")
+        return _report(chat.setAdmin(CONSOLE, nick, False), f"{nick} is no longer an admin")
 
     def reset_password(nick: str, password: str) -> defer.Deferred:
         """Give an account a new password; shows when it is done."""
-        return _report(chat.resetPassword(nick, password), f"{nick} has a new password")
+        return _report(chat.resetPassword(CONSOLE, nick, password), f"{nick} has a new password")
 
     def delete_account(nick: str) -> defer.Deferred:
         """Delete an account (and its kept messages); shows when it is done."""
-        return _report(chat.deleteAccount(nick), f"deleted the account {nick}")
+        return _report(chat.deleteAccount(CONSOLE, nick), f"deleted the account {nick}")
 
     def rename_account(nick: str, new_nick: str) -> defer.Deferred:
         """Give an account another name (its kept messages, bans and mutes go with it)."""
         return _report(
-            chat.renameAccount(nick, new_nick), f"renamed the account {nick} to {new_nick}"
+            chat.renameAccount(CONSOLE, nick, new_nick), f"renamed the account {nick} to {new_nick}"
         )
 
     def ban(
@@ -632,19 +636,19 @@ def namespace(chat) -> dict[str, Any]:
     ) -> defer.Deferred:
         """Ban a nickname for duration seconds (None: until lifted); address=True bans the
         address it is online from too."""
-        return _report(chat.ban(nick, duration, reason, address=address), f"banned {nick}")
+        return _report(chat.ban(CONSOLE, nick, duration, reason, address=address), f"banned {nick}")
 
     def unban(nick: str) -> defer.Deferred:
         """Lift a ban; shows when it is done."""
-        return _report(chat.lift("ban", nick), f"unbanned {nick}")
+        return _report(chat.lift(CONSOLE, "ban", nick), f"unbanned {nick}")
 
     def mute(nick: str, duration: float | None = None) -> defer.Deferred:
         """Mute a nickname for duration seconds (None: until lifted)."""
-        return _report(chat.mute(nick, duration), f"muted {nick}")
+        return _report(chat.mute(CONSOLE, nick, duration), f"muted {nick}")
 
     def unmute(nick: str) -> defer.Deferred:
         """Lift a mute; shows when it is done."""
-        return _report(chat.lift("mute", nick), f"unmuted {nick}")
+        return _report(chat.lift(CONSOLE, "mute", nick), f"unmuted {nick}")
 
     def help_chat() -> None:
         """List the chat helpers."""
@@ -664,6 +668,7 @@ def namespace(chat) -> dict[str, Any]:
 
     return {
         "chat": chat,
+        "console": CONSOLE,  # the actor chat's admin methods take first: chat.kick(console, ...)
         "rooms": rooms,
         "users": users,
         "broadcast": broadcast,

@@ -102,6 +102,20 @@ class User:
         return f"<User {self.nick!r} {self.client.address}>"
 
 
+class Console:
+    """The admin console (the SSH manhole): an actor with every right."""
+
+    nick = "console"  # what rooms and logs call it
+
+    def __repr__(self) -> str:
+        return "<Console>"
+
+
+CONSOLE = Console()
+# Who does a privileged thing: a user (whose rights the service checks) or the console.
+Actor = User | Console
+
+
 class Room:
     __slots__ = ("key", "name", "members", "topic", "topicBy", "topicTs", "recent", "loading")
 
@@ -753,16 +767,17 @@ class ChatService(Service):
             for u in users
         ]
 
-    def broadcast(self, text: str) -> int:
+    def broadcast(self, actor: Actor, text: str) -> int:
         """A server notice to every connection; returns how many got it."""
-        event = ev.Notice(sanitize(text), self.now())
+        event = ev.Notice(sanitize(self._signed(actor, "broadcast", text)), self.now())
         sessions = list(self.sessions)
         for user in sessions:
             self.deliver(user, event)
         return len(sessions)
 
-    def broadcastRoom(self, room: str, text: str) -> int:
+    def broadcastRoom(self, actor: Actor, room: str, text: str) -> int:
         """A server notice to the members of one room; returns how many got it."""
+        text = self._signed(actor, "rbroadcast", text)
         name = self._roomName(room)
         found = self.rooms.get(fold(name))
         if found is None:
@@ -771,33 +786,51 @@ class ChatService(Service):
         self.bus.publish(ev.Notice(sanitize(text), self.now(), room=found.name), rooms=(found.key,))
         return members
 
-    def tellUser(self, nick: str, text: str) -> None:
+    def tellUser(self, actor: Actor, nick: str, text: str) -> None:
         """A server notice to one user."""
+        self.authorize(actor, "tell")
         user = self._named(nick)
         self.deliver(user, ev.Notice(sanitize(text), self.now()))
 
-    def kick(self, nick: str, reason: str = "", by: str | None = None) -> None:
+    def kick(self, actor: Actor, nick: str, reason: str = "") -> None:
         """Disconnect a user; their rooms see why."""
+        by = self.authorize(actor, "kick")
         user = self._named(nick)
-        who = f"kicked by {by}" if by else "kicked"
+        who = "kicked" if actor is CONSOLE else f"kicked by {by}"
         why = f"{who}: {sanitize(reason)}" if reason else who
         self.end(user, why, f"disconnected: you were {why}")
 
-    def requireAdmin(self, user: User, command: str) -> None:
-        if not self.isAdmin(user):
+    def authorize(self, actor: Actor, command: str) -> str:
+        """The name C{actor} does an admin's C{command} under; refuses anyone else.
+
+        Every privileged operation asks here, whatever wire it came from, so that no
+        wire's grammar or command table can forget the check.
+        """
+        if isinstance(actor, Console):
+            return actor.nick
+        if not self.isAdmin(actor):
             raise NotPermitted(f"not permitted: /{command} is for admins")
+        return actor.nick or "?"
+
+    def requireAdmin(self, user: User, command: str) -> None:
+        self.authorize(user, command)
+
+    def _signed(self, actor: Actor, command: str, text: str) -> str:
+        by = self.authorize(actor, command)
+        return text if actor is CONSOLE else f"{text} (from {by})"
 
     async def ban(
         self,
+        actor: Actor,
         nick: str,
         duration: float | None = None,
         reason: str = "",
-        by: str = "console",
         address: bool = False,
     ) -> Sanction:
         """Ban a nickname for C{duration} seconds or until lifted; a user online under it is
         disconnected. With C{address}, also the address that user is online from: never
         implied, since everyone behind that address (a NAT, a proxy) is banned with it."""
+        by = self.authorize(actor, "ban")
         target = self._person(nick)
         key = target.key if target is not None else fold(checkNick(nick))
         host = None
@@ -840,8 +873,9 @@ class ChatService(Service):
         await self.store.addSanction(ban)
         return ban
 
-    async def mute(self, nick: str, duration: float | None = None, by: str = "console") -> Sanction:
+    async def mute(self, actor: Actor, nick: str, duration: float | None = None) -> Sanction:
         """Refuse what a nickname says (rooms and private messages) for a while."""
+        by = self.authorize(actor, "mute")
         target = self._person(nick)
         key = target.key if target is not None else fold(checkNick(nick))
         now = self.now()
@@ -854,8 +888,9 @@ class ChatService(Service):
         await self.store.addSanction(mute)
         return mute
 
-    async def lift(self, kind: str, nick: str, by: str = "console") -> None:
+    async def lift(self, actor: Actor, kind: str, nick: str) -> None:
         """Lift a ban (C{kind} "ban") or a mute ("mute")."""
+        by = self.authorize(actor, f"un{kind}")
         key = fold(checkNick(nick))
         held = self.sanctions.remove(kind, key)
         stored = await self.store.removeSanction(kind, key)
@@ -867,10 +902,11 @@ class ChatService(Service):
             self.notice(target, f"{by} unmuted you")
 
     async def createAccount(
-        self, nick: str, password: str, admin: bool = False, by: str = "console"
+        self, actor: Actor, nick: str, password: str, admin: bool = False
     ) -> Account:
         """Register C{nick} with C{password} for someone (the console's way to make the
         first admin, or an account whose name the config file reserves)."""
+        by = self.authorize(actor, "createaccount")
         nick = checkNick(nick)
         self._checkPassword(password)
         hashed = await self.passwords.hash(password)
@@ -885,8 +921,9 @@ class ChatService(Service):
         )
         return account
 
-    async def resetPassword(self, nick: str, password: str, by: str = "console") -> Account:
+    async def resetPassword(self, actor: Actor, nick: str, password: str) -> Account:
         """Give the account C{nick} a new password (its owner forgot theirs)."""
+        by = self.authorize(actor, "resetpassword")
         account = await self._existingAccount(nick)
         self._checkPassword(password)
         hashed = await self.passwords.hash(password)
@@ -895,9 +932,10 @@ class ChatService(Service):
         _log.info("{by} reset the password of {nick}", by=by, nick=account.nick)
         return account
 
-    async def deleteAccount(self, nick: str, by: str = "console") -> Account:
+    async def deleteAccount(self, actor: Actor, nick: str) -> Account:
         """Delete the account C{nick} and the private messages kept for it; whoever is
         logged in to it stays connected, as a guest."""
+        by = self.authorize(actor, "deleteaccount")
         account = await self._existingAccount(nick)
         await self.store.deleteAccount(account.key)
         _log.info("{by} deleted the account {nick}", by=by, nick=account.nick)
@@ -907,10 +945,11 @@ class ChatService(Service):
                 self.notice(user, f"{by} deleted your account {account.nick}")
         return account
 
-    async def renameAccount(self, nick: str, newNick: str, by: str = "console") -> Account:
+    async def renameAccount(self, actor: Actor, nick: str, newNick: str) -> Account:
         """Give the account C{nick} the name C{newNick}, with the private messages kept
         for it and its bans and mutes. Whoever is logged in to it is renamed too; what
         the old name said in rooms stays said by it."""
+        by = self.authorize(actor, "renameaccount")
         newNick = checkNick(newNick)
         account = await self._existingAccount(nick)
         newKey = fold(newNick)
@@ -941,8 +980,9 @@ class ChatService(Service):
             raise NoSuchUser(f'"{sanitize(nick)}" is not registered')
         return account
 
-    async def setAdmin(self, nick: str, admin: bool, by: str = "console") -> Account:
+    async def setAdmin(self, actor: Actor, nick: str, admin: bool) -> Account:
         """Promote a registered nickname to admin, or demote it."""
+        by = self.authorize(actor, "promote" if admin else "demote")
         key = fold(checkNick(nick))
         if not admin and key in self.adminKeys:
             raise NotPermitted(f"{nick} is an admin in the config file; remove them there")
@@ -969,8 +1009,9 @@ class ChatService(Service):
             raise NoSuchRoom(f"there is no room #{name}")
         return self._topicEvent(found)
 
-    async def setTopic(self, room: str, topic: str, by: str = "console") -> ev.Topic:
+    async def setTopic(self, actor: Actor, room: str, topic: str) -> ev.Topic:
         """Set a room's topic (creating the room); the room becomes permanent."""
+        by = self.authorize(actor, "topic")
         topic = self._cleanText(topic)  # before the room exists: a refusal leaves none
         found = self._roomOrNew(room)
         found.topic, found.topicBy, found.topicTs = topic, by, self.now()
@@ -996,8 +1037,9 @@ class ChatService(Service):
             return None
         return f"this address is banned {describeSanction(ban, self.now())}"
 
-    def closeRoom(self, room: str, reason: str = "room closed") -> int:
+    def closeRoom(self, actor: Actor, room: str, reason: str = "room closed") -> int:
         """Disconnect everyone in a room (it then disappears); returns how many."""
+        self.authorize(actor, "closeroom")
         name = self._roomName(room)
         found = self.rooms.get(fold(name))
         if found is None:
@@ -1007,8 +1049,9 @@ class ChatService(Service):
             self.end(user, reason, f"disconnected: #{found.name} was closed ({reason})")
         return len(members)
 
-    def reset(self, reason: str = "server reset") -> int:
+    def reset(self, actor: Actor, reason: str = "server reset") -> int:
         """Disconnect every connection and empty every room; returns how many."""
+        self.authorize(actor, "reset")
         sessions = list(self.sessions)
         self._forgetAll()
         for user in sessions:

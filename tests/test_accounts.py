@@ -26,7 +26,7 @@ from chatserv.config import Settings
 from chatserv.errors import Busy, NickRegistered, UsageError, WeakPassword
 from chatserv.moderation import describeDuration, parseDuration
 from chatserv.names import fold
-from chatserv.service import ChatService
+from chatserv.service import CONSOLE, ChatService
 from chatserv.store import Account
 from chatserv.store.memory import MemoryStore
 
@@ -36,7 +36,7 @@ PASSWORD = "correct-horse"
 def registered(service, nick, port, password=PASSWORD):
     host = f"10.0.1.{port % 256}"  # an address of its own: bans
     if fold(nick) in service.adminKeys:  # reserved: the console makes the account
-        resultOf(defer.ensureDeferred(service.createAccount(nick, password)))
+        resultOf(defer.ensureDeferred(service.createAccount(CONSOLE, nick, password)))
         conn = LineConnection(service, host=host, port=port)
         conn.send(f"/login {nick} {password}\n")
         assert f"logged in as {nick}" in conn.output()
@@ -711,7 +711,7 @@ def jsonClient(service, clock, port=4000) -> WSConnection:
 
 def test_json_account_requests():
     service, clock = makeService(admins=("alice",))
-    resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
+    resultOf(defer.ensureDeferred(service.createAccount(CONSOLE, "alice", PASSWORD)))
     alice = jsonClient(service, clock)
     alice.request(type="login", nick="alice", password=PASSWORD)
     (login,) = [e for e in alice.take() if e["type"] == "login"]
@@ -746,7 +746,7 @@ def test_json_account_requests():
 
 def test_a_refused_topic_creates_no_room():
     service, clock = makeService(admins=("alice",))
-    resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
+    resultOf(defer.ensureDeferred(service.createAccount(CONSOLE, "alice", PASSWORD)))
     alice = jsonClient(service, clock)
     alice.request(type="login", nick="alice", password=PASSWORD)
     alice.take()
@@ -1068,13 +1068,13 @@ def test_an_admin_name_without_an_account_is_reserved():
         "choose another",
     ]
     # The console makes the account; its owner then logs in and is an admin.
-    account = resultOf(defer.ensureDeferred(service.createAccount("alice", PASSWORD)))
+    account = resultOf(defer.ensureDeferred(service.createAccount(CONSOLE, "alice", PASSWORD)))
     assert account.nick == "alice" and not account.admin
     alice = LineConnection(service, host="10.0.0.1")
     alice.send(f"/login alice {PASSWORD}\n")
     assert "you are logged in as alice (admin)" in alice.output()
     failure = failureOf(
-        defer.ensureDeferred(service.createAccount("alice", PASSWORD)), NickRegistered
+        defer.ensureDeferred(service.createAccount(CONSOLE, "alice", PASSWORD)), NickRegistered
     )
     assert "already registered" in str(failure.value)
     service.stopService()
@@ -1082,9 +1082,11 @@ def test_an_admin_name_without_an_account_is_reserved():
 
 def test_an_account_made_on_the_console_can_be_an_admin():
     service, clock = makeService()
-    resultOf(defer.ensureDeferred(service.createAccount("root", PASSWORD, admin=True)))
+    resultOf(defer.ensureDeferred(service.createAccount(CONSOLE, "root", PASSWORD, admin=True)))
     root = LineConnection(service)
     root.send(f"/login root {PASSWORD}\n")
     assert "you are logged in as root (admin)" in root.output()
-    weak = failureOf(defer.ensureDeferred(service.createAccount("x", "short")), WeakPassword)
+    weak = failureOf(
+        defer.ensureDeferred(service.createAccount(CONSOLE, "x", "short")), WeakPassword
+    )
     assert "at least 8 characters" in str(weak.value)

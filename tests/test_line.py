@@ -3,6 +3,8 @@
 from helpers import LineConnection, makeService, named
 from twisted.internet import defer
 
+from chatserv.service import CONSOLE
+
 
 def inLobby(**settings):
     """A service with alice and bob in the lobby, all output so far read."""
@@ -311,7 +313,7 @@ def test_a_connection_the_server_closed_is_logged_with_why():
     logged = []
     globalLogPublisher.addObserver(logged.append)
     try:
-        service.kick("bob", "enough")
+        service.kick(CONSOLE, "bob", "enough")
         bob.drop()  # the TCP connection then ends
         service.stopService()
         assert "server shutting down" in alice.lines()[-1]

@@ -9,6 +9,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
 
 from chatserv.protocols.output import Flusher
+from chatserv.service import CONSOLE
 
 
 class CountingTransport(StringTransport):
@@ -63,7 +64,7 @@ def test_a_farewell_follows_what_was_pending():
     bob = named(service, "bob", port=5001)
     alice.output()
     bob.send("last words\n")
-    service.kick("alice", "enough")  # closes alice's connection with a farewell notice
+    service.kick(CONSOLE, "alice", "enough")  # closes alice's connection with a farewell notice
     lines = alice.lines()
     assert lines[0] == "[12:00:00] #lobby <bob> last words"
     assert "enough" in lines[-1]

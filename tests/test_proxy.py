@@ -32,7 +32,7 @@ from chatserv.protocols.proxy import (
     parseProxyHeader,
 )
 from chatserv.protocols.web import ChatSite
-from chatserv.service import ChatService
+from chatserv.service import CONSOLE, ChatService
 
 V1 = b"PROXY TCP4 203.0.113.7 192.0.2.1 5555 10001\r\n"
 PROXY = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -213,7 +213,7 @@ def test_an_address_ban_bans_the_client_not_the_proxy(proxied):
     protocol, transport = connect()
     protocol.dataReceived(V1 + b"mallory\r\n")
     assert service.findUser("mallory").host == "203.0.113.7"
-    d = defer.ensureDeferred(service.ban("mallory", address=True))
+    d = defer.ensureDeferred(service.ban(CONSOLE, "mallory", address=True))
     assert d.called and service.findUser("mallory") is None
     protocol.connectionLost(None)  # the server closed it
     back, backTransport = connect()

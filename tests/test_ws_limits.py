@@ -12,6 +12,8 @@ import pytest
 import wsmemory as ws
 from helpers import makeService, named
 
+from chatserv.service import CONSOLE
+
 
 @pytest.fixture
 def chat():
@@ -134,7 +136,7 @@ def test_a_flooder_still_sending_after_its_close_is_no_longer_read(chat):
 def test_a_client_answering_the_close_handshake_closes_cleanly(chat):
     service, clock, _ = chat
     client = wsNamed(service, clock, "client")
-    service.kick("client", "bye")
+    service.kick(CONSOLE, "client", "bye")
     assert client.closeCode == 1000
     client.finishClose()  # its close frame is read: the handshake completes
     assert client.lost and client.transport.producerState == "producing"
