@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chatserv import events as ev
+from chatserv.text import plain
 
 
 def clockTime(ts: float) -> str:
@@ -44,18 +45,18 @@ def _describeHelp(event: ev.HelpReply) -> list[str]:
 # How each event reads as text, without the time stamp. A list, since help spans lines.
 _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
     ev.RoomMessage: lambda e: [
-        f"{_room(e.room)} <{e.sender}> {e.text}"
+        f"{_room(e.room)} <{e.sender}> {plain(e.text)}"
         if e.kind == "message"
-        else f"{_room(e.room)} * {e.sender} {e.text}"
+        else f"{_room(e.room)} * {e.sender} {plain(e.text)}"
     ],
     ev.PrivateMessage: lambda e: [
         (
-            f"-> *{e.to}* (offline; kept for their next login) {e.text}"
+            f"-> *{e.to}* (offline; kept for their next login) {plain(e.text)}"
             if e.offline
-            else f"-> *{e.to}* {e.text}"
+            else f"-> *{e.to}* {plain(e.text)}"
         )
         if e.outgoing
-        else f"*{e.sender}* {e.text}"
+        else f"*{e.sender}* {plain(e.text)}"
     ],
     ev.Joined: lambda e: [f"{_room(e.room)} --> {e.nick} has joined"],
     ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
@@ -64,7 +65,7 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
     ev.Welcome: lambda e: [f"-!- {e.text}"],
     ev.LoggedIn: lambda e: [f"-!- {e.text}"],
     ev.Topic: lambda e: [
-        f"{_room(e.room)} topic: {e.topic} (set by {e.by}, {dateTime(e.setAt)})"
+        f"{_room(e.room)} topic: {plain(e.topic)} (set by {e.by}, {dateTime(e.setAt)})"
         if e.topic is not None
         else f"{_room(e.room)} has no topic"
     ],
@@ -120,12 +121,12 @@ def _marked(fields: dict[str, Any], **optional: Any) -> dict[str, Any]:
 # The JSON fields of each event, besides "type" and "ts" (milliseconds since the epoch).
 _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.RoomMessage: lambda e: _marked(
-        {"type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": e.text},
+        {"type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": plain(e.text)},
         color=e.color,
         history=e.history,
     ),
     ev.PrivateMessage: lambda e: _marked(
-        {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": e.text},
+        {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": plain(e.text)},
         color=e.color,
         offline=e.offline,
     ),
@@ -150,7 +151,7 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.Topic: lambda e: {
         "type": "topic",
         "room": e.room,
-        "topic": e.topic,
+        "topic": plain(e.topic) if e.topic is not None else None,
         "by": e.by or None,
         "set": _ms(e.setAt) if e.topic is not None else None,
         "text": _text(e),

@@ -1207,7 +1207,7 @@ class ChatService(Service):
                 "that looks like a command with a password, so it was not sent; "
                 "commands start with / at the beginning of the line"
             )
-        text = sanitize(text)
+        text = sanitize(text, formatting=True)  # IRC's bold, colours...: see text.plain
         if invisible(text):  # (all() of nothing is true: empty text too)
             raise EmptyText("nothing to send")
         return text

@@ -19,6 +19,22 @@ _UNSAFE = re.compile(
     "[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff\ud800-\udfff]"
 )
 
+# IRC's formatting codes: bold ^B, colour ^C (with up to two digits, a comma and two
+# more), hex colour ^D, reset ^O, monospace ^Q, reverse ^V, italics ^], strikethrough ^^
+# and underline ^_. Message text keeps them, so that IRC users see each other's
+# formatting; every other wire gets the text without them (L{plain}), never the raw code.
+FORMATTING = "\x02\x03\x04\x0f\x11\x16\x1d\x1e\x1f"
+_UNSAFE_BUT_FORMATTING = re.compile(
+    "[\x00\x01\x05-\x0e\x10\x12-\x15\x17-\x1c\x7f-\x9f"
+    "\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff\ud800-\udfff]"
+)
+_FORMAT_CODE = re.compile(
+    "\x03(?:[0-9]{1,2}(?:,[0-9]{1,2})?)?"
+    "|\x04(?:[0-9a-fA-F]{6}(?:,[0-9a-fA-F]{6})?)?"
+    "|[\x02\x0f\x11\x16\x1d\x1e\x1f]"
+)
+_ANY_FORMAT = re.compile(f"[{FORMATTING}]")
+
 
 # Commands that carry a password, as someone might type them at the start of a message.
 _SECRET_COMMAND = re.compile(
@@ -38,15 +54,24 @@ def _escape(match: re.Match[str]) -> str:
     return f"<U+{code:04X}>"
 
 
-def sanitize(text: str) -> str:
+def sanitize(text: str, formatting: bool = False) -> str:
     """Return C{text} with every control or direction-override character made visible.
 
-    Tabs become a space, since they are the one control users type on purpose.
+    Tabs become a space, since they are the one control users type on purpose. With
+    C{formatting}, IRC's formatting codes are kept (for message text: see L{plain}).
     """
     text = text.replace("\t", " ")
-    if _UNSAFE.search(text) is None:  # the common case costs one scan
+    unsafe = _UNSAFE_BUT_FORMATTING if formatting else _UNSAFE
+    if unsafe.search(text) is None:  # the common case costs one scan
         return text
-    return _UNSAFE.sub(_escape, text)
+    return unsafe.sub(_escape, text)
+
+
+def plain(text: str) -> str:
+    """Message text without IRC's formatting codes: what terminals and pages are sent."""
+    if _ANY_FORMAT.search(text) is None:  # the common case costs one scan
+        return text
+    return _FORMAT_CODE.sub("", text)
 
 
 def invisible(text: str) -> bool:

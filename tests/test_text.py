@@ -49,3 +49,39 @@ def test_a_byte_order_mark_is_removed_and_other_format_characters_kept():
 def test_invisible_text():
     assert invisible("") and invisible(" \u200b\u200d\ufeff\u2060 ")
     assert not invisible("\u200bx") and not invisible("\U0001f600")
+
+
+def test_message_text_keeps_irc_formatting_that_other_wires_never_see():
+    from chatserv.text import plain
+
+    text = "\x02bold\x02 \x0304,12red\x03 \x1ditalic\x1d \x1funder\x0f \x04ff8800hex\x04"
+    assert sanitize(text, formatting=True) == text  # kept, for IRC users
+    assert sanitize(text) == sanitize(text, formatting=False)  # elsewhere: made visible
+    assert "^B" in sanitize(text)
+    assert plain(text) == "bold red italic under hex"
+    assert plain("\x0312345") == "345" and plain("\x03,5x") == ",5x"  # at most 2 digits
+    # Everything else is still escaped when formatting is kept, before plain() runs.
+    dangerous = sanitize("\x02hi\x1b[2J\x07\x01ACTION\x01\u202e", formatting=True)
+    assert dangerous == "\x02hi^[[2J^G^AACTION^A<U+202E>"
+    assert plain(dangerous) == "hi^[[2J^G^AACTION^A<U+202E>"
+    assert plain("nothing to strip") == "nothing to strip"
+
+
+def test_formatting_reaches_the_room_history_but_not_a_terminal_or_a_page():
+    import json
+
+    from helpers import makeService, named
+
+    from chatserv.render import jsonText, lineBytes
+
+    service, _ = makeService()
+    alice = named(service, "alice")
+    bob = named(service, "bob", port=5001)
+    alice.send("\x02important\x02 \x0304news\x03\n")
+    (said,) = service.rooms["lobby"].recent
+    assert said.text == "\x02important\x02 \x0304news\x03"  # what IRC users will be sent
+    assert bob.lines()[-1].endswith("<alice> important news")
+    assert json.loads(jsonText(said))["text"] == "important news"
+    assert lineBytes(said).endswith(b"<alice> important news\r\n")
+    alice.send("\x02\x0f\x1d\n")  # formatting and nothing else: nothing to send
+    assert "nothing to send" in alice.output()
