@@ -102,3 +102,17 @@ def runServer(cwd: Path, *args: str, listeners: int = 2, timeout: float = 30) ->
 def _drain(fd: int, output: list[str]) -> None:
     while chunk := os.read(fd, 65536):
         output.append(chunk.decode("utf-8", "replace"))
+
+
+def readUntil(sock, marker: bytes, timeout: float = 10.0) -> bytes:
+    """Read a blocking socket until C{marker} arrives (failing the test if it does not
+    within C{timeout} seconds, or the peer closes first); everything read."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker not in data and time.monotonic() < deadline:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    assert marker in data, data[-500:]
+    return data

@@ -13,7 +13,7 @@ import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory
 from clients import TIMEOUT, WSClient, eventually
 from helpers import makeService
-from servers import runServer
+from servers import readUntil, runServer
 from tlshelpers import makeCert
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -337,18 +337,6 @@ async def test_the_web_port_ignores_forwarded_headers_from_anyone_else():
 # -- the whole server, as deployed behind HAProxy --------------------------------------
 
 
-def _readUntil(sock, marker: bytes) -> bytes:
-    data = b""
-    deadline = time.monotonic() + TIMEOUT
-    while marker not in data and time.monotonic() < deadline:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        data += chunk
-    assert marker in data, data
-    return data
-
-
 def test_twistd_reads_proxy_headers_on_tcp_and_under_tls(tmp_path):
     cert, key = makeCert(tmp_path)
     config = tmp_path / "chatserv.toml"
@@ -359,13 +347,13 @@ def test_twistd_reads_proxy_headers_on_tcp_and_under_tls(tmp_path):
     with runServer(tmp_path, *args, listeners=3) as server:
         with socket.create_connection(("127.0.0.1", server.tcp), timeout=TIMEOUT) as plain:
             plain.sendall(V1 + b"alice\r\n")
-            _readUntil(plain, b"Welcome, alice!")
+            readUntil(plain, b"Welcome, alice!")
         context = ssl.create_default_context(cafile=str(cert))
         with socket.create_connection(("127.0.0.1", server.tls), timeout=TIMEOUT) as raw:
             raw.sendall(v2(family=0x21, body=bytes(15) + b"\x09" + bytes(16) + b"\x04\xd2\x00\x01"))
             with context.wrap_socket(raw, server_hostname="localhost") as tls:
                 tls.sendall(b"bob\r\n")
-                _readUntil(tls, b"Welcome, bob!")
+                readUntil(tls, b"Welcome, bob!")
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline and "::9" not in "".join(server.output):
             time.sleep(0.05)

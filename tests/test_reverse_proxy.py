@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from servers import Server, runServer
+from servers import Server, readUntil, runServer
 from tlshelpers import makeCert
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,18 +92,6 @@ def _connect(port: int, source: str) -> socket.socket:
     sock.bind((source, 0))
     sock.connect(("127.0.0.1", port))
     return sock
-
-
-def _readUntil(sock, marker: bytes) -> bytes:
-    data = b""
-    deadline = time.monotonic() + TIMEOUT
-    while marker not in data and time.monotonic() < deadline:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    assert marker in data, data[-500:]
-    return data
 
 
 def _logSays(server: Server, text: str) -> None:
@@ -174,7 +162,7 @@ def test_nginx_in_front_of_the_web_port_and_the_line_protocol(chatserv, tmp_path
         # The browser client's page, through nginx, with TLS ended there.
         with context.wrap_socket(_connect(https, "127.0.0.2"), server_hostname="localhost") as s:
             s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            assert _readUntil(s, b"</html>").startswith(b"HTTP/1.1 200 OK")
+            assert readUntil(s, b"</html>").startswith(b"HTTP/1.1 200 OK")
         _logSays(server, '"127.0.0.2" - - [')  # the access log names the client
         # A websocket through nginx, as the web client opens it.
         key = base64.b64encode(os.urandom(16)).decode()
@@ -186,14 +174,14 @@ def test_nginx_in_front_of_the_web_port_and_the_line_protocol(chatserv, tmp_path
                     "Sec-WebSocket-Version: 13\r\nOrigin: https://localhost\r\n\r\n"
                 ).encode()
             )
-            assert _readUntil(s, b"\r\n\r\n").startswith(b"HTTP/1.1 101")
+            assert readUntil(s, b"\r\n\r\n").startswith(b"HTTP/1.1 101")
             s.sendall(_textFrame("dave"))
-            _readUntil(s, b"Welcome, dave!")
+            readUntil(s, b"Welcome, dave!")
             _logSays(server, "connect from ws 127.0.0.2 via proxy 127.0.0.1:")
         # A TLS line client through nginx's stream module (PROXY v1).
         with context.wrap_socket(_connect(tlsLine, "127.0.0.3"), server_hostname="localhost") as s:
             s.sendall(b"erin\r\n")
-            _readUntil(s, b"Welcome, erin!")
+            readUntil(s, b"Welcome, erin!")
         _logSays(server, "connect from tcp 127.0.0.3:")
     assert "connect from tcp 127.0.0.1:" not in "".join(server.output)
 
@@ -215,5 +203,5 @@ def test_haproxy_in_front_of_the_line_protocol(chatserv, tmp_path):
     with _running(argv, front, tmp_path / "haproxy.log"):
         with _connect(front, "127.0.0.3") as s:
             s.sendall(b"frank\r\n")
-            _readUntil(s, b"Welcome, frank!")
+            readUntil(s, b"Welcome, frank!")
         _logSays(server, "connect from tcp 127.0.0.3:")
