@@ -50,6 +50,8 @@ class Param:
     number: bool = False  # JSON may send a number
     # A switch: in a line, the word that C{match} matches (C{--address}); in JSON, true.
     flag: bool = False
+    # A JSON field only: the line grammar has no word for it, and usage does not show it.
+    jsonOnly: bool = False
 
     def usage(self) -> str:
         word = self.label or self.name.upper()
@@ -69,7 +71,8 @@ class Command:
 
     @property
     def usage(self) -> str:
-        return " ".join([f"/{self.name}"] + [p.usage() for p in self.params])
+        shown = [p.usage() for p in self.params if not p.jsonOnly]
+        return " ".join([f"/{self.name}"] + shown)
 
     def helpEntry(self) -> ev.HelpEntry:
         shown = tuple(f"/{a}/{self.params[0].usage()}" for a in self.aliases)
@@ -95,9 +98,25 @@ def _nick(ctx: Context, args: dict[str, str]) -> defer.Deferred[None]:
     return ctx.service.setNick(ctx.user, args["nick"])
 
 
+# Message ids are 64-bit integers in every store.
+_MAX_ID = 2**63 - 1
+
+
+def _since(args: dict[str, str]) -> int | None:
+    """A JSON C{since}: the id of the newest message of a room the client has seen."""
+    since = args.get("since")
+    if since is None:
+        return None
+    # isascii: isdigit() takes "²" and other Unicode digits, which int() refuses; the
+    # length check spares int() thousands of digits.
+    if not (since.isascii() and since.isdigit() and len(since) <= 19 and int(since) <= _MAX_ID):
+        raise UsageError('"since" must be a message id: a whole number, e.g. 1234')
+    return int(since)
+
+
 async def _join(ctx: Context, args: dict[str, str]) -> None:
     previous = ctx.user.room
-    room = await ctx.service.join(ctx.user, args["room"])
+    room = await ctx.service.join(ctx.user, args["room"], _since(args))
     # Chat clients have one current room: joining another one is a switch.
     if previous is not None and previous is not room:
         ctx.service.part(ctx.user, previous.name, f"went to #{room.name}")
@@ -272,6 +291,8 @@ async def _demote(ctx: Context, args: dict[str, str]) -> None:
 
 
 _ROOM = Param("room")
+# What the client has seen of the room (JSON only): joining replays only newer messages.
+_SINCE = Param("since", optional=True, number=True, jsonOnly=True)
 _TEXT = Param("text", rest=True)
 _NICK = Param("nick")
 _ROOM_WORD = re.compile(r"#\S+")  # /topic's optional room must be written with its #
@@ -293,7 +314,7 @@ TABLE: tuple[Command, ...] = (
     ),
     Command(
         "join",
-        (_ROOM,),
+        (_ROOM, _SINCE),
         "go to a room, creating it if it does not exist",
         _join,
         aliases=("changeRoom",),
@@ -482,6 +503,8 @@ def _splitArgs(command: Command, rest: str) -> dict[str, str]:
     args: dict[str, str] = {}
     rest = rest.strip()
     for param in command.params:
+        if param.jsonOnly:
+            continue
         if param.rest:
             value, rest = rest, ""
         else:

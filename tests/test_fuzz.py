@@ -1187,7 +1187,7 @@ def test_ws_handshake_garbage_then_disconnect(request, more):
 # docs/protocol.md, "JSON requests": each type's fields, and whether each is optional.
 REQUEST_FIELDS = {
     "nick": {"nick": False},
-    "join": {"room": False},
+    "join": {"room": False, "since": True},
     "rooms": {},
     "who": {"room": True},
     "msg": {"to": False, "text": False},
@@ -1215,13 +1215,13 @@ REQUEST_FIELDS = {
     "deleteaccount": {"nick": False},
     "renameaccount": {"nick": False, "new": False},
 }
-NUMBER_FIELDS = {"count"}  # may be a JSON number too
+NUMBER_FIELDS = {"count", "since"}  # may be a JSON number too
 FLAG_FIELDS = {"address"}  # true or false, not a string
 ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit", "login"}
 # The refusals each request may get once it is well formed (docs/protocol.md, "Errors").
 MAY_REFUSE = {
     "nick": {"invalid-name", "nick-taken"},
-    "join": {"invalid-name", "too-many-rooms"},
+    "join": {"invalid-name", "too-many-rooms", "usage"},
     "rooms": set(),
     "who": {"invalid-name", "no-such-room", "not-in-room"},
     "msg": {"no-such-user", "empty-text", "message-too-long"},
@@ -1250,6 +1250,7 @@ GOOD_VALUES = {
     "old": hostile,
     "new": hostile,
     "count": st.sampled_from(["1", "50", "501", "0", "x", 7, 2.5, -3]),
+    "since": st.sampled_from(["0", "3", "x", "-1", 7, 2.5, -3, 2**63, 10**30]),
     "color": st.sampled_from(["#ff8800", "none", "red", "#FFF"]),
     "duration": st.sampled_from(["10m", "1h", "0m", "soon"]),
 }
