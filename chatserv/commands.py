@@ -95,7 +95,16 @@ class Request:
 
 
 def _nick(ctx: Context, args: dict[str, str]) -> defer.Deferred[None]:
+    _sawDefaultRoom(ctx, args)
     return ctx.service.setNick(ctx.user, args["nick"])
+
+
+def _sawDefaultRoom(ctx: Context, args: dict[str, str]) -> None:
+    """The C{since} of nick and login (JSON) is for the default room, which a first
+    nickname joins before a client could send a join with its C{since}."""
+    since = _since(args)
+    if since is not None:
+        ctx.service.markSeen(ctx.user, ctx.service.defaultRoom, since)
 
 
 # Message ids are 64-bit integers in every store.
@@ -175,6 +184,7 @@ def _register(ctx: Context, args: dict[str, str]):
 
 
 def _login(ctx: Context, args: dict[str, str]):
+    _sawDefaultRoom(ctx, args)
     return ctx.service.login(ctx.user, args["nick"], args["password"])
 
 
@@ -292,6 +302,7 @@ async def _demote(ctx: Context, args: dict[str, str]) -> None:
 
 _ROOM = Param("room")
 # What the client has seen of the room (JSON only): joining replays only newer messages.
+# For nick and login, of the default room.
 _SINCE = Param("since", optional=True, number=True, jsonOnly=True)
 _TEXT = Param("text", rest=True)
 _NICK = Param("nick")
@@ -306,7 +317,7 @@ _ADDRESS = Param(
 TABLE: tuple[Command, ...] = (
     Command(
         "nick",
-        (Param("nick"),),
+        (Param("nick"), _SINCE),
         "choose or change your nickname",
         _nick,
         aliases=("changeName",),
@@ -366,7 +377,7 @@ TABLE: tuple[Command, ...] = (
     ),
     Command(
         "login",
-        (_NICK, Param("password")),
+        (_NICK, Param("password"), _SINCE),
         "log in to a registered nickname",
         _login,
         anonymous=True,

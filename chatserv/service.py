@@ -87,8 +87,8 @@ class User:
         self.account: Account | None = None  # set once logged in (or registered)
         self.color: str | None = None  # "#rrggbb", shown by clients that can
         # The newest message id of each room this connection left, or that its client said
-        # it had seen (join's since): coming back replays only what it missed. Made when
-        # first needed.
+        # it had seen (a since): coming back replays only what it missed. Made when first
+        # needed.
         self.seen: dict[str, int] | None = None
         # Nicknames this connection went by before, newest last: a ban or mute of one
         # still finds the person who renamed.
@@ -569,6 +569,12 @@ class ChatService(Service):
         else:
             self.deliver(user, self.who(user, room.name))
         return room
+
+    def markSeen(self, user: User, name: str, since: int) -> None:
+        """Note, before C{user} joins room C{name}, that its client has seen it up to message
+        C{since}: for the default room, which a first nickname joins before the client
+        could say so in a join (see L{join})."""
+        self._sawUpTo(user, fold(self._roomName(name)), since)
 
     def _sawUpTo(self, user: User, key: str, since: int) -> None:
         """Note that C{user}'s client has seen room C{key} up to message C{since}: joining

@@ -690,6 +690,32 @@ def test_json_join_since():
     assert [e["code"] for e in bob.take() if e["type"] == "error"] == ["bad-request"]
 
 
+def test_json_nick_and_login_since_are_for_the_default_room():
+    service, clock = makeService()
+    registered(service, "bob", 5001).send("/quit\n")
+    alice = named(service, "alice")
+    for i in range(3):
+        alice.send(f"m{i}\n")  # in the lobby: ids 1, 2, 3
+
+    def replayed(client) -> list[str]:
+        return [e["text"] for e in client.take() if e.get("history") or "count" in e]
+
+    carol = jsonClient(service, clock, port=4001)
+    carol.request(type="nick", nick="carol", since=2)
+    assert replayed(carol) == [
+        "#lobby --- history: the last 1 message ---",
+        "m2",
+        "#lobby --- end of history ---",
+    ]
+    bob = jsonClient(service, clock, port=4002)
+    bob.request(type="login", nick="bob", password=PASSWORD, since="3")
+    assert replayed(bob) == []
+    dave = jsonClient(service, clock, port=4003)
+    dave.request(type="nick", nick="dave", since="soon")
+    assert [e["code"] for e in dave.take() if e["type"] == "error"] == ["usage"]
+    assert service.findUser("dave") is None
+
+
 # -- offline messages -------------------------------------------------------------------
 
 

@@ -1186,7 +1186,7 @@ def test_ws_handshake_garbage_then_disconnect(request, more):
 
 # docs/protocol.md, "JSON requests": each type's fields, and whether each is optional.
 REQUEST_FIELDS = {
-    "nick": {"nick": False},
+    "nick": {"nick": False, "since": True},
     "join": {"room": False, "since": True},
     "rooms": {},
     "who": {"room": True},
@@ -1198,7 +1198,7 @@ REQUEST_FIELDS = {
     "quit": {"reason": True},
     "history": {"count": True},
     "register": {"password": False},
-    "login": {"nick": False, "password": False},
+    "login": {"nick": False, "password": False, "since": True},
     "passwd": {"old": False, "new": False},
     "color": {"color": True},
     "topic": {"room": True, "text": True},
@@ -1220,7 +1220,7 @@ FLAG_FIELDS = {"address"}  # true or false, not a string
 ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit", "login"}
 # The refusals each request may get once it is well formed (docs/protocol.md, "Errors").
 MAY_REFUSE = {
-    "nick": {"invalid-name", "nick-taken"},
+    "nick": {"invalid-name", "nick-taken", "usage"},
     "join": {"invalid-name", "too-many-rooms", "usage"},
     "rooms": set(),
     "who": {"invalid-name", "no-such-room", "not-in-room"},

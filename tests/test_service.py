@@ -190,6 +190,23 @@ def test_join_since_replays_only_the_newer_messages():
     assert replayed(carol.client) == ([6], 2)
 
 
+def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    for i in range(3):
+        service.say(alice, f"m{i}")  # in the lobby: ids 1, 2, 3
+
+    def back(nick, since):
+        client = FakeClient(name=nick)
+        user = service.connect(client)
+        service.markSeen(user, "#LOBBY", since)
+        resultOf(service.setNick(user, nick))
+        return replayed(client)
+
+    assert back("bob", 2) == ([3], 2)
+    assert back("carol", 3) == ([], 0)
+
+
 def test_who_and_rooms():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
