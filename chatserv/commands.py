@@ -50,6 +50,8 @@ class Param:
     number: bool = False  # JSON may send a number
     # A switch: in a line, the word that C{match} matches (C{--address}); in JSON, true.
     flag: bool = False
+    # A JSON field only: the line grammar has no word for it, and usage does not show it.
+    jsonOnly: bool = False
 
     def usage(self) -> str:
         word = self.label or self.name.upper()
@@ -69,7 +71,8 @@ class Command:
 
     @property
     def usage(self) -> str:
-        return " ".join([f"/{self.name}"] + [p.usage() for p in self.params])
+        shown = [p.usage() for p in self.params if not p.jsonOnly]
+        return " ".join([f"/{self.name}"] + shown)
 
     def helpEntry(self) -> ev.HelpEntry:
         shown = tuple(f"/{a}/{self.params[0].usage()}" for a in self.aliases)
@@ -92,12 +95,37 @@ class Request:
 
 
 def _nick(ctx: Context, args: dict[str, str]) -> defer.Deferred[None]:
+    _sawDefaultRoom(ctx, args)
     return ctx.service.setNick(ctx.user, args["nick"])
+
+
+def _sawDefaultRoom(ctx: Context, args: dict[str, str]) -> None:
+    """The C{since} of nick and login (JSON) is for the default room, which a first
+    nickname joins before a client could send a join with its C{since}."""
+    since = _since(args)
+    if since is not None:
+        ctx.service.markSeen(ctx.user, ctx.service.defaultRoom, since)
+
+
+# Message ids are 64-bit integers in every store.
+_MAX_ID = 2**63 - 1
+
+
+def _since(args: dict[str, str]) -> int | None:
+    """A JSON C{since}: the id of the newest message of a room the client has seen."""
+    since = args.get("since")
+    if since is None:
+        return None
+    # isascii: isdigit() takes "²" and other Unicode digits, which int() refuses; the
+    # length check spares int() thousands of digits.
+    if not (since.isascii() and since.isdigit() and len(since) <= 19 and int(since) <= _MAX_ID):
+        raise UsageError('"since" must be a message id: a whole number, e.g. 1234')
+    return int(since)
 
 
 async def _join(ctx: Context, args: dict[str, str]) -> None:
     previous = ctx.user.room
-    room = await ctx.service.join(ctx.user, args["room"])
+    room = await ctx.service.join(ctx.user, args["room"], _since(args))
     # Chat clients have one current room: joining another one is a switch.
     if previous is not None and previous is not room:
         ctx.service.part(ctx.user, previous.name, f"went to #{room.name}")
@@ -156,6 +184,7 @@ def _register(ctx: Context, args: dict[str, str]):
 
 
 def _login(ctx: Context, args: dict[str, str]):
+    _sawDefaultRoom(ctx, args)
     return ctx.service.login(ctx.user, args["nick"], args["password"])
 
 
@@ -270,6 +299,9 @@ async def _demote(ctx: Context, args: dict[str, str]) -> None:
 
 
 _ROOM = Param("room")
+# What the client has seen of the room (JSON only): joining replays only newer messages.
+# For nick and login, of the default room.
+_SINCE = Param("since", optional=True, number=True, jsonOnly=True)
 _TEXT = Param("text", rest=True)
 _NICK = Param("nick")
 _ROOM_WORD = re.compile(r"#\S+")  # /topic's optional room must be written with its #
@@ -283,7 +315,7 @@ _ADDRESS = Param(
 TABLE: tuple[Command, ...] = (
     Command(
         "nick",
-        (Param("nick"),),
+        (Param("nick"), _SINCE),
         "choose or change your nickname",
         _nick,
         aliases=("changeName",),
@@ -291,7 +323,7 @@ TABLE: tuple[Command, ...] = (
     ),
     Command(
         "join",
-        (_ROOM,),
+        (_ROOM, _SINCE),
         "go to a room, creating it if it does not exist",
         _join,
         aliases=("changeRoom",),
@@ -343,7 +375,7 @@ TABLE: tuple[Command, ...] = (
     ),
     Command(
         "login",
-        (_NICK, Param("password")),
+        (_NICK, Param("password"), _SINCE),
         "log in to a registered nickname",
         _login,
         anonymous=True,
@@ -480,6 +512,8 @@ def _splitArgs(command: Command, rest: str) -> dict[str, str]:
     args: dict[str, str] = {}
     rest = rest.strip()
     for param in command.params:
+        if param.jsonOnly:
+            continue
         if param.rest:
             value, rest = rest, ""
         else:

@@ -86,8 +86,9 @@ class User:
         self.connectedAt = connectedAt
         self.account: Account | None = None  # set once logged in (or registered)
         self.color: str | None = None  # "#rrggbb", shown by clients that can
-        # The newest message id of each room this connection left: what it has seen there,
-        # so that coming back replays only what it missed. Made at the first leave.
+        # The newest message id of each room this connection left, or that its client said
+        # it had seen (a since): coming back replays only what it missed. Made when first
+        # needed.
         self.seen: dict[str, int] | None = None
         # Nicknames this connection went by before, newest last: a ban or mute of one
         # still finds the person who renamed.
@@ -548,17 +549,22 @@ class ChatService(Service):
 
     # -- rooms ---------------------------------------------------------------------
 
-    def join(self, user: User, name: str) -> defer.Deferred[Room]:
+    def join(self, user: User, name: str, since: int | None = None) -> defer.Deferred[Room]:
         """Join (creating if needed) room C{name} and make it C{user}'s current room.
 
-        A newcomer sees the room's topic, who is there and its recent history.
+        A newcomer sees the room's topic, who is there and its recent history: the messages
+        it has not seen, those after C{since} (the id of the newest message of the room
+        the client has seen, say before it reconnected) or after what this connection saw
+        when it left the room.
         """
-        return defer.ensureDeferred(self._join(user, name))
+        return defer.ensureDeferred(self._join(user, name, since))
 
-    async def _join(self, user: User, name: str) -> Room:
+    async def _join(self, user: User, name: str, since: int | None = None) -> Room:
         self._requireNick(user)
         room = self._roomOrNew(name)
         key = room.key
+        if since is not None:
+            self._sawUpTo(user, key, since)
         if room.recent is None:
             await self._loadRecent(room)
             if user not in self.sessions:  # gone while the history loaded
@@ -577,6 +583,22 @@ class ChatService(Service):
         else:
             self.deliver(user, self.who(user, room.name))
         return room
+
+    def markSeen(self, user: User, name: str, since: int) -> None:
+        """Note, before C{user} joins room C{name}, that its client has seen it up to message
+        C{since}: for the default room, which a first nickname joins before the client
+        could say so in a join (see L{join})."""
+        self._sawUpTo(user, fold(self._roomName(name)), since)
+
+    def _sawUpTo(self, user: User, key: str, since: int) -> None:
+        """Note that C{user}'s client has seen room C{key} up to message C{since}: joining
+        it replays only newer ones. An id above any this server has given out is none of
+        its own (it kept nothing and restarted, counting from 1 again): it is ignored."""
+        if since > self._lastId:
+            return
+        if user.seen is None:
+            user.seen = {}
+        user.seen[key] = max(user.seen.get(key, 0), since)
 
     async def _loadRecent(self, room: Room) -> None:
         """Fill C{room.recent} from the store, once, however many join at the same time."""

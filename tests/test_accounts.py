@@ -654,6 +654,68 @@ def test_json_history_and_topic_events():
     assert [e["type"] for e in bob.take()] == ["history-start", "message", "history-end"]
 
 
+def test_json_join_since():
+    # Room for 5000 digits, and for many requests at once.
+    service, clock = makeService(max_line_length=8192, rate_burst=100, ip_rate_burst=100)
+    alice = named(service, "alice")
+    alice.send("/join dev\n")
+    for i in range(3):
+        alice.send(f"m{i}\n")  # ids 1, 2, 3
+    bob = jsonClient(service, clock)
+    bob.request(type="nick", nick="bob")
+    bob.take()
+
+    def joined(**fields) -> list[tuple[str, str]]:
+        bob.request(type="join", room="dev", **fields)
+        got = [(e["type"], e.get("code") or e["text"]) for e in bob.take()]
+        bob.request(type="join", room="lobby")  # away again, for the next try
+        bob.take()
+        return [(kind, text) for kind, text in got if kind not in ("join", "who", "leave")]
+
+    assert joined(since=2) == [
+        ("history-start", "#dev --- history: the last 1 message ---"),
+        ("message", "m2"),
+        ("history-end", "#dev --- end of history ---"),
+    ]
+    assert joined(since="3") == []  # nothing newer: no history at all
+    assert joined(since=None) == []  # (what this connection saw when it left counts too)
+    # Not a message id: refused, and bob stays where he is.
+    for since in ("x", "", " 1", "-1", "1.0", "²", "1e3", str(2**63), "9" * 5000, -1):
+        assert joined(since=since) == [("error", "usage")], since
+        assert service.findUser("bob").room.name == "lobby"
+    # As for history's count: a value of the wrong type is a bad request.
+    for since in (True, 2.5, ["3"], {"id": 3}, float("nan"), float("inf")):
+        assert joined(since=since) == [("error", "bad-request")], since
+    bob.send('{"type":"join","room":"dev","since":1e999}')
+    assert [e["code"] for e in bob.take() if e["type"] == "error"] == ["bad-request"]
+
+
+def test_json_nick_and_login_since_are_for_the_default_room():
+    service, clock = makeService()
+    registered(service, "bob", 5001).send("/quit\n")
+    alice = named(service, "alice")
+    for i in range(3):
+        alice.send(f"m{i}\n")  # in the lobby: ids 1, 2, 3
+
+    def replayed(client) -> list[str]:
+        return [e["text"] for e in client.take() if e.get("history") or "count" in e]
+
+    carol = jsonClient(service, clock, port=4001)
+    carol.request(type="nick", nick="carol", since=2)
+    assert replayed(carol) == [
+        "#lobby --- history: the last 1 message ---",
+        "m2",
+        "#lobby --- end of history ---",
+    ]
+    bob = jsonClient(service, clock, port=4002)
+    bob.request(type="login", nick="bob", password=PASSWORD, since="3")
+    assert replayed(bob) == []
+    dave = jsonClient(service, clock, port=4003)
+    dave.request(type="nick", nick="dave", since="soon")
+    assert [e["code"] for e in dave.take() if e["type"] == "error"] == ["usage"]
+    assert service.findUser("dave") is None
+
+
 # -- offline messages -------------------------------------------------------------------
 
 

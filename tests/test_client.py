@@ -12,9 +12,11 @@ import json
 import re
 
 import pytest
-from helpers import NOON
+from helpers import NOON, makeService, named
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from wsmemory import TEXT as WS_TEXT
+from wsmemory import WSConnection, makeFactory
 
 from chatserv import commands, render
 from chatserv import events as ev
@@ -22,7 +24,7 @@ from chatserv.client import lines as ln
 from chatserv.client.app import parseArgs
 from chatserv.client.backoff import Backoff
 from chatserv.client.completion import COMMANDS, ChatCompleter
-from chatserv.client.connection import Connector, Target
+from chatserv.client.connection import Connector, JSONWire, Request, Target
 from chatserv.client.display import PALETTE, MessageLog, fragments, nickColor, wrap
 from chatserv.client.state import ChatState
 
@@ -348,18 +350,56 @@ def test_state_echoes_room_messages_for_line_clients():
     assert ChatState().echo("alice") is None  # before a nickname it is the nickname
 
 
+def lineRequests(requests: list[Request]) -> list[str]:
+    """What the line wire sends of C{requests}."""
+    return [r.line for r in requests]
+
+
 def test_state_reconnects_with_nick_and_room():
     state = ChatState(nick="alice")
-    assert state.connected() == ["/nick alice"]
+    assert state.connected() == [Request("/nick alice", {"type": "nick", "nick": "alice"})]
     state.observe(ln.parseLine("-!- Welcome, alice! Type /help for commands."))
     state.observe(ln.parseLine("#dev --> alice has joined"))
     state.disconnected()
     assert (state.nick, state.room, state.rejoin) == (None, None, "dev")
-    assert state.reconnect and state.connected() == ["/nick alice"]
+    assert state.reconnect and lineRequests(state.connected()) == ["/nick alice"]
     assert state.observe(ln.parseLine("-!- Welcome, alice! Type /help for commands.")) == []
-    assert state.observe(ln.parseLine("#lobby --> alice has joined")) == ["/join dev"]
+    assert state.observe(ln.parseLine("#lobby --> alice has joined")) == [
+        Request("/join dev", {"type": "join", "room": "dev"})  # (no ids on the line wire)
+    ]
     assert state.rejoin is None
     assert state.observe(ln.parseLine("#dev --> alice has joined")) == []
+
+
+def test_state_reconnects_with_the_newest_ids_shown():
+    state = ChatState(nick="alice")
+    state.observe(ln.parseLine("-!- Welcome, alice! Type /help for commands."))
+    state.observe(ln.parseLine("#lobby --> alice has joined"))
+    for event in (
+        ev.RoomMessage("message", "lobby", "bob", "old", NOON, 4, history=True),
+        ev.RoomMessage("action", "lobby", "bob", "waves", NOON, 9),
+        ev.PrivateMessage("bob", "alice", "psst", NOON, 12),  # no room's
+    ):
+        for line in jsonOf(event):
+            state.observe(line)
+    state.observe(ln.parseLine("#Dev --> alice has joined"))
+    for line in jsonOf(ev.RoomMessage("message", "Dev", "alice", "mine", NOON, 11), "alice"):
+        state.observe(line)
+    assert state.newest == {"lobby": 9, "dev": 11}
+    state.disconnected()
+    (nick,) = state.connected()
+    assert nick.fields == {"type": "nick", "nick": "alice", "since": 9}  # the default room's
+    state.observe(ln.parseLine("-!- Welcome, alice! Type /help for commands."))
+    (join,) = state.observe(ln.parseLine("#lobby --> alice has joined"))
+    assert join == Request("/join Dev", {"type": "join", "room": "Dev", "since": 11})
+    state.credentials = ("alice", "wonderland-42")
+    (login,) = state.connected()
+    assert login.fields == {
+        "type": "login",
+        "nick": "alice",
+        "password": "wonderland-42",
+        "since": 9,
+    }
 
 
 def test_state_remembers_a_login_for_reconnecting():
@@ -367,12 +407,16 @@ def test_state_remembers_a_login_for_reconnecting():
     state.typed("/login Bob builder-99")
     state.observe(ln.parseLine("-!- you are logged in as bob"))
     assert state.credentials == ("bob", "builder-99")
-    assert state.connected() == ["/login bob builder-99"]
+    assert state.connected() == [
+        Request("/login bob builder-99", {"type": "login", "nick": "bob", "password": "builder-99"})
+    ]
     state.typed("/passwd builder-99 looking-glass-7")
     state.observe(ln.parseLine("-!- password changed"))
-    assert state.connected() == ["/login bob looking-glass-7"]
+    assert lineRequests(state.connected()) == ["/login bob looking-glass-7"]
     # After a reconnect to a server that lost the account, it comes back as a guest.
-    assert state.observe(ln.parseLine("error: wrong nickname or password")) == ["/nick bob"]
+    assert lineRequests(state.observe(ln.parseLine("error: wrong nickname or password"))) == [
+        "/nick bob"
+    ]
     assert state.observe(ln.parseLine("error: the nickname is taken")) == []
     state.observe(ln.parseLine("-!- you are no longer logged in as bob"))
     assert state.credentials is None
@@ -513,8 +557,8 @@ def test_connector_reconnects_and_restores_the_session():
     first = ["-!- Welcome, alice! Type /help for commands.", "#dev --> alice has joined"]
     second = ["-!- Welcome, alice! Type /help for commands.", "#lobby --> alice has joined"]
     state, wires, notes = runConnector([first, ConnectionRefusedError(), second])
-    assert wires[0].sent == ["/nick alice"]
-    assert wires[1].sent == ["/nick alice", "/join dev"]
+    assert lineRequests(wires[0].sent) == ["/nick alice"]
+    assert lineRequests(wires[1].sent) == ["/nick alice", "/join dev"]
     assert "could not connect to h:1: connection refused" in notes
     assert sum(n.startswith("reconnecting in") for n in notes) == 3
 
@@ -527,3 +571,126 @@ def test_connector_stops_when_the_server_ends_the_session():
     state, wires, notes = runConnector([kicked, ["never reached"]])
     assert len(wires) == 1 and not state.reconnect
     assert not any(n.startswith("reconnecting") for n in notes)
+
+
+# -- reconnecting to the real server ----------------------------------------------------------
+
+
+class MemorySocket:
+    """What JSONWire uses of a websockets connection, over the server's own websocket
+    protocol in memory (tests/wsmemory.py). Whenever the server has nothing more to say,
+    the next of C{actions} runs (someone talks, the user types); when none is left, the
+    connection ends as a dropped one does."""
+
+    def __init__(self, conn: WSConnection, actions: list) -> None:
+        self.conn = conn
+        self.actions = list(actions)
+        self.sent: list[dict] = []  # the JSON requests, as the server got them
+        self.received: list[dict] = []
+
+    async def send(self, frame: str) -> None:
+        self.sent.append(json.loads(frame))
+        self.conn.send(frame)
+
+    def __aiter__(self):
+        return self._messages()
+
+    async def _messages(self):
+        while True:
+            for _ in range(3):
+                await asyncio.sleep(0)  # JSONWire's sender hands over what is queued
+            texts = [frame.text for frame in self.conn.frames() if frame.opcode == WS_TEXT]
+            if not texts:
+                if not self.actions:
+                    return
+                self.actions.pop(0)()
+                continue
+            for text in texts:
+                self.received.append(json.loads(text))
+                yield text
+
+    async def close(self) -> None:
+        self.conn.drop()
+
+
+HISTORY = ("history-start", "history-end")
+
+
+def replayed(socket: MemorySocket) -> list[str]:
+    """The history the server sent on one connection: marks and messages."""
+    return [e["text"] for e in socket.received if e.get("history") or e["type"] in HISTORY]
+
+
+def test_after_a_reconnect_the_server_sends_only_what_was_missed():
+    service, clock = makeService()
+    bob = named(service, "bob", port=5001)  # line users
+    carol = named(service, "carol", port=5002)
+    bob.send("lobby 1\n")
+    carol.send("/join dev\n")
+    carol.send("dev 1\n")
+    state = ChatState(nick="alice")
+    sockets: list[MemorySocket] = []
+
+    def typed(text: str):
+        return lambda: (state.typed(text), connector.send(text))
+
+    # Per connection: what happens before it (alice is away), and while it is quiet.
+    script = [
+        ([], [typed("/join dev"), lambda: carol.send("dev 2\n")]),
+        ([], []),  # nothing said while alice was away
+        ([lambda: bob.send("lobby 2\n"), lambda: carol.send("dev 3\n")], []),
+    ]
+
+    class Reconnecting(Connector):
+        async def _open(self):
+            if not script:
+                state.quitting = True  # the end of the script: stop the loop
+                raise OSError("no more")
+            before, during = script.pop(0)
+            for action in before:
+                action()
+            sockets.append(MemorySocket(WSConnection(makeFactory(service, clock), True), during))
+            return JSONWire(sockets[-1])
+
+    shown: list[ln.Line] = []
+
+    def received(lines):  # as the app does
+        shown.extend(state.toShow(lines))
+        return [reply for line in lines for reply in state.observe(line)]
+
+    connector = Reconnecting(
+        Target("h", 1, websocket=True),
+        onLines=received,
+        onStatus=lambda s: None,
+        onNote=lambda text, error: None,
+        greeting=state.connected,
+        reconnect=lambda: state.reconnect,
+        me=lambda: state.nick,
+        disconnected=state.disconnected,
+        backoff=Backoff(first=0.001, jitter=0),
+    )
+    asyncio.run(connector.run())
+    first, second, third = sockets
+    assert replayed(first) == [
+        "#lobby --- history: the last 1 message ---",
+        "lobby 1",
+        "#lobby --- end of history ---",
+        "#dev --- history: the last 1 message ---",
+        "dev 1",
+        "#dev --- end of history ---",
+    ]
+    assert second.sent == [
+        {"type": "nick", "nick": "alice", "since": 1},
+        {"type": "join", "room": "dev", "since": 3},
+    ]
+    assert replayed(second) == []  # nothing was said meanwhile: no history at all
+    assert replayed(third) == [  # only what was said while alice was away
+        "#lobby --- history: the last 1 message ---",
+        "lobby 2",
+        "#lobby --- end of history ---",
+        "#dev --- history: the last 1 message ---",
+        "dev 3",
+        "#dev --- end of history ---",
+    ]
+    assert not [line.text for line in shown if "already shown" in line.text]
+    assert state.rejoin == "dev" and state.newest == {"lobby": 4, "dev": 5}

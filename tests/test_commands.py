@@ -78,6 +78,7 @@ def test_unknown_command_and_bad_arguments(chat):
 
 def test_json_requests_mirror_commands():
     assert vars(parseJSON('{"type":"join","room":"dev"}'))["args"] == {"room": "dev"}
+    assert parseJSON('{"type":"join","room":"dev","since":7}').args == {"room": "dev", "since": "7"}
     request = parseJSON(json.dumps({"type": "msg", "to": "bob", "text": "psst", "extra": 1}))
     assert (request.command.name, request.args) == ("msg", {"to": "bob", "text": "psst"})
     assert parseJSON('{"type":"who"}').args == {}

@@ -1205,8 +1205,8 @@ def test_ws_handshake_garbage_then_disconnect(request, more):
 
 # docs/protocol.md, "JSON requests": each type's fields, and whether each is optional.
 REQUEST_FIELDS = {
-    "nick": {"nick": False},
-    "join": {"room": False},
+    "nick": {"nick": False, "since": True},
+    "join": {"room": False, "since": True},
     "rooms": {},
     "who": {"room": True},
     "msg": {"to": False, "text": False},
@@ -1217,7 +1217,7 @@ REQUEST_FIELDS = {
     "quit": {"reason": True},
     "history": {"count": True},
     "register": {"password": False},
-    "login": {"nick": False, "password": False},
+    "login": {"nick": False, "password": False, "since": True},
     "passwd": {"old": False, "new": False},
     "color": {"color": True},
     "topic": {"room": True, "text": True},
@@ -1234,13 +1234,13 @@ REQUEST_FIELDS = {
     "deleteaccount": {"nick": False},
     "renameaccount": {"nick": False, "new": False},
 }
-NUMBER_FIELDS = {"count"}  # may be a JSON number too
+NUMBER_FIELDS = {"count", "since"}  # may be a JSON number too
 FLAG_FIELDS = {"address"}  # true or false, not a string
 ANONYMOUS = {"nick", "rooms", "who", "time", "help", "quit", "login"}
 # The refusals each request may get once it is well formed (docs/protocol.md, "Errors").
 MAY_REFUSE = {
-    "nick": {"invalid-name", "nick-taken"},
-    "join": {"invalid-name", "too-many-rooms"},
+    "nick": {"invalid-name", "nick-taken", "usage"},
+    "join": {"invalid-name", "too-many-rooms", "usage"},
     "rooms": set(),
     "who": {"invalid-name", "no-such-room", "not-in-room"},
     "msg": {"no-such-user", "empty-text", "message-too-long"},
@@ -1269,6 +1269,7 @@ GOOD_VALUES = {
     "old": hostile,
     "new": hostile,
     "count": st.sampled_from(["1", "50", "501", "0", "x", 7, 2.5, -3]),
+    "since": st.sampled_from(["0", "3", "x", "-1", 7, 2.5, -3, 2**63, 10**30]),
     "color": st.sampled_from(["#ff8800", "none", "red", "#FFF"]),
     "duration": st.sampled_from(["10m", "1h", "0m", "soon"]),
 }

@@ -219,7 +219,7 @@ def test_requests_run_in_order_when_one_waits():
     bob = named(service, "bob", port=5001)
     gate = defer.Deferred()
     realJoin = service.join
-    service.join = lambda user, name: gate.addCallback(lambda _: realJoin(user, name))
+    service.join = lambda *args: gate.addCallback(lambda _: realJoin(*args))
     alice.output()
     bob.send("/join dev\nhello dev\n")
     assert alice.lines() == []  # nothing yet: the join is waiting, "hello dev" too

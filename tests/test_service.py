@@ -1,5 +1,5 @@
 import pytest
-from helpers import FakeClient, RecordingWire, makeService
+from helpers import FakeClient, RecordingWire, makeService, resultOf
 
 from chatserv import events as ev
 from chatserv.errors import (
@@ -152,6 +152,59 @@ def test_joining_a_room_twice_is_harmless():
     service.join(alice, "lobby")
     assert len(service.rooms["lobby"].members) == 1
     assert a.take(ev.Joined) == []
+
+
+def replayed(client: FakeClient) -> tuple[list[int], int]:
+    """The ids of the messages replayed to C{client} since the last look, and how many
+    history marks (start, end) came with them."""
+    got = client.take()
+    ids = [e.id for e in got if isinstance(e, ev.RoomMessage) and e.history]
+    return ids, sum(isinstance(e, ev.HistoryMark) for e in got)
+
+
+def test_join_since_replays_only_the_newer_messages():
+    service, _ = makeService(history_on_join=3)
+    alice, _ = connect(service, "alice")
+    resultOf(service.join(alice, "dev"))
+    ids = [service.say(alice, f"m{i}").id for i in range(5)]
+    assert ids == [1, 2, 3, 4, 5]  # the room's recent buffer holds 3, 4, 5
+
+    def joiner(nick, since):
+        user, client = connect(service, nick)
+        resultOf(service.join(user, "dev", since))
+        return user, replayed(client)
+
+    assert joiner("bob", 3)[1] == ([4, 5], 2)
+    carol, seen = joiner("carol", 5)  # nothing newer: no history marks at all
+    assert seen == ([], 0)
+    # Older than the buffer (more than history_on_join missed): the newest ones, as for
+    # a join without since.
+    assert joiner("dave", 1)[1] == ([3, 4, 5], 2)
+    assert joiner("erin", 0)[1] == ([3, 4, 5], 2)
+    # Not an id this server gave out (a server that keeps nothing restarted): ignored.
+    assert joiner("frank", 6)[1] == ([3, 4, 5], 2)
+    # A since older than what this connection saw when it left replays nothing again.
+    service.part(carol, "dev")
+    service.say(alice, "m5")
+    resultOf(service.join(carol, "dev", 2))
+    assert replayed(carol.client) == ([6], 2)
+
+
+def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
+    service, _ = makeService()
+    alice, _ = connect(service, "alice")
+    for i in range(3):
+        service.say(alice, f"m{i}")  # in the lobby: ids 1, 2, 3
+
+    def back(nick, since):
+        client = FakeClient(name=nick)
+        user = service.connect(client)
+        service.markSeen(user, "#LOBBY", since)
+        resultOf(service.setNick(user, nick))
+        return replayed(client)
+
+    assert back("bob", 2) == ([3], 2)
+    assert back("carol", 3) == ([], 0)
 
 
 def test_who_and_rooms():

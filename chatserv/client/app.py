@@ -34,7 +34,7 @@ from prompt_toolkit.layout.processors import BeforeInput
 
 from chatserv.client import lines as ln
 from chatserv.client.completion import ChatCompleter
-from chatserv.client.connection import Connector, Target, tlsContext
+from chatserv.client.connection import Connector, Request, Target, tlsContext
 from chatserv.client.display import STYLE, MessageLog
 from chatserv.client.state import ChatState
 
@@ -146,9 +146,9 @@ class ChatClient:
             text += "| scrolled up "
         return [("class:status.bad" if bad else "class:status", text)]
 
-    def _received(self, lines: list[ln.Line]) -> list[str]:
+    def _received(self, lines: list[ln.Line]) -> list[Request]:
         self.show(self.state.toShow(lines))
-        replies: list[str] = []
+        replies: list[Request] = []
         for line in lines:
             replies += self.state.observe(line)
             if line.kind == ln.ERROR and 'request type "line"' in line.body:

@@ -2,7 +2,9 @@
 
 Both wires carry what the user typed as a line of the command language, so the client
 needs no knowledge of the commands: the line wire sends it as is, the JSON wire wraps it
-in C{{"type": "line", "text": ...}}, which the server runs exactly as a typed line.
+in C{{"type": "line", "text": ...}}, which the server runs exactly as a typed line. What
+the client asks by itself to get its session back (a L{Request}) goes over the JSON wire
+as the JSON request, which can say more than the line.
 """
 
 from __future__ import annotations
@@ -64,8 +66,18 @@ def tlsContext(target: Target) -> ssl.SSLContext | None:
     return context
 
 
+@dataclass(frozen=True)
+class Request:
+    """A request the client makes by itself after a reconnect: the line of the command
+    language that asks it, and the JSON request that asks the same and can say more
+    (C{since}: the newest message of the room already shown)."""
+
+    line: str
+    fields: dict[str, object]
+
+
 class Wire(Protocol):
-    def send(self, text: str) -> None: ...
+    def send(self, text: str | Request) -> None: ...
 
     def receive(self, me: Callable[[], str | None]) -> AsyncIterator[list[ln.Line]]: ...
 
@@ -95,7 +107,9 @@ class LineWire:
         _keepAlive(writer.get_extra_info("socket"))
         return cls(reader, writer)
 
-    def send(self, text: str) -> None:
+    def send(self, text: str | Request) -> None:
+        if isinstance(text, Request):
+            text = text.line
         if not self.writer.is_closing():
             self.writer.write(text.encode("utf-8") + b"\r\n")
 
@@ -151,8 +165,9 @@ class JSONWire:
             raise ConnectionError(f"the server does not speak {SUBPROTOCOL}")
         return cls(websocket)
 
-    def send(self, text: str) -> None:
-        self.outgoing.put_nowait(json.dumps({"type": "line", "text": text}, ensure_ascii=False))
+    def send(self, text: str | Request) -> None:
+        request = text.fields if isinstance(text, Request) else {"type": "line", "text": text}
+        self.outgoing.put_nowait(json.dumps(request, ensure_ascii=False))
 
     async def _send(self) -> None:
         try:
@@ -207,7 +222,7 @@ class Connector:
     on purpose.
 
     It knows nothing of the screen: it reports through C{onLines} (what the server
-    said; returns lines to send in reply), C{onStatus}, C{onNote} and C{disconnected},
+    said; returns requests to send in reply), C{onStatus}, C{onNote} and C{disconnected},
     and asks C{greeting} what to send on connecting, C{reconnect} whether to try again
     and C{me} for our nickname (the JSON wire marks our own messages by it).
     """
@@ -215,10 +230,10 @@ class Connector:
     def __init__(
         self,
         target: Target,
-        onLines: Callable[[list[ln.Line]], list[str]],
+        onLines: Callable[[list[ln.Line]], list[Request]],
         onStatus: Callable[[str], None],
         onNote: Callable[[str, bool], None],
-        greeting: Callable[[], list[str]],
+        greeting: Callable[[], list[Request]],
         reconnect: Callable[[], bool],
         me: Callable[[], str | None],
         disconnected: Callable[[], None],

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 
 from chatserv.client import lines as ln
+from chatserv.client.connection import Request
 from chatserv.names import fold
 
 # "TEXT > NICK" is a private message when NICK is online (chatserv.commands._PRIVATE).
@@ -37,9 +38,15 @@ class ChatState:
         self.rejoin: str | None = None  # the room to go back to after a reconnect
         self._autoLogin = False  # connected() sent the /login: its error is ours to handle
         self.quitting = False  # the user asked to leave
-        # Ids of messages shown (JSON): a room's history replayed on joining it again,
-        # after a reconnect say, then shows only what the user has not seen yet.
+        # Ids of messages shown (JSON): a room's history replayed on joining it again
+        # shows only what the user has not seen yet (the server replays it all when the
+        # connection is new and no since was sent, or the server predates since).
         self.shownIds: set[int] = set()
+        # The newest message id shown of each room (folded name): after a reconnect the
+        # client sends it as "since", and the server replays only what was missed.
+        self.newest: dict[str, int] = {}
+        self.home: str | None = None  # the server's default room, where a welcome lands
+        self._welcomed = False  # welcomed, and not yet in the default room
         self._historyAsked = False  # /history: the user wants to see it all again
         self._skipped = 0
         self.ended = False  # the server ended the connection on purpose (kick, ban...)
@@ -50,15 +57,29 @@ class ChatState:
     def reconnect(self) -> bool:
         return not (self.quitting or self.ended)
 
-    def connected(self) -> list[str]:
-        """The lines to send on a new connection to get the session back: a login, or the
+    def connected(self) -> list[Request]:
+        """What to send on a new connection to get the session back: a login, or the
         nickname (the room follows once the server welcomes us, see L{observe})."""
         self._autoLogin = self.credentials is not None
         if self.credentials is not None:
-            return ["/login {} {}".format(*self.credentials)]
+            nick, password = self.credentials
+            fields = {"type": "login", "nick": nick, "password": password}
+            return [self._request(f"/login {nick} {password}", fields, self.home)]
         if self.wantedNick:
-            return [f"/nick {self.wantedNick}"]
+            return [self._nickRequest(self.wantedNick)]
         return []
+
+    def _nickRequest(self, nick: str) -> Request:
+        # A first nickname lands in the default room: its since goes with the nickname.
+        return self._request(f"/nick {nick}", {"type": "nick", "nick": nick}, self.home)
+
+    def _request(self, line: str, fields: dict[str, object], room: str | None) -> Request:
+        """C{line}, and as JSON the same with C{since}: the newest message of C{room}
+        shown, if any, so that the server replays only newer ones."""
+        since = self.newest.get(fold(room)) if room is not None else None
+        if since is not None:
+            fields = {**fields, "since": since}
+        return Request(line, fields)
 
     def disconnected(self) -> None:
         if self.room is not None:
@@ -153,12 +174,16 @@ class ChatState:
     def _inRoom(self, room: str | None) -> bool:
         return room is not None and self.room is not None and fold(room) == fold(self.room)
 
-    def observe(self, line: ln.Line) -> list[str]:
-        """Update from one line of server output; returns lines to send in reply (the
+    def observe(self, line: ln.Line) -> list[Request]:
+        """Update from one line of server output; returns what to send in reply (the
         C{/join} that takes a reconnected client back to its room)."""
         kind = line.kind
+        if line.id is not None and line.room and kind in (ln.MESSAGE, ln.ACTION):
+            room = fold(line.room)
+            self.newest[room] = max(self.newest.get(room, 0), line.id)
         if kind == ln.WELCOME and line.nick:
             self.nick = self.wantedNick = line.nick
+            self._welcomed = True
         elif kind == ln.LOGIN and line.nick:
             self._loggedIn(line)
         elif kind == ln.RENAME and line.nick and line.other:
@@ -187,15 +212,17 @@ class ChatState:
             # The account is gone or its password changed (a server restarted without
             # its database): come back as a guest under the same name rather than none.
             self._autoLogin = False
-            return [f"/nick {self.credentials[0]}"]
+            return [self._nickRequest(self.credentials[0])]
         return []
 
-    def _arrived(self, room: str) -> list[str]:
+    def _arrived(self, room: str) -> list[Request]:
         self.room = room
+        if self._welcomed:  # the join a first nickname makes
+            self.home, self._welcomed = room, False
         self.members = {fold(self.nick or ""): self.nick or ""}
         back, self.rejoin = self.rejoin, None
         if back is not None and fold(back) != fold(room):
-            return [f"/join {back}"]
+            return [self._request(f"/join {back}", {"type": "join", "room": back}, back)]
         return []
 
     def _loggedIn(self, line: ln.Line) -> None:
