@@ -30,6 +30,7 @@ class Context(Protocol):
 
     service: ChatService
     user: User
+    room: str | None  # the room plain lines go to on this wire (None: not in one)
 
     def reply(self, event: ev.Event) -> None: ...
 
@@ -124,11 +125,21 @@ def _since(args: dict[str, str]) -> int | None:
 
 
 async def _join(ctx: Context, args: dict[str, str]) -> None:
-    previous = ctx.user.room
+    previous = ctx.room
     room = await ctx.service.join(ctx.user, args["room"], _since(args))
-    # Chat clients have one current room: joining another one is a switch.
-    if previous is not None and previous is not room:
-        ctx.service.part(ctx.user, previous.name, f"went to #{room.name}")
+    ctx.room = room.name
+    # Line and JSON clients have one current room: joining another one is a switch.
+    left = fold(previous) if previous is not None else room.key
+    if left != room.key and left in ctx.user.rooms:
+        ctx.service.part(ctx.user, previous, f"went to #{room.name}")
+
+
+def _here(ctx: Context, otherwise: str) -> str:
+    """The room a command without one is about: the wire's current room."""
+    room = ctx.room
+    if room is None:
+        raise NotInRoom(f"you are not in a room; {otherwise}")
+    return room
 
 
 def _rooms(ctx: Context, args: dict[str, str]) -> None:
@@ -136,7 +147,8 @@ def _rooms(ctx: Context, args: dict[str, str]) -> None:
 
 
 def _who(ctx: Context, args: dict[str, str]) -> None:
-    ctx.reply(ctx.service.who(ctx.user, args.get("room")))
+    room = args.get("room") or _here(ctx, "/who ROOM names one")
+    ctx.reply(ctx.service.who(ctx.user, room))
 
 
 def _msg(ctx: Context, args: dict[str, str]):
@@ -144,11 +156,11 @@ def _msg(ctx: Context, args: dict[str, str]):
 
 
 def _me(ctx: Context, args: dict[str, str]) -> None:
-    ctx.service.say(ctx.user, args["text"], "action")
+    ctx.service.say(ctx.user, _here(ctx, "/join ROOM first"), args["text"], "action")
 
 
 def _say(ctx: Context, args: dict[str, str]) -> None:
-    ctx.service.say(ctx.user, args["text"])
+    ctx.service.say(ctx.user, _here(ctx, "/join ROOM first"), args["text"])
 
 
 def _time(ctx: Context, args: dict[str, str]) -> None:
@@ -173,7 +185,8 @@ def _history(ctx: Context, args: dict[str, str]):
     # isdigit() alone lets "²" and other Unicode digits through to int(), which refuses them.
     if count is not None and not (count.isascii() and count.isdigit() and int(count) > 0):
         raise UsageError("usage: /history [N], N a number of messages, e.g. /history 100")
-    return ctx.service.history(ctx.user, int(count) if count is not None else None)
+    room = _here(ctx, "/join ROOM first")
+    return ctx.service.history(ctx.user, room, int(count) if count is not None else None)
 
 
 # -- accounts ---------------------------------------------------------------------------
@@ -244,11 +257,7 @@ async def _unmute(ctx: Context, args: dict[str, str]) -> None:
 
 
 def _topic(ctx: Context, args: dict[str, str]):
-    room = args.get("room")
-    if room is None:
-        if ctx.user.room is None:
-            raise NotInRoom("you are not in a room; /topic #ROOM names one")
-        room = ctx.user.room.name
+    room = args.get("room") or _here(ctx, "/topic #ROOM names one")
     if "text" not in args:  # anyone may look
         ctx.reply(ctx.service.topicOf(room))
         return None

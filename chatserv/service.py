@@ -69,7 +69,6 @@ class User:
         "nick",
         "key",
         "rooms",
-        "room",
         "connectedAt",
         "account",
         "color",
@@ -81,8 +80,9 @@ class User:
         self.client = client
         self.nick: str | None = None
         self.key: str | None = None  # fold(nick): the name the service knows it by
-        self.rooms: dict[str, Room] = {}  # every room joined, by key
-        self.room: Room | None = None  # the room plain lines go to
+        # Every room joined, by key, in the order joined. Which of them a wire's plain
+        # lines go to is that wire's business (Session.room), not the domain's.
+        self.rooms: dict[str, Room] = {}
         self.connectedAt = connectedAt
         self.account: Account | None = None  # set once logged in (or registered)
         self.color: str | None = None  # "#rrggbb", shown by clients that can
@@ -550,7 +550,7 @@ class ChatService(Service):
     # -- rooms ---------------------------------------------------------------------
 
     def join(self, user: User, name: str, since: int | None = None) -> defer.Deferred[Room]:
-        """Join (creating if needed) room C{name} and make it C{user}'s current room.
+        """Join (creating if needed) room C{name}.
 
         A newcomer sees the room's topic, who is there and its recent history: the messages
         it has not seen, those after C{since} (the id of the newest message of the room
@@ -570,7 +570,6 @@ class ChatService(Service):
             if user not in self.sessions:  # gone while the history loaded
                 self._dropIfUnused(room)
                 return room
-        user.room = room
         if key not in user.rooms:
             user.rooms[key] = room
             room.members[user.key] = user
@@ -631,11 +630,10 @@ class ChatService(Service):
             self.deliver(user, message)
         self.deliver(user, ev.HistoryMark(room.name, len(messages), True, now))
 
-    async def history(self, user: User, count: int | None = None) -> None:
-        """Replay the last C{count} messages of C{user}'s room (older ones from the store)."""
-        room = user.room
-        if room is None:
-            raise NotInRoom("you are not in a room; /join ROOM first")
+    async def history(self, user: User, name: str, count: int | None = None) -> None:
+        """Replay the last C{count} messages of room C{name}, which C{user} is in (older
+        ones from the store)."""
+        room = self._memberRoom(user, name)
         most = self.settings.max_history_request
         count = count or self.settings.history_on_join or most
         if count > most:
@@ -652,10 +650,15 @@ class ChatService(Service):
 
     def part(self, user: User, name: str, reason: str = "left") -> None:
         """Leave room C{name}."""
-        room = user.rooms.get(fold(self._roomName(name)))
+        self._leave(user, self._memberRoom(user, name), reason)
+
+    def _memberRoom(self, user: User, name: str) -> Room:
+        """Room C{name}, which C{user} must be in."""
+        name = self._roomName(name)
+        room = user.rooms.get(fold(name))
         if room is None:
             raise NotInRoom(f"you are not in #{name}")
-        self._leave(user, room, reason)
+        return room
 
     def _leave(self, user: User, room: Room, reason: str) -> None:
         # A quit reason is user text: bound it and make it safe like any message.
@@ -667,8 +670,6 @@ class ChatService(Service):
             if user.seen is None:
                 user.seen = {}
             user.seen[room.key] = room.recent[-1].id
-        if user.room is room:
-            user.room = next(reversed(user.rooms.values()), None)
         self._dropIfUnused(room)
 
     def _dropIfUnused(self, room: Room) -> None:
@@ -682,17 +683,12 @@ class ChatService(Service):
         ):
             del self.rooms[room.key]
 
-    def who(self, user: User, name: str | None = None) -> ev.WhoReply:
-        """Who is in room C{name} (default: C{user}'s current room)."""
-        if name is None:
-            if user.room is None:
-                raise NotInRoom("you are not in a room; /who ROOM names one")
-            room = user.room
-        else:
-            name = self._roomName(name)
-            room = self.rooms.get(fold(name))
-            if room is None:
-                raise NoSuchRoom(f"there is no room #{name}")
+    def who(self, user: User, name: str) -> ev.WhoReply:
+        """Who is in room C{name}."""
+        name = self._roomName(name)
+        room = self.rooms.get(fold(name))
+        if room is None:
+            raise NoSuchRoom(f"there is no room #{name}")
         return ev.WhoReply(room.name, tuple(u.nick for u in room.members.values()), self.now())
 
     def roomList(self) -> ev.RoomsReply:
@@ -701,12 +697,11 @@ class ChatService(Service):
 
     # -- talking -------------------------------------------------------------------
 
-    def say(self, user: User, text: str, kind: str = "message") -> ev.RoomMessage:
-        """Say C{text} in C{user}'s current room (C{kind} "action" for /me); it is stored."""
+    def say(self, user: User, name: str, text: str, kind: str = "message") -> ev.RoomMessage:
+        """Say C{text} in room C{name}, which C{user} is in (C{kind} "action" for /me);
+        it is stored."""
         self._requireNick(user)
-        room = user.room
-        if room is None:
-            raise NotInRoom("you are not in a room; /join ROOM first")
+        room = self._memberRoom(user, name)
         self._refuseMuted(user)
         text = self._cleanText(text)
         self.counters.messages += 1
@@ -782,7 +777,8 @@ class ChatService(Service):
             {
                 "nick": u.nick,
                 "address": u.client.address,
-                "room": u.room.name if u.room is not None else None,
+                # The room joined last: where a line or web user is now.
+                "room": next(reversed(u.rooms.values())).name if u.rooms else None,
                 "rooms": [r.name for r in u.rooms.values()],
                 "connected": u.connectedAt,
             }
@@ -1144,7 +1140,6 @@ class ChatService(Service):
         }
         for user in closing:
             user.rooms.clear()
-            user.room = None
 
     # -- service -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from chatserv.commands import Request, parseJSON, parseLine
 from chatserv.errors import ChatError, NickRequired, RateLimited
 from chatserv.interfaces import IChatClient
 from chatserv.limits import Deadline, FloodGuard, Verdict
+from chatserv.names import fold
 from chatserv.service import ChatService
 
 _log = Logger()
@@ -39,6 +40,7 @@ class Session:
         "closed",
         "_flood",
         "_nickDeadline",
+        "_room",
     )
 
     def __init__(self, service: ChatService, client: IChatClient) -> None:
@@ -46,6 +48,7 @@ class Session:
         self.client = client
         self.user = service.connect(client)
         self._pending: deque[Callable[[], Request | None]] | None = None
+        self._room: str | None = None  # key of the room last joined from this session
         self._busy = False
         self.closed = False
         settings = service.settings
@@ -104,6 +107,21 @@ class Session:
         )
 
     # -- what handlers use (commands.Context) ----------------------------------------
+
+    @property
+    def room(self) -> str | None:
+        """The room this wire's plain lines go to: the one last joined here while the
+        user is in it, else the room the user joined last (the default room, joined by
+        a first nickname). The domain has no "current room"; IRC names one every time."""
+        rooms = self.user.rooms
+        chosen = rooms.get(self._room) if self._room is not None else None
+        if chosen is None:
+            chosen = next(reversed(rooms.values()), None)
+        return chosen.name if chosen is not None else None
+
+    @room.setter
+    def room(self, name: str | None) -> None:
+        self._room = fold(name) if name is not None else None
 
     def reply(self, event: ev.Event) -> None:
         self.service.deliver(self.user, event)

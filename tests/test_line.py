@@ -137,7 +137,7 @@ def test_errors_are_one_line_and_change_nothing():
         (got,) = bob.lines()
         assert got.startswith(f"[12:00:00] {error}")
     assert alice.lines() == []
-    assert bob.protocol.session.user.room.name == "lobby"
+    assert bob.protocol.session.room == "lobby"
 
 
 def test_escape_sequences_never_reach_other_terminals():
@@ -226,7 +226,7 @@ def test_requests_run_in_order_when_one_waits():
     gate.callback(None)
     service.join = realJoin
     assert alice.lines() == ["[12:00:00] #lobby <-- bob has left (went to #dev)"]
-    assert bob.protocol.session.user.room.name == "dev"
+    assert bob.protocol.session.room == "dev"
     carol = named(service, "carol", port=5002)
     carol.send("/join dev\n")
     bob.output()

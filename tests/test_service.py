@@ -1,5 +1,6 @@
 import pytest
-from helpers import FakeClient, RecordingWire, makeService, resultOf
+from helpers import FakeClient, RecordingWire, failureOf, makeService, resultOf
+from twisted.internet import defer
 
 from chatserv import events as ev
 from chatserv.errors import (
@@ -38,7 +39,7 @@ def test_first_nick_welcomes_and_joins_default_room():
     assert isinstance(welcome, ev.Welcome) and welcome.nick == "alice"
     assert joined == ev.Joined("lobby", "alice", joined.ts)
     assert who.nicks == ("alice",)
-    assert user.room is service.rooms["lobby"]
+    assert list(user.rooms.values()) == [service.rooms["lobby"]]
 
 
 def test_nick_taken_case_insensitively():
@@ -87,7 +88,7 @@ def test_message_fans_out_to_room_without_echo_and_renders_once_per_wire():
     for client in (a, b, c):
         client.take()
     shared.renders = 0
-    event = service.say(alice, "hello")
+    event = service.say(alice, "lobby", "hello")
     assert a.take() == []  # line clients get no echo
     assert b.take() == [event]
     assert c.take() == []  # another room
@@ -97,22 +98,22 @@ def test_message_fans_out_to_room_without_echo_and_renders_once_per_wire():
 def test_echo_clients_get_their_own_messages():
     service, _ = makeService()
     alice, a = connect(service, "alice", echo=True)
-    event = service.say(alice, "hi")
+    event = service.say(alice, "lobby", "hi")
     assert a.take() == [event] and event.id == 1
 
 
 def test_message_ids_increase():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
-    assert [service.say(alice, str(i)).id for i in range(3)] == [1, 2, 3]
+    assert [service.say(alice, "lobby", str(i)).id for i in range(3)] == [1, 2, 3]
 
 
 def test_text_is_sanitised_and_blank_refused():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
-    assert service.say(alice, " \x1b[2Jboo ").text == "^[[2Jboo"
+    assert service.say(alice, "lobby", " \x1b[2Jboo ").text == "^[[2Jboo"
     with pytest.raises(EmptyText):
-        service.say(alice, "   ")
+        service.say(alice, "lobby", "   ")
 
 
 def test_private_message_and_copy_for_sender():
@@ -137,13 +138,13 @@ def test_join_switch_rooms_and_empty_rooms_vanish():
     service, _ = makeService()
     alice, a = connect(service, "alice")
     service.join(alice, "#Dev")
-    assert alice.room.name == "Dev" and set(alice.rooms) == {"lobby", "dev"}
+    assert set(alice.rooms) == {"lobby", "dev"} and service.rooms["dev"].name == "Dev"
     service.part(alice, "dev")
-    assert "dev" not in service.rooms and alice.room.name == "lobby"
+    assert "dev" not in service.rooms and set(alice.rooms) == {"lobby"}
     service.part(alice, "lobby")
     assert "lobby" in service.rooms  # the default room stays
     with pytest.raises(NotInRoom):
-        service.say(alice, "anyone?")
+        service.say(alice, "lobby", "anyone?")
 
 
 def test_joining_a_room_twice_is_harmless():
@@ -166,7 +167,7 @@ def test_join_since_replays_only_the_newer_messages():
     service, _ = makeService(history_on_join=3)
     alice, _ = connect(service, "alice")
     resultOf(service.join(alice, "dev"))
-    ids = [service.say(alice, f"m{i}").id for i in range(5)]
+    ids = [service.say(alice, "dev", f"m{i}").id for i in range(5)]
     assert ids == [1, 2, 3, 4, 5]  # the room's recent buffer holds 3, 4, 5
 
     def joiner(nick, since):
@@ -185,7 +186,7 @@ def test_join_since_replays_only_the_newer_messages():
     assert joiner("frank", 6)[1] == ([3, 4, 5], 2)
     # A since older than what this connection saw when it left replays nothing again.
     service.part(carol, "dev")
-    service.say(alice, "m5")
+    service.say(alice, "dev", "m5")
     resultOf(service.join(carol, "dev", 2))
     assert replayed(carol.client) == ([6], 2)
 
@@ -194,7 +195,7 @@ def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
     for i in range(3):
-        service.say(alice, f"m{i}")  # in the lobby: ids 1, 2, 3
+        service.say(alice, "lobby", f"m{i}")  # in the lobby: ids 1, 2, 3
 
     def back(nick, since):
         client = FakeClient(name=nick)
@@ -212,7 +213,7 @@ def test_who_and_rooms():
     alice, _ = connect(service, "alice")
     bob, _ = connect(service, "bob")
     service.join(bob, "dev")
-    assert service.who(alice).nicks == ("alice", "bob")
+    assert service.who(alice, "lobby").nicks == ("alice", "bob")
     assert service.who(alice, "#dev").nicks == ("bob",)
     with pytest.raises(NoSuchRoom):
         service.who(alice, "nowhere")
@@ -234,7 +235,7 @@ def test_anonymous_user_cannot_talk():
     service, _ = makeService()
     user, _ = connect(service)
     with pytest.raises(NickRequired):
-        service.say(user, "hi")
+        service.say(user, "lobby", "hi")
     assert isinstance(failure(service.join(user, "dev")), NickRequired)
 
 
@@ -248,7 +249,7 @@ def test_one_failing_recipient_does_not_stop_the_others():
         raise OSError("boom")
 
     b.send = broken
-    event = service.say(alice, "still here?")
+    event = service.say(alice, "lobby", "still here?")
     assert c.take() == [event]
 
 
@@ -271,3 +272,27 @@ def test_stop_service_closes_every_session():
 def test_time_is_iso_with_zone():
     service, _ = makeService()
     assert service.isoTime() == "2026-11-21T12:00:00+00:00"
+
+
+def test_rooms_are_named_by_who_acts_not_kept_as_a_current_room():
+    """The domain has no current room: a user in several rooms (as IRC users will be)
+    says, asks for history and who in the one named, and only in rooms they are in."""
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    bob, b = connect(service, "bob")
+    resultOf(service.join(alice, "dev"))
+    resultOf(service.join(bob, "dev"))
+    a.take(), b.take()
+    service.say(alice, "lobby", "in the lobby")
+    service.say(alice, "#dev", "in dev")
+    said = [(e.room, e.text) for e in b.take(ev.RoomMessage)]
+    assert said == [("lobby", "in the lobby"), ("dev", "in dev")]
+    assert service.who(alice, "dev").nicks == ("alice", "bob")
+    resultOf(defer.ensureDeferred(service.history(bob, "lobby", 5)))
+    assert [e.text for e in b.take(ev.RoomMessage)] == ["in the lobby"]
+    with pytest.raises(NotInRoom, match="you are not in #elsewhere"):
+        service.say(alice, "elsewhere", "hello?")
+    service.part(bob, "lobby")
+    with pytest.raises(NotInRoom, match="you are not in #lobby"):
+        service.say(bob, "lobby", "still here?")
+    failureOf(defer.ensureDeferred(service.history(bob, "lobby")), NotInRoom)
