@@ -15,6 +15,11 @@ class IWire(Interface):
     def render(event):
         """Return the payload that L{IChatClient.send} of this wire's clients accepts."""
 
+    def renderTo(event, nick):
+        """The payload of C{event} for one recipient, C{nick} (None before it has one):
+        replies and errors to one connection, which a wire may address to it (IRC's
+        numerics name the recipient). Fan-outs use L{render}, once per wire."""
+
 
 class IChatClient(Interface):
     """What the domain needs of a connected client; protocols provide it."""

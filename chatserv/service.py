@@ -273,7 +273,7 @@ class ChatService(Service):
         """Send one event to one local session (replies, errors, private notices)."""
         self.counters.deliveries += 1
         client = user.client
-        client.send(client.wire.render(event))
+        client.send(client.wire.renderTo(event, user.nick))
 
     def notice(self, user: User, text: str) -> None:
         self.deliver(user, ev.Notice(text, self.now()))

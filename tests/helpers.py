@@ -113,6 +113,9 @@ class RecordingWire:
         self.renders += 1
         return event
 
+    def renderTo(self, event, nick):
+        return self.render(event)
+
 
 @implementer(IChatClient)
 class FakeClient:

@@ -296,3 +296,34 @@ def test_rooms_are_named_by_who_acts_not_kept_as_a_current_room():
     with pytest.raises(NotInRoom, match="you are not in #lobby"):
         service.say(bob, "lobby", "still here?")
     failureOf(defer.ensureDeferred(service.history(bob, "lobby")), NotInRoom)
+
+
+def test_replies_are_rendered_for_their_recipient_and_fan_outs_once_per_wire():
+    """A wire may address a reply to its recipient (IRC numerics carry the nick); what a
+    room is sent is rendered once for every client on that wire."""
+    from zope.interface import implementer
+
+    from chatserv.interfaces import IWire
+
+    @implementer(IWire)
+    class AddressingWire:
+        def __init__(self):
+            self.calls = []
+
+        def render(self, event):
+            self.calls.append((type(event).__name__, None))
+            return event
+
+        def renderTo(self, event, nick):
+            self.calls.append((type(event).__name__, nick))
+            return event
+
+    wire = AddressingWire()
+    service, _ = makeService()
+    users = [connect(service, nick, wire=wire)[0] for nick in "abc"]
+    wire.calls.clear()
+    service.say(users[0], "lobby", "hi")
+    assert wire.calls == [("RoomMessage", None)]  # three recipients, one rendering
+    wire.calls.clear()
+    service.deliver(users[1], service.who(users[1], "lobby"))
+    assert wire.calls == [("WhoReply", "b")]

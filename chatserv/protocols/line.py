@@ -34,6 +34,9 @@ class LineWire:
     def render(self, event: ev.Event) -> bytes:
         return render.lineBytes(event)
 
+    def renderTo(self, event: ev.Event, nick: str | None) -> bytes:
+        return render.lineBytes(event)  # the same for everyone
+
 
 LINE_WIRE = LineWire()
 

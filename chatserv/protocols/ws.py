@@ -46,6 +46,9 @@ class FrameWire:
     def render(self, event: ev.Event) -> tuple[PreparedMessage, ...]:
         return tuple(self._prepare(text.encode("utf-8")) for text in self._texts(event))
 
+    def renderTo(self, event: ev.Event, nick: str | None) -> tuple[PreparedMessage, ...]:
+        return self.render(event)  # the same for everyone
+
 
 @implementer(IChatClient)
 class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
