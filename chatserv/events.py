@@ -61,6 +61,17 @@ class Left:
 
 
 @dataclass(frozen=True, slots=True)
+class Quit:
+    """Someone disconnected: one event for every room they were in, so that whoever
+    shares several of them hears it once (IRC's QUIT)."""
+
+    nick: str
+    reason: str
+    rooms: tuple[str, ...]  # the rooms they were in (wires may not show them all)
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
 class Renamed:
     old: str
     new: str
@@ -164,6 +175,7 @@ Event = (
     | PrivateMessage
     | Joined
     | Left
+    | Quit
     | Renamed
     | Notice
     | Welcome

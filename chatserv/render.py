@@ -60,6 +60,13 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
     ],
     ev.Joined: lambda e: [f"{_room(e.room)} --> {e.nick} has joined"],
     ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
+    # Here a user is in one room at a time: a quit from one room reads as leaving it. A
+    # quit from several (an IRC user's) names none, so as not to tell where else they were.
+    ev.Quit: lambda e: [
+        f"{_room(e.rooms[0])} <-- {e.nick} has left ({e.reason})"
+        if len(e.rooms) == 1
+        else f"<-- {e.nick} has quit ({e.reason})"
+    ],
     ev.Renamed: lambda e: [f"--- {e.old} is now known as {e.new}"],
     ev.Notice: lambda e: [f"{_room(e.room)} -!- {e.text}" if e.room else f"-!- {e.text}"],
     ev.Welcome: lambda e: [f"-!- {e.text}"],
@@ -138,6 +145,11 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
         "reason": e.reason,
         "text": _text(e),
     },
+    ev.Quit: lambda e: (
+        {"type": "leave", "room": e.rooms[0], "from": e.nick, "reason": e.reason, "text": _text(e)}
+        if len(e.rooms) == 1
+        else {"type": "quit", "from": e.nick, "reason": e.reason, "text": _text(e)}
+    ),
     ev.Renamed: lambda e: {"type": "rename", "from": e.old, "to": e.new, "text": _text(e)},
     ev.Notice: lambda e: {"type": "notice", "room": e.room, "text": e.text},
     ev.Welcome: lambda e: {"type": "welcome", "nick": e.nick, "text": e.text},

@@ -287,12 +287,19 @@ class ChatService(Service):
         return user
 
     def disconnect(self, user: User, reason: str) -> None:
-        """Forget a session, telling its rooms it left. Safe to call twice."""
+        """Forget a session, telling its rooms it quit (one L{ev.Quit} for them all).
+        Safe to call twice."""
         if user not in self.sessions:
             return
         self.sessions.discard(user)
-        for room in list(user.rooms.values()):
-            self._leave(user, room, reason)
+        rooms = list(user.rooms.values())
+        if rooms:
+            quit = ev.Quit(
+                user.nick, self._reason(reason), tuple(r.name for r in rooms), self.now()
+            )
+            self.bus.publish(quit, rooms=tuple(r.key for r in rooms), skip=user.key)
+            for room in rooms:
+                self._forget(user, room)
         if user.key is not None and self.users.get(user.key) is user:
             del self.users[user.key]
 
@@ -661,9 +668,16 @@ class ChatService(Service):
         return room
 
     def _leave(self, user: User, room: Room, reason: str) -> None:
-        # A quit reason is user text: bound it and make it safe like any message.
-        reason = sanitize(reason[: self.settings.max_message_length])
-        self.bus.publish(ev.Left(room.name, user.nick, reason, self.now()), rooms=(room.key,))
+        left = ev.Left(room.name, user.nick, self._reason(reason), self.now())
+        self.bus.publish(left, rooms=(room.key,))
+        self._forget(user, room)
+
+    def _reason(self, reason: str) -> str:
+        # A quit or part reason is user text: bound it and make it safe like any message.
+        return sanitize(reason[: self.settings.max_message_length])
+
+    def _forget(self, user: User, room: Room) -> None:
+        """Take C{user} out of C{room}, remembering how far it had seen."""
         del room.members[user.key]
         del user.rooms[room.key]
         if room.recent:

@@ -227,8 +227,34 @@ def test_disconnect_tells_rooms_and_frees_nick():
     b.take()
     service.disconnect(alice, "connection lost")
     service.disconnect(alice, "again")  # idempotent
-    assert [e.reason for e in b.take(ev.Left)] == ["connection lost"]
+    assert [e.reason for e in b.take(ev.Quit)] == ["connection lost"]
     assert service.findUser("alice") is None and alice not in service.sessions
+
+
+def test_a_disconnect_is_one_quit_for_every_room_shared():
+    from chatserv.render import jsonText, lines
+
+    service, _ = makeService()
+    alice, a = connect(service, "alice")
+    bob, b = connect(service, "bob")
+    carol, c = connect(service, "carol")
+    for user in (alice, bob):
+        resultOf(service.join(user, "dev"))
+    b.take(), c.take()
+    service.disconnect(alice, "gone fishing")
+    (quit,) = b.take()  # bob shares both rooms: one event, not a leave per room
+    assert quit == ev.Quit("alice", "gone fishing", ("lobby", "dev"), quit.ts)
+    assert c.take() == [quit]  # carol, in the lobby only, gets the same one
+    assert "alice" not in service.rooms["lobby"].members
+    assert list(service.rooms["dev"].members) == ["bob"]
+    # Line and JSON clients name no room for a quit from several.
+    assert lines(quit)[0].endswith("] <-- alice has quit (gone fishing)")
+    assert '"type":"quit"' in jsonText(quit) and "dev" not in jsonText(quit)
+    # From one room, it reads as leaving it, as before.
+    service.disconnect(carol, "bye")
+    (single,) = b.take()
+    assert lines(single)[0].endswith("] #lobby <-- carol has left (bye)")
+    assert '"type":"leave","room":"lobby"' in jsonText(single)
 
 
 def test_anonymous_user_cannot_talk():
