@@ -13,6 +13,7 @@ they fail.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -527,6 +528,15 @@ def test_reconnect(browser, tmp_path):
         expect(dora.room("dev").locator(".count")).to_have_text("2")
         dora.type("said in dev")
         dora.said("dora", "said in dev")
+        # What the page sends and receives from here on: the next connection's.
+        sent, received = [], []
+
+        def watch(socket) -> None:
+            socket.on("framesent", lambda frame: sent.append(frame))
+            socket.on("framereceived", lambda frame: received.append(frame))
+
+        dora.page.on("websocket", watch)
+        time.sleep(0.5)  # committed (flush_interval 0.1 s): the next server knows the ids
 
         first.process.kill()  # no goodbye: the connection just drops
         first.process.wait()
@@ -565,6 +575,14 @@ def test_reconnect(browser, tmp_path):
         expect(dora.said("dora", "said in dev")).not_to_have_class(re.compile("history"))
         expect(dora.saying("dora", "said in the lobby", room="lobby")).to_have_count(1)
         expect(dora.saying("dora", "said in the lobby")).to_have_count(0)
+        # It said what it had seen, so the server replayed nothing: nothing new was said.
+        requests = [json.loads(frame) for frame in sent]
+        login = next(r for r in requests if r["type"] == "login")
+        join = next(r for r in requests if r["type"] == "join")
+        assert isinstance(login.get("since"), int), login.get("since")  # of the lobby
+        assert join["room"] == "dev" and isinstance(join.get("since"), int), join
+        events = [json.loads(frame)["type"] for frame in received]
+        assert "who" in events and "history-start" not in events, events
     # Leaving the block stopped the server gracefully: "server shutting down" also
     # means "come back".
     expect(dora.status).to_have_attribute("data-state", "waiting")

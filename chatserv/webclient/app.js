@@ -35,6 +35,9 @@ const state = {
   pendingPassword: null, // from a typed /register, /login or /passwd, until it succeeds
   room: null, // the room we are in: plain messages go there, and its view is shown
   rejoin: null, // the room to return to after a reconnect
+  home: null, // the server's default room: where a (re)connection's nickname puts us
+  homeNext: false, // the next join of ours is into the default room (after a welcome)
+  newest: new Map(), // folded room -> the newest message id seen there, sent as "since"
   chatting: false, // the chat screen is showing (we were welcomed at least once)
   welcomed: false, // this connection has a nickname
   ws: null,
@@ -257,6 +260,10 @@ function showHistoryStart() {
 function roomMessage(event) {
   const view = viewOf(event.room);
   const key = seenKey(event);
+  const room = fold(event.room);
+  if (Number.isInteger(event.id) && !(state.newest.get(room) >= event.id)) {
+    state.newest.set(room, event.id);
+  }
   // A replayed message the view shows already (history again after a rejoin) is skipped.
   if (event.history && view.seen.has(key)) return;
   view.seen.add(key);
@@ -386,7 +393,14 @@ function joinRoom(name) {
   const room = name.trim().replace(/^#/, "");
   if (!room) return;
   if (state.room !== null && fold(room) === fold(state.room)) return;
-  send({ type: "join", room });
+  send(withSince({ type: "join", room }, room));
+}
+
+// "since": the newest message of the room we have seen, so that the server replays only
+// what came after it (after a reconnect, nothing at all if nothing was said meanwhile).
+function withSince(request, room) {
+  const since = room !== null ? state.newest.get(fold(room)) : undefined;
+  return since === undefined ? request : { ...request, since };
 }
 
 function setPmTarget(nick) {
@@ -411,6 +425,7 @@ const handlers = {
     for (const notice of state.earlyNotices) systemLine("notice", notice.text, notice.ts);
     state.earlyNotices = [];
     systemLine("welcome", event.text, event.ts);
+    state.homeNext = true;
     startRoomsTimer();
   },
 
@@ -425,6 +440,10 @@ const handlers = {
 
   join(event) {
     if (isMe(event.from)) {
+      if (state.homeNext) {
+        state.home = event.room;
+        state.homeNext = false;
+      }
       state.room = event.room;
       state.users = [event.from];
       state.quietWho = true;
@@ -640,10 +659,11 @@ function connect() {
   const ws = new WebSocket(socketURL(), SUBPROTOCOL);
   state.ws = ws;
   ws.addEventListener("open", () => {
+    // The since of nick and login is for the default room, which they join.
     if (state.password !== null) {
-      send({ type: "login", nick: state.nick, password: state.password });
+      send(withSince({ type: "login", nick: state.nick, password: state.password }, state.home));
     } else {
-      send({ type: "nick", nick: state.nick });
+      send(withSince({ type: "nick", nick: state.nick }, state.home));
     }
   });
   ws.addEventListener("message", receive);
