@@ -12,6 +12,10 @@ which runs once at start-up, before the reactor starts, so that a server never a
 connections before it knows its bans and rooms (and a broken database stops start-up
 with one line, like a port in use).
 
+How long the service waits for the store is bounded: L{chatserv.store.guard} puts a
+deadline (C{db_timeout}) on every Deferred and turns database failures into a clear
+refusal (L{chatserv.errors.StoreUnavailable}).
+
 Room messages are not written one by one: L{IStore.addMessage} queues them and a batch
 is committed every C{flush_interval} seconds (or sooner when C{batch_size} wait). After a
 graceful stop everything is written; after C{kill -9} at most the messages accepted in
