@@ -70,6 +70,9 @@ class Settings:
     db: str = "chatserv.db"  # a SQLite file, a postgresql:// URL, or "memory"
     flush_interval: float = 0.1  # seconds a room message may wait before it is committed
     batch_size: int = 1000  # messages committed at once, at most
+    db_timeout: float = 5.0  # seconds a request waits for the database before it is refused
+    db_check_interval: float = 10.0  # seconds between checks of the SQLite file; 0: none
+    sqlite_exclusive: bool = True  # hold the SQLite file alone (no -shm file mapped)
     # -- history
     history_on_join: int = 50  # messages replayed to someone joining a room
     max_history_request: int = 500  # the most /history N returns
@@ -132,7 +135,17 @@ _SECTIONS: dict[str, dict[str, str]] = {
         )
     },
     "websocket": {"allowed_origins": "ws_allowed_origins", "web_client": "web_client"},
-    "storage": {name: name for name in ("db", "flush_interval", "batch_size")},
+    "storage": {
+        name: name
+        for name in (
+            "db",
+            "flush_interval",
+            "batch_size",
+            "db_timeout",
+            "db_check_interval",
+            "sqlite_exclusive",
+        )
+    },
     "history": {
         name: name
         for name in (
@@ -395,6 +408,8 @@ _AT_LEAST = {
     "close_grace": 0.1,
     "flush_interval": 0.001,
     "batch_size": 1,
+    "db_timeout": 0.1,
+    "db_check_interval": 0,
     "history_on_join": 0,
     "max_history_request": 1,
     "retention_max_messages": 0,

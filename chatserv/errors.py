@@ -144,3 +144,14 @@ class Busy(ChatError):
     """Too many password hashes are waiting for a thread."""
 
     code = "busy"
+
+
+# -- storage -------------------------------------------------------------------------------
+
+
+class StoreUnavailable(ChatError):
+    """The database did not answer in time (C{[storage] db_timeout}), or failed: what
+    was asked cannot be done right now. The text says what, and for a write whether it
+    may still happen."""
+
+    code = "unavailable"

@@ -474,6 +474,7 @@ The running ChatService is `chat`; its admin methods take the actor first, here
   rename_account(nick, new_nick)  an account's new name, with its messages and sanctions
   ban(nick, duration=None, reason="", address=False), unban(nick)   (duration in seconds)
   mute(nick, duration=None), unmute(nick)
+  backup(path)                    a consistent copy of the SQLite database, made while it runs
   help(users)                     more about one helper; exit() or Ctrl-D leaves
 Everything typed here runs inside the server: a slow statement stalls every user."""
 
@@ -650,6 +651,11 @@ def namespace(chat) -> dict[str, Any]:
         """Lift a mute; shows when it is done."""
         return _report(chat.lift(CONSOLE, "mute", nick), f"unmuted {nick}")
 
+    def backup(path: str) -> defer.Deferred:
+        """Copy the SQLite database, whole and consistent, to the new file path while the
+        server runs (other programs cannot open it meanwhile); shows when it is done."""
+        return _report(chat.store.backup(path), f"backed up to {os.path.abspath(path)}")
+
     def help_chat() -> None:
         """List the chat helpers."""
         print(_HELP)
@@ -688,6 +694,7 @@ def namespace(chat) -> dict[str, Any]:
         "unban": unban,
         "mute": mute,
         "unmute": unmute,
+        "backup": backup,
         "help_chat": help_chat,
         "help": help,
         "exit": exit,

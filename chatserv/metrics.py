@@ -99,6 +99,18 @@ class ChatCollector:
             "The worst event-loop lag since the previous scrape.",
             value=self.lag.takeWorst(),
         )
+        store = self.chat.store
+        yield GaugeMetricFamily(
+            "chatserv_database_ok",
+            "1 while nothing is known to be wrong with the database; 0 while commits fail,"
+            " the SQLite file is missing, replaced or read-only, or calls time out.",
+            value=0 if getattr(store, "problem", None) else 1,
+        )
+        yield CounterMetricFamily(
+            "chatserv_database_unavailable",
+            "Requests refused because the database did not answer within db_timeout, or failed.",
+            value=getattr(store, "unavailable", 0),
+        )
         yield GaugeMetricFamily(
             "chatserv_uptime_seconds",
             "Seconds since the service started.",

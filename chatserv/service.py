@@ -44,6 +44,7 @@ from chatserv.errors import (
     NotPermitted,
     NotSanctioned,
     RegisterThrottled,
+    StoreUnavailable,
     TooManyRooms,
     UsageError,
     WeakPassword,
@@ -54,6 +55,7 @@ from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction
+from chatserv.store.guard import GuardedStore
 from chatserv.text import invisible, looksLikeSecret, sanitize
 
 _log = Logger()
@@ -230,6 +232,9 @@ class ChatService(Service):
         self.counters = Counters()
         # What clients can make the server log (connects, refusals, limits hit) is capped.
         self.logLimit = LogLimiter(clock, self.settings.log_rate_limit, self.settings.log_burst)
+        # Every wait on the store ends within db_timeout, answered or refused.
+        if not isinstance(store, GuardedStore):
+            self.store = GuardedStore(store, clock, self.settings.db_timeout, self.logLimit)
         self.startedAt: float | None = None
         # Connections that must choose a nickname in time: one timer for all of them.
         self.nickDeadlines: Deadlines[Callable[[], object]] = Deadlines(
@@ -573,7 +578,7 @@ class ChatService(Service):
         if since is not None:
             self._sawUpTo(user, key, since)
         if room.recent is None:
-            await self._loadRecent(room)
+            await self._loadRecent(room, user)
             if user not in self.sessions:  # gone while the history loaded
                 self._dropIfUnused(room)
                 return room
@@ -585,7 +590,7 @@ class ChatService(Service):
                 self.deliver(user, self._topicEvent(room))
             self.deliver(user, self.who(user, room.name))
             seen = user.seen.get(key, 0) if user.seen is not None else 0
-            self._replay(user, room, [m for m in room.recent if m.id > seen])
+            self._replay(user, room, [m for m in room.recent or () if m.id > seen])
         else:
             self.deliver(user, self.who(user, room.name))
         return room
@@ -606,7 +611,7 @@ class ChatService(Service):
             user.seen = {}
         user.seen[key] = max(user.seen.get(key, 0), since)
 
-    async def _loadRecent(self, room: Room) -> None:
+    async def _loadRecent(self, room: Room, user: User | None = None) -> None:
         """Fill C{room.recent} from the store, once, however many join at the same time."""
         if room.loading is not None:
             waiting: defer.Deferred[None] = defer.Deferred()
@@ -615,15 +620,20 @@ class ChatService(Service):
             return
         room.loading = []
         limit = self.settings.history_on_join
-        rows: list[ev.RoomMessage] = []
+        rows: list[ev.RoomMessage] | None = []
         try:
             if limit:
                 await self.store.flush()  # what the room said before it was last emptied
                 rows = await self.store.history(room.key, limit)
+        except StoreUnavailable as e:
+            # Joining must still work with the database down. The history is missing, and
+            # left unloaded: a later join loads it once the database answers again.
+            rows = None
+            if user is not None and user in self.sessions:
+                self.notice(user, f"#{room.name}: {e}")
         except Exception:
-            # Joining must still work with the database down; the history is missing.
             _log.failure("loading the history of #{room} failed", room=room.name)
-        room.recent = deque(rows, maxlen=limit)
+        room.recent = deque(rows, maxlen=limit) if rows is not None else None
         waiting, room.loading = room.loading, None
         for d in waiting:
             d.callback(None)
@@ -1165,7 +1175,12 @@ class ChatService(Service):
 
     async def _warnAdminsWithoutAccounts(self) -> None:
         for nick in self.settings.admins:
-            if await self.store.account(fold(nick)) is None:
+            try:
+                found = await self.store.account(fold(nick))
+            except StoreUnavailable as e:
+                _log.warn("admins: cannot check the accounts of the admins: {why}", why=str(e))
+                return
+            if found is None:
                 _log.warn(
                     "admins: {nick} has no account yet, so the name is reserved: nobody can "
                     "use or register it; make the account on the console with "
@@ -1199,9 +1214,15 @@ class ChatService(Service):
             if deleted:
                 _log.info("retention: deleted {count} old messages", count=deleted)
 
+        def failed(failure) -> None:
+            if failure.check(StoreUnavailable):
+                _log.error("retention: pruning old messages failed: {why}", why=failure.value)
+            else:
+                _log.failure("pruning old messages failed", failure)
+
         d = self.store.prune(self.now(), most, days * 86400)
         # A failed prune is logged and tried again next time; it must not stop the loop.
-        return d.addCallbacks(done, lambda f: _log.failure("pruning old messages failed", f))
+        return d.addCallbacks(done, failed)
 
     # -- helpers -------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ holding the L{ChatService} and one listener per endpoint.
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 
 from twisted.application.service import MultiService
@@ -173,13 +174,24 @@ def makeService(options: Options, reactor=None) -> MultiService:
     from chatserv.service import ChatService
     from chatserv.tls import TLSReloadService, tlsEndpoint
 
+    if not faulthandler.is_enabled():
+        # A fatal signal (SIGSEGV, SIGBUS: see sqlite_exclusive) is then one "Fatal Python
+        # error" on standard error with each thread's stack, not a silent death.
+        faulthandler.enable(sys.__stderr__, all_threads=True)
     top = MultiService()
     settings = options["settings"]
     FileLimitService(settings.max_connections).setServiceParent(top)  # before any listener
     from chatserv.store import StoreError, openStore
 
     try:
-        store = openStore(settings.db, reactor, settings.flush_interval, settings.batch_size)
+        store = openStore(
+            settings.db,
+            reactor,
+            settings.flush_interval,
+            settings.batch_size,
+            settings.sqlite_exclusive,
+            settings.db_check_interval,
+        )
         chat = ChatService(settings, clock=reactor, store=store)
     except StoreError as e:
         raise SystemExit(f"chatserv: error: {e}") from None

@@ -202,6 +202,7 @@ def test_conversation(browser, tmp_path):
             " VALUES ('alice', 'alice', ?, NULL, 0, ?)",
             (PasswordHasher().hash("wonderland-42"), time.time()),
         )
+    connection.close()  # the server holds its database alone: nobody may have it open
     with runServer(tmp_path, *listen, "--db", str(db), "-c", str(config)) as server:
         alice = Chat(browser, server.ws)
         alice.join("alice", "wonderland-42")

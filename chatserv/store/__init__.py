@@ -12,6 +12,10 @@ which runs once at start-up, before the reactor starts, so that a server never a
 connections before it knows its bans and rooms (and a broken database stops start-up
 with one line, like a port in use).
 
+How long the service waits for the store is bounded: L{chatserv.store.guard} puts a
+deadline (C{db_timeout}) on every Deferred and turns database failures into a clear
+refusal (L{chatserv.errors.StoreUnavailable}).
+
 Room messages are not written one by one: L{IStore.addMessage} queues them and a batch
 is committed every C{flush_interval} seconds (or sooner when C{batch_size} wait). After a
 graceful stop everything is written; after C{kill -9} at most the messages accepted in
@@ -156,6 +160,12 @@ class IStore(Interface):
         (room or offline) older than C{maxAge} seconds; 0 disables either rule.
         Deferred count of rows deleted. Deletes in small chunks."""
 
+    def backup(path):
+        """Deferred: a consistent copy of the whole database written to the new file
+        C{path} while the server runs, room messages queued until then included (unless
+        commits are failing); fires with the copy's absolute path. Fails with
+        L{StoreError} for a store that cannot (memory, PostgreSQL: use pg_dump)."""
+
     def close():
         """Deferred firing once everything queued is committed and connections are closed."""
 
@@ -165,12 +175,16 @@ def openStore(
     reactor=None,
     flushInterval: float = 0.1,
     batchSize: int = 1000,
+    exclusive: bool = True,
+    checkInterval: float = 0.0,
 ) -> IStore:
     """Open the store named by C{url}, creating or migrating its schema.
 
     C{"memory"}: in this process only. C{"postgresql://..."} (or C{"postgres://"}):
     a PostgreSQL database. Anything else: the path of a SQLite file (or
-    C{"sqlite:PATH"}). Blocking; raises L{StoreError} with one line on failure.
+    C{"sqlite:PATH"}), held by this process alone if C{exclusive}, its file checked every
+    C{checkInterval} seconds (0: never; see L{chatserv.store.sqlitefile}). Blocking;
+    raises L{StoreError} with one line on failure.
     """
     if url == "memory":
         from chatserv.store.memory import MemoryStore
@@ -181,4 +195,4 @@ def openStore(
     if url.startswith(("postgresql://", "postgres://")):
         return sql.openPostgreSQL(url, reactor, flushInterval, batchSize)
     path = url.removeprefix("sqlite:")
-    return sql.openSQLite(path, reactor, flushInterval, batchSize)
+    return sql.openSQLite(path, reactor, flushInterval, batchSize, exclusive, checkInterval)

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from chatserv.events import PrivateMessage, RoomMessage
 from chatserv.names import fold
-from chatserv.store import Account, IStore, RoomRecord, Sanction, State
+from chatserv.store import Account, IStore, RoomRecord, Sanction, State, StoreError
 
 
 @implementer(IStore)
@@ -146,6 +146,9 @@ class MemoryStore:
                 deleted += len(box) - len(kept)
                 self.offline[key] = kept
         return defer.succeed(deleted)
+
+    def backup(self, path: str) -> defer.Deferred[str]:
+        return defer.fail(StoreError("the memory store keeps nothing to back up"))
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)

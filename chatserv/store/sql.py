@@ -3,19 +3,28 @@
 Start-up (L{openSQLite}, L{openPostgreSQL}, L{SQLStore.load}) is blocking and uses one
 plain DB-API connection: it runs before the reactor, and a database that cannot be used
 stops the server there with one line (L{StoreError}). At run time every call goes through
-a L{twisted.enterprise.adbapi.ConnectionPool} and returns a Deferred.
+a L{twisted.enterprise.adbapi.ConnectionPool} and returns a Deferred. (How long the
+service waits for one is L{chatserv.store.guard}'s business.)
 
 SQL is written once with C{?} placeholders; PostgreSQL (psycopg 3) gets them as C{%s}.
 
 Room messages are batched: L{SQLStore.addMessage} only queues; a timer commits the queue
 in one transaction (C{executemany}) C{flushInterval} after the first message, or at once
-when C{batchSize} wait. While the database is unreachable, batches are kept and retried
-(with a growing delay, at most L{MAX_RETRY_DELAY}); the queue is bounded (see
-L{QUEUE_LIMIT_BATCHES}) so that a long outage cannot exhaust memory.
+when C{batchSize} wait. While the database cannot commit (down, disk full, read-only),
+batches are kept and retried (with a growing delay, at most L{MAX_RETRY_DELAY}), and the
+log says so at once and then every L{ALARM_REPEAT} seconds while it lasts; the queue is
+bounded (see L{QUEUE_LIMIT_BATCHES}) so that a long outage cannot exhaust memory.
+
+SQLite runs in WAL mode, by default with C{locking_mode=EXCLUSIVE}: the WAL index is then
+kept in this process's memory instead of a memory-mapped C{-shm} file, whose pages fault
+(SIGBUS, which kills the process without a word) once the file cannot be written. The
+price is that no other process can open the database while the server runs
+(L{SQLStore.backup} copies it). L{chatserv.store.sqlitefile} watches the file itself.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sqlite3
@@ -36,6 +45,7 @@ from chatserv.events import PrivateMessage, RoomMessage
 from chatserv.names import fold
 from chatserv.store import Account, IStore, RoomRecord, Sanction, State, StoreError
 from chatserv.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE, VERSION
+from chatserv.store.sqlitefile import ALARM_REPEAT, FileWatch, fsync, identity, remove, unwritable
 
 __all__ = ["SQLStore", "openPostgreSQL", "openSQLite"]
 
@@ -212,18 +222,43 @@ def _checkBatching(flushInterval: float, batchSize: int) -> None:
         raise StoreError(f"the batch size must be a positive whole number, not {batchSize!r}")
 
 
-def _sqliteSession(connection: sqlite3.Connection) -> None:
+def _sqliteSession(connection: sqlite3.Connection, exclusive: bool) -> None:
+    if exclusive:
+        # Set before the first read: the WAL index then lives in this process's heap, not
+        # in a -shm file mapped into memory (see the module docstring).
+        connection.execute("PRAGMA locking_mode=EXCLUSIVE")
+    # Readers do not block the writer nor the writer readers; persistent in the file (and
+    # set again on every connection: a file written anew from a copy starts without it).
+    connection.execute("PRAGMA journal_mode=WAL")
     # With WAL, NORMAL syncs at checkpoints, not at every commit: a power cut may lose the
     # last commits but never corrupts the file.
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
+def _sqliteReason(error: BaseException, exclusive: bool) -> str:
+    text = _oneLine(error)
+    if exclusive and "locked" in text:
+        text += (
+            " (another process has it open; while chatserv runs it keeps its SQLite"
+            " database to itself: see [storage] sqlite_exclusive)"
+        )
+    return text
+
+
 def openSQLite(
-    path: str, reactor: Any = None, flushInterval: float = 0.1, batchSize: int = 1000
+    path: str,
+    reactor: Any = None,
+    flushInterval: float = 0.1,
+    batchSize: int = 1000,
+    exclusive: bool = True,
+    checkInterval: float = 0.0,
 ) -> SQLStore:
     """Open (creating or migrating) the SQLite database file C{path}. Blocking.
 
-    @raise StoreError: the file cannot be opened or used, or its schema is too new.
+    C{exclusive}: hold the database for this process alone (C{locking_mode=EXCLUSIVE}).
+    C{checkInterval}: seconds between two checks of the file (see L{FileWatch}); 0: none.
+
+    @raise StoreError: the file cannot be opened, written or used, or its schema is too new.
     """
     _checkBatching(flushInterval, batchSize)
     if not path or path == ":memory:":
@@ -241,37 +276,51 @@ def openSQLite(
         raise StoreError(f"cannot open SQLite database {path}: no directory {directory}")
     if os.path.isdir(path):
         raise StoreError(f"cannot open SQLite database {path}: it is a directory")
+    problem = unwritable(path)
+    if problem is not None:
+        raise StoreError(f"cannot write to SQLite database {path}: {problem}")
     options = dict(timeout=SQLITE_BUSY_TIMEOUT, check_same_thread=False, isolation_level=None)
 
     def connect() -> sqlite3.Connection:
         try:
-            return sqlite3.connect(path, **options)
+            connection = sqlite3.connect(path, **options)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open SQLite database {path}: {_oneLine(e)}") from None
+        try:
+            _sqliteSession(connection, exclusive)
+        except sqlite3.Error as e:
+            connection.close()
+            reason = _sqliteReason(e, exclusive)
+            raise StoreError(f"cannot use SQLite database {path}: {reason}") from None
+        return connection
 
     connection = connect()
     try:
-        _sqliteSession(connection)
-        # Readers do not block the writer nor the writer readers; persistent in the file.
-        connection.execute("PRAGMA journal_mode=WAL")
         _migrate(connection, SQLITE)
     except sqlite3.Error as e:
+        raise StoreError(
+            f"cannot use SQLite database {path}: {_sqliteReason(e, exclusive)}"
+        ) from None
+    finally:
+        # load() opens its own: an exclusive lock must not be held by a connection that
+        # the pool never uses.
         connection.close()
-        raise StoreError(f"cannot use SQLite database {path}: {_oneLine(e)}") from None
-    except BaseException:
-        connection.close()
-        raise
+    opened = identity(path)
     # One connection: SQLite has one writer anyway, and a single thread keeps commits in order.
     pool = adbapi.ConnectionPool(
         "sqlite3",
         path,
         cp_min=1,
         cp_max=1,
-        cp_openfun=_sqliteSession,
+        cp_openfun=functools.partial(_sqliteSession, exclusive=exclusive),
         cp_reactor=reactor,
         **options,
     )
-    return SQLStore(SQLITE, pool, connection, connect, reactor, flushInterval, batchSize)
+    store = SQLStore(SQLITE, pool, None, connect, reactor, flushInterval, batchSize)
+    if reactor is None:
+        from twisted.internet import reactor
+    store._watch = FileWatch(reactor, pool, path, opened, checkInterval, exclusive)
+    return store
 
 
 def _redact(url: str) -> str:
@@ -346,6 +395,7 @@ class SQLStore:
     """
 
     pruneChunk = PRUNE_CHUNK
+    _watch: FileWatch | None = None  # SQLite: the file under the server (see openSQLite)
 
     def __init__(
         self,
@@ -377,6 +427,8 @@ class SQLStore:
         self._busy = False  # a batch is being committed
         self._failures = 0  # consecutive failed commits (non-zero: a retry is scheduled)
         self._dropped = 0  # dropped for the queue limit since the last commit
+        self._lastError = ""  # why the latest commit failed, in one line
+        self._alarmAt = 0.0  # when the log last said that commits fail
         self._closing = False
         self._closed = False
         self._closeDeadline = 0.0
@@ -384,6 +436,31 @@ class SQLStore:
 
     def __repr__(self) -> str:
         return f"<SQLStore {self._dialect.name}>"
+
+    # -- what is wrong -----------------------------------------------------------------------
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """What this store's Deferreds fail with when the database is the problem."""
+        return (self._dialect.module.Error, adbapi.ConnectionLost, StoreError, OSError)
+
+    @property
+    def failing(self) -> str | None:
+        """Why room messages cannot be committed at the moment, or C{None}: a flush would
+        wait until the database is back."""
+        if not self._failures:
+            return None
+        return f"room messages cannot be committed ({self._lastError})"
+
+    @property
+    def problem(self) -> str | None:
+        """What is known to be wrong with the database now, in one line, or C{None}."""
+        failing = self.failing
+        if failing is not None:
+            return failing
+        if self._watch is not None and self._watch.state.kind != "ok":
+            return self._watch.state.text
+        return None
 
     # -- running SQL in the pool -------------------------------------------------------------
 
@@ -414,7 +491,11 @@ class SQLStore:
     # -- start-up ----------------------------------------------------------------------------
 
     def load(self) -> State:
-        """The L{State} to start with (unexpired sanctions only). Blocking."""
+        """The L{State} to start with (unexpired sanctions only). Blocking.
+
+        On its own connection: a SQLite database held exclusively can be read here only
+        until the pool's connection has opened it (at start-up, as L{IStore.load} says).
+        """
         connection, self._startup = self._startup, None
         if connection is None:
             connection = self._connect()  # raises StoreError
@@ -438,6 +519,8 @@ class SQLStore:
             ) from None
         finally:
             connection.close()
+        if self._watch is not None and not self._closing:
+            self._watch.start()  # the server is committed to this database now
         return State(lastId=lastId, rooms=rooms, sanctions=sanctions)
 
     # -- room messages: the batch ------------------------------------------------------------
@@ -565,22 +648,28 @@ class SQLStore:
             self._commit(careful=True)
             return
         self._failures += 1
-        # The message text is not logged: only what went wrong.
-        if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
-            log.error(
-                "{database}: cannot commit {count} room messages ({kind}: {error});"
-                " keeping them and retrying (attempt {failures})",
-                database=self._dialect.name,
-                count=len(self._queue),
-                kind=type(error).__name__,
-                error=_oneLine(error)[:200],
-                failures=self._failures,
-            )
-        if self._closing and self._reactor.seconds() >= self._closeDeadline:
-            self._giveUp()
-            return
+        self._lastError = f"{type(error).__name__}: {_oneLine(error)[:200]}"
         delay = self._flushInterval * 2 ** min(self._failures - 1, 16)
         delay = max(self._flushInterval, min(delay, MAX_RETRY_DELAY))
+        # Once at once, then once every ALARM_REPEAT seconds however often it is retried.
+        # The message text is not logged: only what went wrong.
+        now = self._reactor.seconds()
+        if self._failures == 1 or now - self._alarmAt >= ALARM_REPEAT:
+            self._alarmAt = now
+            log.error(
+                "{database}: cannot commit {count} room messages ({error}); keeping them"
+                " in memory and retrying, every {most:g} s at most (attempt {failures})",
+                database=self._dialect.name,
+                count=len(self._queue),
+                error=self._lastError,
+                most=MAX_RETRY_DELAY,
+                failures=self._failures,
+            )
+        if self._failures == 1 and self._watch is not None:
+            self._watch.check()  # deleted, or made read-only? The log will say which.
+        if self._closing and now >= self._closeDeadline:
+            self._giveUp()
+            return
         self._cancelTimer()
         self._timer = self._reactor.callLater(delay, self._timerFired)
 
@@ -733,6 +822,34 @@ class SQLStore:
             for id, sender, to, text, ts, color in sorted(txn.fetchall())
         ]
 
+    # -- backups -----------------------------------------------------------------------------
+
+    def backup(self, path: str) -> defer.Deferred[str]:
+        if self._closed:
+            return defer.fail(StoreError("the store is closed"))
+        if self._dialect is not SQLITE:
+            return defer.fail(
+                StoreError(f"back up {self._dialect.name} with its own tools (pg_dump)")
+            )
+        # VACUUM INTO on the pool's connection: a consistent copy, made in the database's
+        # thread between two commits (which wait for it), whatever the locking mode. The
+        # messages queued so far are committed first, unless commits fail at the moment.
+        target = os.path.abspath(path)
+        flushed = self.flush() if not self._failures else defer.succeed(None)
+        return flushed.addCallback(lambda _: self._pool.runWithConnection(self._backup, target))
+
+    @staticmethod
+    def _backup(connection: Any, target: str) -> str:
+        if os.path.lexists(target):
+            raise StoreError(f"{target} exists: back up to a new file")
+        try:
+            connection.cursor().execute("VACUUM INTO ?", (target,))
+            fsync(target)
+        except BaseException:
+            remove(target)
+            raise
+        return target
+
     # -- upkeep ------------------------------------------------------------------------------
 
     def prune(self, now: float, maxPerRoom: int, maxAge: float) -> defer.Deferred[int]:
@@ -786,7 +903,13 @@ class SQLStore:
         if not self._closing:
             self._closing = True
             self._closeDeadline = self._reactor.seconds() + CLOSE_GIVE_UP
-            self.flush().addBoth(self._finishClosing)
+            flushed = self.flush()
+            if self._watch is not None:
+                # A last look at the file, once everything is committed: one deleted since
+                # the last check is written anew before the connection lets go of it.
+                self._watch.stop()
+                flushed.addBoth(lambda _: self._watch.check())
+            flushed.addBoth(self._finishClosing)
         return d
 
     def _finishClosing(self, result: Any) -> None:
