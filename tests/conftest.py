@@ -18,3 +18,14 @@ def no_leftover_timers():
     for call in left:
         call.cancel()
     assert not left, f"test left delayed calls behind: {left}"
+
+
+@pytest.fixture
+def logged():
+    """Every log event while the test runs."""
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)

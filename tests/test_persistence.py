@@ -37,10 +37,12 @@ def database(request, tmp_path):
 class Server:
     """One twistd run on C{database}; several runs share the directory and the database."""
 
+    config = CONFIG  # the settings of its chat.toml
+
     def __init__(self, directory: Path, database: str) -> None:
         self.directory = directory
         self.database = database
-        (directory / "chat.toml").write_text(CONFIG)
+        (directory / "chat.toml").write_text(self.config)
 
     async def appoint(self, nick: str, password: str) -> None:
         """Register C{nick} on a first run, then name it an admin in the config file (a
@@ -51,7 +53,8 @@ class Server:
         await client.until(f"registered {nick}")
         await client.hangUp()
         await self.stop()
-        (self.directory / "chat.toml").write_text(f'[accounts]\nadmins = ["{nick}"]\n{CONFIG}')
+        admins = f'[accounts]\nadmins = ["{nick}"]\n'
+        (self.directory / "chat.toml").write_text(admins + self.config)
 
     async def start(self) -> None:
         from twisted.internet import reactor

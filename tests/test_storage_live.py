@@ -11,10 +11,10 @@ import signal
 from pathlib import Path
 
 import pytest_twisted
-from clients import connectLine, eventually
+import test_persistence as persistence
+from clients import eventually
 from fsfaults import fill, tinyFilesystem
 from fsfaults import immutable as immutable  # a fixture
-from test_e2e import TwistdProcess, spawnTwistd
 from twisted.internet import defer
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -24,50 +24,21 @@ CONFIG = (
 )
 
 
-class Server:
+class Server(persistence.Server):
+    """A twistd run, as in the persistence tests, with flood control out of the way."""
+
+    config = CONFIG
+
     def __init__(self, directory: Path, database: Path) -> None:
-        self.directory = directory
-        self.database = database
-        (directory / "chat.toml").write_text(CONFIG)
+        super().__init__(directory, str(database))
 
-    async def start(self) -> None:
-        from twisted.internet import reactor
-
-        self.proc = TwistdProcess(expected=2)
-        spawnTwistd(
-            self.proc,
-            self.directory,
-            "-n",
-            "--pidfile=",
-            "chatserv",
-            "--config",
-            "chat.toml",
-            "--db",
-            str(self.database),
-            "--tcp",
-            LOCAL,
-            "--ws",
-            LOCAL,
-        )
-        self.ports = await self.proc.listening.addTimeout(30, reactor)
-
-    async def line(self, nick: str):
-        client = await connectLine(self.ports["line"])
-        await client.until("Type a nickname")
-        client.say(nick)
+    async def line(self, nick: str):  # named, and in the default room
+        client = await super().line(nick)
         await client.until("users (")
         return client
 
     def alive(self) -> bool:
         return not self.proc.ended.called
-
-    async def stop(self):
-        from twisted.internet import reactor
-
-        self.proc.transport.signalProcess(signal.SIGTERM)
-        ended = await self.proc.ended.addTimeout(30, reactor)
-        assert "Traceback" not in self.proc.output, self.proc.output
-        return ended
 
 
 async def answeredWithin(client, request: str, expect: str, seconds: float) -> str:

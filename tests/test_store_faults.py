@@ -20,7 +20,7 @@ from fsfaults import fill, tinyFilesystem
 from fsfaults import immutable as immutable  # a fixture
 from helpers import LineConnection, fastPasswords
 from twisted.internet import task
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 
 from chatserv.config import Settings
 from chatserv.events import RoomMessage
@@ -29,14 +29,6 @@ from chatserv.store import Account, StoreError, openStore
 from chatserv.store import sql as sqlstore
 
 DISK_FULL = "database or disk is full"
-
-
-@pytest.fixture
-def logged():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def lines(events: list[dict], level: LogLevel | None = None) -> list[str]:

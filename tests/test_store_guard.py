@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 
-import pytest
 from fuzzing import no_unhandled_errors  # noqa: F401 (an autouse fixture)
 from helpers import FAST_HASHER, LineConnection, failureOf, makeService, named, resultOf
 from twisted.internet import defer
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from chatserv.events import PrivateMessage
 from chatserv.service import CONSOLE
@@ -69,14 +68,6 @@ class FullDiskStore(MemoryStore):
         if name in object.__getattribute__(self, "failingCalls"):
             return lambda *a: defer.fail(sqlite3.OperationalError("database or disk is full"))
         return super().__getattribute__(name)
-
-
-@pytest.fixture
-def logged():
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
 
 
 def texts(events: list[dict]) -> list[str]:

@@ -289,15 +289,6 @@ async def test_connection_limits_count_web_connections_and_websockets_once():
         await _stopAll()
 
 
-@pytest.fixture
-def logged():
-    """Every log event while the test runs."""
-    events: list[dict] = []
-    globalLogPublisher.addObserver(events.append)
-    yield events
-    globalLogPublisher.removeObserver(events.append)
-
-
 def _problems(events: list[dict]) -> list[str]:
     """What was logged as a failure, or at warning level and above."""
     return [
@@ -532,7 +523,7 @@ def test_the_web_client_address_is_announced(host, kind, settings, url):
 
 @pytest_twisted.ensureDeferred
 async def test_access_log_lines_are_within_the_log_rate_limit():
-    from twisted.logger import formatEvent, globalLogPublisher
+    from twisted.logger import formatEvent
 
     logged = []
     globalLogPublisher.addObserver(logged.append)
