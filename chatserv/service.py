@@ -854,9 +854,6 @@ class ChatService(Service):
             raise NotPermitted(f"not permitted: /{command} is for admins")
         return actor.nick or "?"
 
-    def requireAdmin(self, user: User, command: str) -> None:
-        self.authorize(user, command)
-
     def _signed(self, actor: Actor, command: str, text: str) -> str:
         by = self.authorize(actor, command)
         return text if actor is CONSOLE else f"{text} (from {by})"
