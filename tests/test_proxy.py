@@ -160,7 +160,7 @@ def proxied():
     service, clock = makeService(
         trusted_proxies=("127.0.0.0/8",), max_connections_per_ip=1, proxy_header_timeout=10
     )
-    factory = ProxyProtocolFactory(LineChatFactory(service), service.trustedProxies, service, "tcp")
+    factory = ProxyProtocolFactory(LineChatFactory(service), service, "tcp")
     lines = factory.wrappedFactory
 
     def connect(peer: IPv4Address = PROXY):

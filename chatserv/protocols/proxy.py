@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from zope.interface import directlyProvides, implementer, providedBy
 
-from chatserv.addresses import TrustedProxies, parseAddress
+from chatserv.addresses import parseAddress
 from chatserv.protocols import peerText
 
 _log = Logger()
@@ -197,14 +197,14 @@ class ProxyHeaderReader(ProtocolWrapper):
 
 
 class ProxyProtocolFactory(Factory):
-    """Wraps a listener's factory: connections from C{trusted} proxies start with a
-    PROXY header; everyone else's go straight to C{wrappedFactory}."""
+    """Wraps a listener's factory: connections from the service's trusted proxies start
+    with a PROXY header; everyone else's go straight to C{wrappedFactory}."""
 
     noisy = False
 
-    def __init__(self, wrappedFactory: Factory, trusted: TrustedProxies, service, kind: str):
+    def __init__(self, wrappedFactory: Factory, service, kind: str) -> None:
         self.wrappedFactory = wrappedFactory
-        self.trusted = trusted
+        self.trusted = service.trustedProxies
         self.service = service
         self.kind = kind
         self.clock = service.clock
@@ -232,6 +232,5 @@ class ProxyProtocolEndpoint:
         self.kind = kind
 
     def listen(self, protocolFactory):
-        trusted = self.service.trustedProxies
-        wrapped = ProxyProtocolFactory(protocolFactory, trusted, self.service, self.kind)
+        wrapped = ProxyProtocolFactory(protocolFactory, self.service, self.kind)
         return self.endpoint.listen(wrapped)
