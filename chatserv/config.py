@@ -12,6 +12,7 @@ from typing import Any
 
 from chatserv.addresses import TrustedProxies
 from chatserv.errors import BadName
+from chatserv.hostmasks import MODES
 from chatserv.names import MAX_ROOM_NAME_LENGTH, checkNick, checkRoom
 from chatserv.wires import KINDS, WIRES
 
@@ -93,6 +94,13 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks believed about clients
     proxy_protocol: tuple[str, ...] = ()  # listener kinds whose trusted peers send PROXY
     proxy_header_timeout: float = 10.0  # seconds for a trusted proxy to send its header
+    # -- IRC (chatserv.protocols.irc)
+    irc_server_name: str = "irc.chatserv"  # the server's name in IRC replies
+    irc_network: str = "chatserv"  # NETWORK= in ISUPPORT: what clients call the network
+    irc_hostmask: str = "cloak"  # the host in nick!user@host: "cloak" or "address"
+    irc_cloak_key: str = ""  # keys the cloaks; empty: a random key, new at each start
+    irc_motd_file: str = ""  # the MOTD IRC clients are shown; empty: [chat] motd
+    irc_rate_burst: int = 60  # requests at once (an IRC client joining ten channels sends ~40)
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -169,6 +177,14 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "registration_decay",
             "max_password_queue",
         )
+    },
+    "irc": {
+        "server_name": "irc_server_name",
+        "network": "irc_network",
+        "hostmask": "irc_hostmask",
+        "cloak_key": "irc_cloak_key",
+        "motd_file": "irc_motd_file",
+        "rate_burst": "irc_rate_burst",
     },
     "proxy": {
         "trusted": "trusted_proxies",
@@ -344,7 +360,7 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
             checkNick(admin)
         except BadName as e:
             raise ConfigError(f"admins: {e}") from None
-    problems = _proxyProblems(settings)
+    problems = _proxyProblems(settings) + _ircProblems(settings)
     problems += [
         f"{name} must be at least {least}"
         for name, least in _AT_LEAST.items()
@@ -359,6 +375,22 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
+
+
+def _ircProblems(settings: Settings) -> list[str]:
+    problems = []
+    if settings.irc_hostmask not in MODES:
+        problems.append(f"irc.hostmask must be one of {', '.join(MODES)}")
+    named = (("server_name", settings.irc_server_name), ("network", settings.irc_network))
+    for key, value in named:
+        # Both are words in IRC replies; a server name with a dot is never taken for a nick.
+        if not value or not value.isascii() or any(c in value for c in " ,:!@*?\x00\r\n"):
+            problems.append(f"irc.{key} must be one word of letters, digits, dots or dashes")
+    if "." not in settings.irc_server_name:
+        problems.append(
+            "irc.server_name needs a dot (irc.example.org): IRC tells servers from nicknames by it"
+        )
+    return problems
 
 
 def _proxyProblems(settings: Settings) -> list[str]:
@@ -424,4 +456,5 @@ _AT_LEAST = {
     "registration_decay": 1,
     "max_password_queue": 1,
     "proxy_header_timeout": 1,
+    "irc_rate_burst": 1,
 }

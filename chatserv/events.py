@@ -6,12 +6,38 @@ nothing about bytes, frames or terminals. C{ts} is POSIX time in seconds (float)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Who did something, as IRC's message prefix needs it: C{nick!user@host}.
+
+    C{host} is as the server is configured to show it (a cloak, or the address);
+    C{account} is the account name if logged in. Wires that name people by nickname only
+    ignore it; history kept in the store has none.
+    """
+
+    nick: str
+    user: str
+    host: str
+    account: str | None = None
+
+    @property
+    def mask(self) -> str:
+        return f"{self.nick}!{self.user}@{self.host}"
+
+
+# An event's source is how one wire shows who did it, not what happened: events that
+# differ only in it are equal (history read back from the store has none).
+def _source():
+    return field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class RoomMessage:
-    """A line said in a room; C{kind} is C{"message"} or C{"action"} (C{/me}).
+    """A line said in a room; C{kind} is C{"message"}, C{"action"} (C{/me}) or
+    C{"notice"} (IRC's NOTICE: a message that must never be answered automatically).
 
     C{color} is the sender's chosen colour (C{"#RRGGBB"}) if any; C{history} marks a
     message replayed from the store rather than said just now.
@@ -25,6 +51,7 @@ class RoomMessage:
     id: int
     color: str | None = None
     history: bool = False
+    source: Source | None = _source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +59,7 @@ class PrivateMessage:
     """A private message; C{outgoing} marks the copy shown to its sender.
 
     C{offline} marks one kept for its registered recipient while they were away and
-    delivered when they logged in.
+    delivered when they logged in. C{notice}: sent as IRC's NOTICE.
     """
 
     sender: str
@@ -43,6 +70,8 @@ class PrivateMessage:
     outgoing: bool = False
     color: str | None = None
     offline: bool = False
+    notice: bool = False
+    source: Source | None = _source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +79,8 @@ class Joined:
     room: str
     nick: str
     ts: float
+    admin: bool = False  # an admin: IRC shows them as a channel operator
+    source: Source | None = _source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +89,19 @@ class Left:
     nick: str
     reason: str
     ts: float
+    source: Source | None = _source()
+
+
+@dataclass(frozen=True, slots=True)
+class Kicked:
+    """An admin put C{nick} out of one room (IRC's KICK); they stay connected."""
+
+    room: str
+    nick: str
+    by: str
+    reason: str
+    ts: float
+    source: Source | None = _source()  # the admin's; None for the console
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +113,7 @@ class Quit:
     reason: str
     rooms: tuple[str, ...]  # the rooms they were in (wires may not show them all)
     ts: float
+    source: Source | None = _source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +121,18 @@ class Renamed:
     old: str
     new: str
     ts: float
+    source: Source | None = _source()  # as it was before the rename
+
+
+@dataclass(frozen=True, slots=True)
+class Away:
+    """Someone is away (C{text} says why) or back (C{text} None): for the users who
+    share a room with them, on wires that show it (IRC's away-notify)."""
+
+    nick: str
+    text: str | None
+    ts: float
+    source: Source | None = _source()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +173,7 @@ class Topic:
     by: str
     setAt: float
     ts: float
+    source: Source | None = _source()  # who set it just now (a change, not a lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +200,7 @@ class WhoReply:
     room: str
     nicks: tuple[str, ...]
     ts: float
+    admins: frozenset[str] = frozenset()  # which of C{nicks} are admins
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +234,10 @@ Event = (
     | PrivateMessage
     | Joined
     | Left
+    | Kicked
     | Quit
     | Renamed
+    | Away
     | Notice
     | Welcome
     | LoggedIn

@@ -3,7 +3,7 @@
     chatserv-makecert [--host NAME]... [--days 30] [--out DIR]
 
 writes DIR/chatserv.crt and DIR/chatserv.key (the key readable by its owner only), for
-C{twistd -n chatserv --tls 6697 --tls-cert chatserv.crt --tls-key chatserv.key}. Clients
+C{twistd -n chatserv --tls 10443 --tls-cert chatserv.crt --tls-key chatserv.key}. Clients
 trust it by being given the certificate file (C{openssl s_client -CAfile chatserv.crt},
 C{ssl.create_default_context(cafile="chatserv.crt")}). It is not for production: use a
 certificate from a real certificate authority there.
@@ -201,11 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {keyPath} (private key; keep it secret)")
     print("run the server with it:")
     print(
-        f"    twistd -n chatserv --tcp 10001 --tls 6697 --wss 8766 "
+        f"    twistd -n chatserv --tcp 10001 --tls 10443 --wss 8766 "
         f"--tls-cert {certPath} --tls-key {keyPath}"
     )
     print("and connect, trusting this certificate:")
-    print(f"    openssl s_client -quiet -connect localhost:6697 -CAfile {certPath}")
+    print(f"    openssl s_client -quiet -connect localhost:10443 -CAfile {certPath}")
     return 0
 
 

@@ -43,23 +43,29 @@ def _describeHelp(event: ev.HelpReply) -> list[str]:
 
 
 # How each event reads as text, without the time stamp. A list, since help spans lines.
+# How a room message of each kind reads: <alice> hi, * alice waves, -alice- (a notice).
+_SAID = {"message": "<{}>", "action": "* {}", "notice": "-{}-"}
+
+
+def _private(e: ev.PrivateMessage) -> str:
+    name = "-{}-" if e.notice else "*{}*"
+    if not e.outgoing:
+        return f"{name.format(e.sender)} {plain(e.text)}"
+    kept = "(offline; kept for their next login) " if e.offline else ""
+    return f"-> {name.format(e.to)} {kept}{plain(e.text)}"
+
+
+def _kicked(e: ev.Kicked) -> str:
+    return f"kicked by {e.by}: {e.reason}" if e.reason else f"kicked by {e.by}"
+
+
 _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
-    ev.RoomMessage: lambda e: [
-        f"{_room(e.room)} <{e.sender}> {plain(e.text)}"
-        if e.kind == "message"
-        else f"{_room(e.room)} * {e.sender} {plain(e.text)}"
-    ],
-    ev.PrivateMessage: lambda e: [
-        (
-            f"-> *{e.to}* (offline; kept for their next login) {plain(e.text)}"
-            if e.offline
-            else f"-> *{e.to}* {plain(e.text)}"
-        )
-        if e.outgoing
-        else f"*{e.sender}* {plain(e.text)}"
-    ],
+    ev.RoomMessage: lambda e: [f"{_room(e.room)} {_SAID[e.kind].format(e.sender)} {plain(e.text)}"],
+    ev.PrivateMessage: lambda e: [_private(e)],
     ev.Joined: lambda e: [f"{_room(e.room)} --> {e.nick} has joined"],
     ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
+    ev.Kicked: lambda e: [f"{_room(e.room)} <-- {e.nick} was {_kicked(e)}"],
+    ev.Away: lambda e: [],  # IRC's: line and web clients are not told
     # Here a user is in one room at a time: a quit from one room reads as leaving it. A
     # quit from several (an IRC user's) names none, so as not to tell where else they were.
     ev.Quit: lambda e: [
@@ -128,15 +134,35 @@ def _marked(fields: dict[str, Any], **optional: Any) -> dict[str, Any]:
 # The JSON fields of each event, besides "type" and "ts" (milliseconds since the epoch).
 _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     ev.RoomMessage: lambda e: _marked(
-        {"type": e.kind, "id": e.id, "room": e.room, "from": e.sender, "text": plain(e.text)},
+        {
+            # An IRC NOTICE is a message marked as one: a client that does not know the
+            # mark still shows it.
+            "type": "message" if e.kind == "notice" else e.kind,
+            "id": e.id,
+            "room": e.room,
+            "from": e.sender,
+            "text": plain(e.text),
+        },
         color=e.color,
         history=e.history,
+        notice=e.kind == "notice",
     ),
     ev.PrivateMessage: lambda e: _marked(
         {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": plain(e.text)},
         color=e.color,
         offline=e.offline,
+        notice=e.notice,
     ),
+    ev.Kicked: lambda e: {
+        "type": "leave",
+        "room": e.room,
+        "from": e.nick,
+        "reason": _kicked(e),
+        "kicked": True,
+        "by": e.by,
+        "text": _text(e),
+    },
+    ev.Away: lambda e: None,
     ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
     ev.Left: lambda e: {
         "type": "leave",
@@ -200,8 +226,17 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-def jsonText(event: ev.Event) -> str:
-    """The event as one JSON object (see docs/protocol.md)."""
+def jsonText(event: ev.Event) -> str | None:
+    """The event as one JSON object (see docs/protocol.md); None for an event that JSON
+    clients are not sent."""
     fields = _FIELDS[type(event)](event)
+    if fields is None:
+        return None
     fields["ts"] = _ms(event.ts)
     return _encoder.encode(fields)
+
+
+def jsonTexts(event: ev.Event) -> list[str]:
+    """The event as the JSON objects sent for it: one, or none."""
+    text = jsonText(event)
+    return [text] if text is not None else []

@@ -49,6 +49,7 @@ from chatserv.errors import (
     UsageError,
     WeakPassword,
 )
+from chatserv.hostmasks import Hostmasks
 from chatserv.interfaces import IChatClient, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
@@ -76,10 +77,20 @@ class User:
         "color",
         "seen",
         "formerKeys",
+        "autojoin",
+        "ident",
+        "away",
+        "_source",
     )
 
-    def __init__(self, client: IChatClient, connectedAt: float) -> None:
+    def __init__(self, client: IChatClient, connectedAt: float, autojoin: bool = True) -> None:
         self.client = client
+        # A first nickname joins the default room (line and web clients); IRC clients
+        # join the channels they ask for, and none by default.
+        self.autojoin = autojoin
+        self.ident: str | None = None  # the user part of IRC's nick!user@host, if not nick
+        self.away: str | None = None  # why they are away (IRC's AWAY), if they are
+        self._source: ev.Source | None = None
         self.nick: str | None = None
         self.key: str | None = None  # fold(nick): the name the service knows it by
         # Every room joined, by key, in the order joined. Which of them a wire's plain
@@ -100,6 +111,17 @@ class User:
     def host(self) -> str:
         """The peer's IP address, which login throttling and bans go by."""
         return getattr(self.client, "host", None) or self.client.address
+
+    def source(self, hostmasks: Callable[[str], str]) -> ev.Source:
+        """Who this user is in an IRC prefix; made again only when nick or account change."""
+        source = self._source
+        account = self.account.nick if self.account is not None else None
+        if source is None or source.nick != self.nick or source.account != account:
+            nick = self.nick or "*"
+            source = self._source = ev.Source(
+                nick, self.ident or nick, hostmasks(self.host), account
+            )
+        return source
 
     def __repr__(self) -> str:
         return f"<User {self.nick!r} {self.client.address}>"
@@ -201,6 +223,7 @@ class ChatService(Service):
             self.settings.max_registrations_per_ip, self.settings.registration_decay
         )
         self.adminKeys = frozenset(fold(nick) for nick in self.settings.admins)
+        self.hostmasks = Hostmasks(self.settings.irc_hostmask, self.settings.irc_cloak_key)
         self.sessions: set[User] = set()  # every connection, named or not
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
@@ -285,9 +308,14 @@ class ChatService(Service):
 
     # -- sessions ------------------------------------------------------------------
 
-    def connect(self, client: IChatClient) -> User:
-        """A new connection: a session without a nickname yet."""
-        user = User(client, self.now())
+    def sourceOf(self, user: User) -> ev.Source:
+        """C{user} as an IRC prefix names them (C{nick!user@host})."""
+        return user.source(self.hostmasks)
+
+    def connect(self, client: IChatClient, autojoin: bool = True) -> User:
+        """A new connection: a session without a nickname yet. C{autojoin}: its first
+        nickname joins the default room."""
+        user = User(client, self.now(), autojoin)
         self.sessions.add(user)
         return user
 
@@ -300,7 +328,11 @@ class ChatService(Service):
         rooms = list(user.rooms.values())
         if rooms:
             quit = ev.Quit(
-                user.nick, self._reason(reason), tuple(r.name for r in rooms), self.now()
+                user.nick,
+                self._reason(reason),
+                tuple(r.name for r in rooms),
+                self.now(),
+                self.sourceOf(user),
             )
             self.bus.publish(quit, rooms=tuple(r.key for r in rooms), skip=user.key)
             for room in rooms:
@@ -374,6 +406,7 @@ class ChatService(Service):
             self.notice(user, f"you are no longer logged in as {user.account.nick}")
             user.account = None
         oldKey = user.key
+        before = self.sourceOf(user) if old is not None else None
         if oldKey is not None:
             del self.users[oldKey]
             kept = tuple(k for k in user.formerKeys if k != key and k != oldKey)
@@ -390,6 +423,8 @@ class ChatService(Service):
             self.deliver(
                 user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.", self.now())
             )
+            if not user.autojoin:
+                return defer.succeed(None)
             return self.join(user, self.defaultRoom).addCallback(lambda _: None)
         self.logLimit.info(
             _log,
@@ -398,7 +433,8 @@ class ChatService(Service):
             old=old,
             nick=nick,
         )
-        self.bus.publish(ev.Renamed(old, nick, self.now()), rooms=tuple(user.rooms), users=(key,))
+        renamed = ev.Renamed(old, nick, self.now(), before)
+        self.bus.publish(renamed, rooms=tuple(user.rooms), users=(key,))
         return defer.succeed(None)
 
     # -- accounts ------------------------------------------------------------------
@@ -585,7 +621,10 @@ class ChatService(Service):
         if key not in user.rooms:
             user.rooms[key] = room
             room.members[user.key] = user
-            self.bus.publish(ev.Joined(room.name, user.nick, self.now()), rooms=(key,))
+            joined = ev.Joined(
+                room.name, user.nick, self.now(), self.isAdmin(user), self.sourceOf(user)
+            )
+            self.bus.publish(joined, rooms=(key,))
             if room.topic is not None:
                 self.deliver(user, self._topicEvent(room))
             self.deliver(user, self.who(user, room.name))
@@ -678,7 +717,7 @@ class ChatService(Service):
         return room
 
     def _leave(self, user: User, room: Room, reason: str) -> None:
-        left = ev.Left(room.name, user.nick, self._reason(reason), self.now())
+        left = ev.Left(room.name, user.nick, self._reason(reason), self.now(), self.sourceOf(user))
         self.bus.publish(left, rooms=(room.key,))
         self._forget(user, room)
 
@@ -713,7 +752,9 @@ class ChatService(Service):
         room = self.rooms.get(fold(name))
         if room is None:
             raise NoSuchRoom(f"there is no room #{name}")
-        return ev.WhoReply(room.name, tuple(u.nick for u in room.members.values()), self.now())
+        members = room.members.values()
+        admins = frozenset(u.nick for u in members if u.account is not None and self.isAdmin(u))
+        return ev.WhoReply(room.name, tuple(u.nick for u in members), self.now(), admins)
 
     def roomList(self) -> ev.RoomsReply:
         rooms = sorted(self.rooms.values(), key=lambda r: r.key)
@@ -722,37 +763,55 @@ class ChatService(Service):
     # -- talking -------------------------------------------------------------------
 
     def say(self, user: User, name: str, text: str, kind: str = "message") -> ev.RoomMessage:
-        """Say C{text} in room C{name}, which C{user} is in (C{kind} "action" for /me);
-        it is stored."""
+        """Say C{text} in room C{name}, which C{user} is in (C{kind} "action" for /me,
+        "notice" for IRC's NOTICE); it is stored."""
         self._requireNick(user)
         room = self._memberRoom(user, name)
         self._refuseMuted(user)
         text = self._cleanText(text)
         self.counters.messages += 1
         event = ev.RoomMessage(
-            kind, room.name, user.nick, text, self.now(), self._nextId(), user.color
+            kind,
+            room.name,
+            user.nick,
+            text,
+            self.now(),
+            self._nextId(),
+            user.color,
+            source=self.sourceOf(user),
         )
         self.store.addMessage(event)
         if room.recent is not None:
-            room.recent.append(dataclasses.replace(event, history=True))
+            # Replayed later, maybe to a wire that names people by mask: without one.
+            room.recent.append(dataclasses.replace(event, history=True, source=None))
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
 
-    def privmsg(self, user: User, nick: str, text: str):
+    def privmsg(self, user: User, nick: str, text: str, notice: bool = False):
         """Send C{text} to C{nick} only; the sender gets a copy marked outgoing.
 
         To an offline registered nickname the message is kept for their next login
-        (a Deferred then); to anyone else offline it fails with L{NoSuchUser}.
+        (a Deferred then); to anyone else offline it fails with L{NoSuchUser}. A
+        C{notice} (IRC's NOTICE) is never kept.
         """
         self._requireNick(user)
         self._refuseMuted(user)
         target = self.findUser(nick)
         if target is None:
+            if notice:
+                raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
             return defer.ensureDeferred(self._privmsgOffline(user, nick, text))
         text = self._cleanText(text)
         self.counters.messages += 1
         event = ev.PrivateMessage(
-            user.nick, target.nick, text, self.now(), self._nextId(), color=user.color
+            user.nick,
+            target.nick,
+            text,
+            self.now(),
+            self._nextId(),
+            color=user.color,
+            notice=notice,
+            source=self.sourceOf(user),
         )
         self.bus.publish(event, users=(target.key,))
         if target is not user:
@@ -841,6 +900,33 @@ class ChatService(Service):
         who = "kicked" if actor is CONSOLE else f"kicked by {by}"
         why = f"{who}: {sanitize(reason)}" if reason else who
         self.end(user, why, f"disconnected: you were {why}")
+
+    def kickFromRoom(self, actor: Actor, room: str, nick: str, reason: str = "") -> ev.Kicked:
+        """Put C{nick} out of one room (IRC's KICK); they stay connected, and may come
+        back (a ban keeps someone out)."""
+        by = self.authorize(actor, "kick")
+        found = self._existingRoom(room)
+        user = self._named(nick)
+        if found.key not in user.rooms:
+            raise NotInRoom(f"{user.nick} is not in #{found.name}")
+        source = self.sourceOf(actor) if isinstance(actor, User) else None
+        kicked = ev.Kicked(found.name, user.nick, by, self._reason(reason), self.now(), source)
+        _log.info("{by} kicked {nick} from #{room}", by=by, nick=user.nick, room=found.name)
+        self.bus.publish(kicked, rooms=(found.key,))
+        self._forget(user, found)
+        return kicked
+
+    def setAway(self, user: User, text: str | None) -> None:
+        """Mark C{user} away, saying why (C{text}), or back (C{None}); whoever shares a
+        room with them hears it on wires that show it."""
+        self._requireNick(user)
+        if text is not None:
+            text = sanitize(text.strip()[: self.settings.max_message_length]) or None
+        if text == user.away:
+            return
+        user.away = text
+        event = ev.Away(user.nick, text, self.now(), self.sourceOf(user))
+        self.bus.publish(event, rooms=tuple(user.rooms), skip=user.key)
 
     def authorize(self, actor: Actor, command: str) -> str:
         """The name C{actor} does an admin's C{command} under; refuses anyone else.
@@ -1042,11 +1128,14 @@ class ChatService(Service):
         return account
 
     def topicOf(self, room: str) -> ev.Topic:
+        return self._topicEvent(self._existingRoom(room))
+
+    def _existingRoom(self, room: str) -> Room:
         name = self._roomName(room)
         found = self.rooms.get(fold(name))
         if found is None:
             raise NoSuchRoom(f"there is no room #{name}")
-        return self._topicEvent(found)
+        return found
 
     async def setTopic(self, actor: Actor, room: str, topic: str) -> ev.Topic:
         """Set a room's topic (creating the room); the room becomes permanent."""
@@ -1054,7 +1143,8 @@ class ChatService(Service):
         topic = self._cleanText(topic)  # before the room exists: a refusal leaves none
         found = self._roomOrNew(room)
         found.topic, found.topicBy, found.topicTs = topic, by, self.now()
-        event = self._topicEvent(found)
+        source = self.sourceOf(actor) if isinstance(actor, User) else None
+        event = dataclasses.replace(self._topicEvent(found), source=source)
         self.bus.publish(event, rooms=(found.key,))
         await self.store.saveRoom(
             RoomRecord(found.key, found.name, found.topic, found.topicBy, found.topicTs)

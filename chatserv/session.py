@@ -41,12 +41,25 @@ class Session:
         "_flood",
         "_nickDeadline",
         "_room",
+        "_greets",
     )
 
-    def __init__(self, service: ChatService, client: IChatClient) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        client: IChatClient,
+        *,
+        greet: bool = True,
+        burst: int | None = None,
+        autojoin: bool = True,
+    ) -> None:
+        """C{greet}: send the MOTD and the "type a nickname" greeting (a wire with a
+        welcome of its own, IRC, does not); C{burst}: requests accepted at once, if not
+        the C{rate_burst} setting; C{autojoin}: a first nickname joins the default room."""
         self.service = service
         self.client = client
-        self.user = service.connect(client)
+        self.user = service.connect(client, autojoin)
+        self._greets = greet
         self._pending: deque[Callable[[], Request | None]] | None = None
         self._room: str | None = None  # key of the room last joined from this session
         self._busy = False
@@ -54,7 +67,7 @@ class Session:
         settings = service.settings
         self._flood = FloodGuard(
             settings.rate_limit,
-            settings.rate_burst,
+            burst if burst is not None else settings.rate_burst,
             settings.flood_max_dropped,
             service.now(),
             service.addressRequests,
@@ -66,19 +79,20 @@ class Session:
         if banned is not None:
             self.end("banned address", f"disconnected: {banned}")
             return
-        if service.settings.motd:
-            service.notice(self.user, service.settings.motd)
-        service.notice(self.user, GREETING)
+        if greet:
+            if service.settings.motd:
+                service.notice(self.user, service.settings.motd)
+            service.notice(self.user, GREETING)
 
     # -- input from the protocol ---------------------------------------------------
 
     def receiveLine(self, line: str) -> None:
         """A line from a line client (TCP, websocket text mode)."""
-        self._submit(lambda: self._readLine(line))
+        self.submit(lambda: self._readLine(line))
 
     def receiveJSON(self, text: str) -> None:
         """A frame from a JSON client."""
-        self._submit(lambda: parseJSON(text, self._readLine))
+        self.submit(lambda: parseJSON(text, self._readLine))
 
     def _readLine(self, line: str) -> Request | None:
         return parseLine(line, self.service, self.user)
@@ -89,7 +103,7 @@ class Session:
         def fail() -> None:
             raise error
 
-        self._submit(fail)
+        self.submit(fail)
 
     def connectionLost(self, why: str = "connection lost") -> None:
         if self.closed:
@@ -181,7 +195,9 @@ class Session:
 
     # -- running requests in order -----------------------------------------------------
 
-    def _submit(self, parse: Callable[[], Request | None]) -> None:
+    def submit(self, parse: Callable[[], Request | None]) -> None:
+        """Run a request, counted by the flood guard, after those before it. C{parse}
+        makes it when its turn comes (a wire with a grammar of its own, IRC, brings it)."""
         # The session may have been ended by the service (kick, reset) before the
         # protocol noticed: what the client sent after that is not for anyone.
         if self.closed or self.user not in self.service.sessions or not self._admit():
@@ -252,5 +268,5 @@ class Session:
             self.reply(
                 ev.Error("internal", "internal error; the server logged it", self.service.now())
             )
-        if self.user.nick is None and not self.closed:
+        if self.user.nick is None and not self.closed and self._greets:
             self.service.notice(self.user, "Choose a nickname: type it, or /nick NAME.")

@@ -378,11 +378,11 @@ def tlsEndpoint(
 ) -> IStreamServerEndpoint:
     """The endpoint of one TLS listener.
 
-      - A bare port (C{6697}): TLS with C{credentials} on all interfaces, listen backlog
+      - A bare port (C{10443}): TLS with C{credentials} on all interfaces, listen backlog
         1024.
-      - A plain transport description (C{tcp:6697:interface=127.0.0.1}, C{tcp6:...},
+      - A plain transport description (C{tcp:10443:interface=127.0.0.1}, C{tcp6:...},
         C{unix:...}): that endpoint, with TLS using C{credentials} on top.
-      - Anything else (C{ssl:6697:privateKey=key.pem:certKey=cert.pem}, or an endpoint
+      - Anything else (C{ssl:10443:privateKey=key.pem:certKey=cert.pem}, or an endpoint
         plugin that does its own TLS): passed to C{serverFromString} unchanged. Such a
         listener uses the certificate named in the description, read once: a SIGHUP
         reload of C{credentials} does not apply to it, nor does C{handshakeTimeout}.
@@ -414,7 +414,7 @@ def tlsEndpoint(
             raise TLSConfigError(f"bad endpoint {text!r}: {e}") from None
         if not isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)):
             return endpoint  # brings its own TLS (ssl:, plugins)
-    # A plain transport: without TLS on top, "tcp:6697" given as a TLS listener would
+    # A plain transport: without TLS on top, "tcp:10443" given as a TLS listener would
     # serve plain text.
     if credentials is None:
         raise TLSConfigError(f"TLS listener {text} needs a certificate and key")

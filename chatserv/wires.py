@@ -26,6 +26,12 @@ def _webFactory(service: Any, reactor: Any, kind: str) -> Any:
     return ChatSite(service, reactor=reactor, kind=kind)
 
 
+def _ircFactory(service: Any, reactor: Any, kind: str) -> Any:
+    from chatserv.protocols.irc import IrcFactory
+
+    return IrcFactory(service, kind=kind)
+
+
 @dataclass(frozen=True)
 class Wire:
     kind: str  # option name, [listen] key, metrics label, log prefix
@@ -63,6 +69,20 @@ WIRES: tuple[Wire, ...] = (
         "TLS websocket clients",
         "The same as --ws over TLS: wss:// and https:// (needs --tls-cert); repeatable.",
         _webFactory,
+        tls=True,
+    ),
+    Wire(
+        "irc",
+        "IRC clients",
+        "Listen for IRC clients (irssi, WeeChat, HexChat, bots) on ENDPOINT, e.g. 6667; "
+        "repeatable.",
+        _ircFactory,
+    ),
+    Wire(
+        "ircs",
+        "TLS IRC clients",
+        "The same as --irc over TLS, e.g. 6697 (needs --tls-cert); repeatable.",
+        _ircFactory,
         tls=True,
     ),
 )

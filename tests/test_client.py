@@ -487,7 +487,7 @@ def test_completion_knows_every_server_command():
 def test_arguments():
     args = parseArgs(["example.org"])
     assert (args.port, args.ws, args.tls) == (10001, False, False)
-    assert parseArgs(["h", "--tls"]).port == 6697
+    assert parseArgs(["h", "--tls"]).port == 10443
     assert parseArgs(["h", "--ws"]).port == 8765
     assert parseArgs(["h", "--ws", "--tls", "9000", "--nick", "al"]).port == 9000
     both = ["h", "--tls", "--ca", "x", "--insecure"]

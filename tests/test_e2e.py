@@ -145,7 +145,7 @@ def test_tls_without_a_certificate_is_one_error_line(tmp_path):
     import subprocess
 
     result = subprocess.run(
-        [str(TWISTD), "-n", "--pidfile=", "chatserv", "--tls", "6697"],
+        [str(TWISTD), "-n", "--pidfile=", "chatserv", "--tls", "10443"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

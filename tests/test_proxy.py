@@ -144,8 +144,8 @@ def test_only_trusted_proxies_vouch_for_the_hop_before_them():
 def test_settings_check_the_proxy_table():
     with pytest.raises(ConfigError, match="trusted_proxies: .*'10.0.0.0/33'"):
         makeSettings({"trusted_proxies": ("10.0.0.0/33",)})
-    with pytest.raises(ConfigError, match="proxy_protocol: unknown listener kind 'irc'"):
-        makeSettings({"trusted_proxies": ("127.0.0.1",), "proxy_protocol": ("irc",)})
+    with pytest.raises(ConfigError, match="proxy_protocol: unknown listener kind 'gopher'"):
+        makeSettings({"trusted_proxies": ("127.0.0.1",), "proxy_protocol": ("gopher",)})
     with pytest.raises(ConfigError, match="proxy_protocol needs trusted_proxies"):
         makeSettings({"proxy_protocol": ("tcp",)})
     with pytest.raises(ConfigError, match="proxy_header_timeout must be at least 1"):

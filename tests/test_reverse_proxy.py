@@ -138,7 +138,7 @@ def test_nginx_in_front_of_the_web_port_and_the_line_protocol(chatserv, tmp_path
         "nginx-stream.conf",
         {
             "127.0.0.1:10001": f"127.0.0.1:{ports['tcp']}",
-            "listen 6697": f"listen {tlsLine}",
+            "listen 10443": f"listen {tlsLine}",
             **certs,
         },
     )

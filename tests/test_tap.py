@@ -200,7 +200,7 @@ def test_tls_listeners_from_the_config_file(tmp_path):
     makecert(["--host", "localhost", "--out", str(tmp_path)])
     path = tmp_path / "chat.toml"
     path.write_text(
-        '[listen]\ntls = [6697]\nwss = ["tcp:8766:interface=127.0.0.1"]\n'
+        '[listen]\ntls = [10443]\nwss = ["tcp:8766:interface=127.0.0.1"]\n'
         '[tls]\ncert = "chatserv.crt"\nkey = "chatserv.key"\n'  # relative to the file
     )
     options = parse("--config", str(path))
@@ -211,7 +211,7 @@ def test_tls_listeners_from_the_config_file(tmp_path):
     top.privilegedStartService()
     top.startService()
     listening = {port: factory for port, factory, *_ in reactor.tcpServers}
-    assert sorted(listening) == [6697, 8766]
+    assert sorted(listening) == [8766, 10443]
     assert all(isinstance(f, TLSMemoryBIOFactory) for f in listening.values())
     assert top.getServiceNamed("tls-reload").running
     top.stopService()
@@ -219,7 +219,7 @@ def test_tls_listeners_from_the_config_file(tmp_path):
 
 def test_tls_certificate_problems_are_one_line(tmp_path):
     (tmp_path / "bad.crt").write_text("not a certificate")
-    message = refused("--tls", "6697", "--tls-cert", str(tmp_path / "bad.crt"))
+    message = refused("--tls", "10443", "--tls-cert", str(tmp_path / "bad.crt"))
     assert message.startswith("chatserv: error: TLS certificate file")
     assert "\n" not in message
     assert "TLS certificate file" in refused("--wss", "1", "--tls-cert", "/nonexistent.crt")
@@ -229,7 +229,7 @@ def test_full_ssl_descriptions_need_no_tls_cert_option(tmp_path):
     from chatserv.makecert import main as makecert
 
     makecert(["--out", str(tmp_path)])
-    description = f"ssl:6697:privateKey={tmp_path}/chatserv.key:certKey={tmp_path}/chatserv.crt"
+    description = f"ssl:10443:privateKey={tmp_path}/chatserv.key:certKey={tmp_path}/chatserv.crt"
     options = parse("--tls", description)
     assert options["tls"] == [description] and options["credentials"] is None
 

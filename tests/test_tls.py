@@ -529,13 +529,13 @@ def test_plain_transport_descriptions_get_tls(tmp_path):
     from twisted.internet.testing import MemoryReactor
 
     credentials = TLSCredentials(*makeCert(tmp_path))
-    for description in ("tcp:6697:interface=127.0.0.1", "tcp6:6697", f"unix:{tmp_path}/s"):
+    for description in ("tcp:10443:interface=127.0.0.1", "tcp6:10443", f"unix:{tmp_path}/s"):
         endpoint = tlsEndpoint(MemoryReactor(), description, credentials)
         assert isinstance(endpoint, TLSWrappedEndpoint), description
     with pytest.raises(TLSConfigError, match="needs a certificate and key"):
-        tlsEndpoint(MemoryReactor(), "tcp:6697", None)
+        tlsEndpoint(MemoryReactor(), "tcp:10443", None)
     with pytest.raises(TLSConfigError, match="needs a certificate and key"):
-        tlsEndpoint(MemoryReactor(), "6697", None)
+        tlsEndpoint(MemoryReactor(), "10443", None)
     with pytest.raises(TLSConfigError, match="^bad endpoint 'bogus:1': "):
         tlsEndpoint(MemoryReactor(), "bogus:1", credentials)
     with pytest.raises(TLSConfigError, match=r"^port 70000 is out of range \(0-65535\)$"):
@@ -749,5 +749,5 @@ def test_makecert_names_the_loopback_defaults_and_prints_commands_that_work(tmp_
     out = capsys.readouterr().out
     assert "self-signed for localhost, 127.0.0.1, ::1;" in out
     certPath = tmp_path / "chatserv.crt"
-    assert f"twistd -n chatserv --tcp 10001 --tls 6697 --wss 8766 --tls-cert {certPath}" in out
-    assert f"openssl s_client -quiet -connect localhost:6697 -CAfile {certPath}" in out
+    assert f"twistd -n chatserv --tcp 10001 --tls 10443 --wss 8766 --tls-cert {certPath}" in out
+    assert f"openssl s_client -quiet -connect localhost:10443 -CAfile {certPath}" in out

@@ -41,7 +41,7 @@ from chatserv.client.state import ChatState
 # (websocket, tls) -> port: the server's defaults, and docs/tls.md's ports for TLS.
 DEFAULT_PORTS = {
     (False, False): 10001,
-    (False, True): 6697,
+    (False, True): 10443,
     (True, False): 8765,
     (True, True): 8766,
 }
@@ -274,7 +274,7 @@ def parseArgs(argv: list[str] | None = None) -> argparse.Namespace:
         "port",
         nargs="?",
         type=int,
-        help="default: 10001 (line), 6697 (line --tls), 8765 (--ws), 8766 (--ws --tls)",
+        help="default: 10001 (line), 10443 (line --tls), 8765 (--ws), 8766 (--ws --tls)",
     )
     parser.add_argument("--tls", action="store_true", help="connect with TLS (wss:// for --ws)")
     parser.add_argument(

@@ -25,6 +25,7 @@ from chatserv.protocols.framing import LineFramer
 from chatserv.protocols.output import ConnectionOutput, Flusher
 from chatserv.service import ChatService
 from chatserv.session import Session
+from chatserv.wires import BY_KIND
 
 
 @implementer(IWire)
@@ -110,16 +111,20 @@ class LineChatProtocol(ConnectionOutput, Protocol):
     def _write(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def farewell(self, reason: str) -> bytes:
+        """What the client is told as the server closes its connection."""
+        return self.wire.render(ev.Notice(reason, self.factory.service.now()))
+
     def close(self, reason: str) -> None:
         self._lostBecause = closedBecause(reason)
         service = self.factory.service
-        self.send(self.wire.render(ev.Notice(reason, service.now())))
+        self.send(self.farewell(reason))
         self.flush()
         # A registered producer holds back a TLS close_notify; it has no more to say.
         self.transport.unregisterProducer()
         # (Only on plain TCP: under TLS it would reach past the TLS layer to the socket.)
         halfClose = getattr(self.transport, "loseWriteConnection", None)
-        if self.kind == "tcp" and halfClose is not None:
+        if not self.factory.encrypted and halfClose is not None:
             # Half-close: the farewell, then our FIN. A client that closes on it is gone at
             # once; OpenBSD's nc does not (it waits for its user's next line), so after
             # close_grace, when the farewell has long arrived, a reset ends it.
@@ -142,6 +147,7 @@ class LineChatFactory(AdmissionMixin, Factory):
         self.service = service
         self.flusher = Flusher(service.clock)
         self.kind = kind  # how logs name this listener's peers: tcp, tls
+        self.encrypted = BY_KIND[kind].tls if kind in BY_KIND else False
 
     def refusal(self, reason: str) -> bytes:
         return render.lineBytes(ev.Error(TooManyConnections.code, reason, self.service.now()))

@@ -288,7 +288,7 @@ class WebSocketChatFactory(AdmissionMixin, WebSocketServerFactory):
         self.kind = kind
         self.textWire = FrameWire(self, render.lines)
         self._refusal = f"HTTP/1.1 503 Service Unavailable\r\nServer: {self.server}\r\n"
-        self.jsonWire = FrameWire(self, lambda event: [render.jsonText(event)])
+        self.jsonWire = FrameWire(self, render.jsonTexts)
 
     def refusal(self, reason: str) -> bytes:
         body = (reason + "\n").encode("utf-8")
