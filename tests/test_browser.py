@@ -2,9 +2,10 @@
 
 Two browser pages and a netcat-style line client share a room: messages, /me, private
 messages, rooms, history, colours, a topic, and hostile text shown as text, all checked in
-the DOM. Then each room's view of its own, one colour per person, reconnection after the
-server dies and comes back on the same ports (nobody shown as present meanwhile), and
-the phone layout. Screenshots go to $CHATSERV_SCREENSHOTS (default build/screenshots/).
+the DOM. Then each room's view of its own, a quit from several rooms at once (set up on
+the SSH console), one colour per person, reconnection after the server dies and comes
+back on the same ports (nobody shown as present meanwhile), and the phone layout.
+Screenshots go to $CHATSERV_SCREENSHOTS (default build/screenshots/).
 
 Chromium is Debian's package (/usr/bin/chromium, or $CHATSERV_CHROMIUM), driven by
 Playwright. Without it these tests are skipped, saying so, except under CI=true, where
@@ -26,6 +27,7 @@ import pytest
 from argon2 import PasswordHasher
 from playwright.sync_api import Browser, Locator, expect, sync_playwright
 from servers import runServer
+from test_manhole import _open, makeKey
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("CHATSERV_CHROMIUM", "/usr/bin/chromium"))
@@ -431,6 +433,61 @@ def test_room_views(browser, tmp_path):
         assert alice.problems == []
         carol.close()
         dave.close()
+
+
+def manholePort(server) -> int:
+    """The port the server's SSH console listens on, once it says so."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        found = re.search(r"manhole \(SSH\) listening on [\d.]+:(\d+)", "".join(server.output))
+        if found:
+            return int(found.group(1))
+        time.sleep(0.05)
+    raise AssertionError(f"no manhole port in {''.join(server.output)!r}")
+
+
+def test_quit_from_several_rooms(browser, tmp_path):
+    """dora, in two rooms at once, disconnects: each page drops her from its room's people
+    and says so in that room's view, not in another's."""
+    key, public = makeKey(tmp_path, "admin")
+    (tmp_path / "authorized_keys").write_bytes(public + b"\n")
+    listen = ("--tcp", "tcp:0:interface=127.0.0.1", "--ws", "tcp:0:interface=127.0.0.1")
+    console = ("--manhole", "tcp:0:interface=127.0.0.1", "--manhole-keys", "authorized_keys")
+    with runServer(tmp_path, *listen, "--db", "memory", *console) as server:
+        alice = Chat(browser, server.ws)
+        alice.join("alice")
+        goTo(alice, "dev")
+        alice.room("lobby").click()  # alice has a view of #dev too, and is in the lobby
+        expect(alice.page.locator("#room-name")).to_have_text("#lobby")
+        bob = Chat(browser, server.ws)
+        bob.join("bob")
+        goTo(bob, "dev")  # and bob has a view of the lobby, and is in #dev
+        dora = LineClient(server.tcp, "dora")
+        expect(alice.user("dora")).to_be_visible()
+        expect(alice.room("lobby").locator(".count")).to_have_text("2")
+
+        # A line client has one room; on the console the service puts dora in a second
+        # one, as an IRC user would be.
+        port = manholePort(server)
+        admin = _open(port, "admin", key, None, True)
+        try:
+            admin._greeting()  # the blocking forms: this test has no reactor of its own
+            admin._run('chat.join(chat.findUser("dora"), "dev")')
+        finally:
+            admin.close()
+        dora.expect("#dev users (2): bob, dora")
+        expect(bob.user("dora")).to_be_visible()
+        expect(bob.room("dev").locator(".count")).to_have_text("2")
+
+        dora.close()
+        for chat, here, other in (alice, "lobby", "dev"), (bob, "dev", "lobby"):
+            expect(chat.user("dora")).to_have_count(0)
+            expect(chat.lines("quit", room=here)).to_have_text(
+                [re.compile(r"dora has quit \(connection lost\)$")]
+            )
+            expect(chat.lines("quit", room=other)).to_have_count(0)
+            expect(chat.room(here).locator(".count")).to_have_text("1")
+        assert alice.problems == [] and bob.problems == []
 
 
 def test_one_colour_per_person(browser, tmp_path):

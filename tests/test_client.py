@@ -60,6 +60,8 @@ CASES = [
     (ev.Joined("lobby", "carol", NOON), ln.JOIN, "lobby", "carol", "", ["carol"]),
     (ev.Left("lobby", "carol", "went to #dev", NOON), ln.LEAVE, "lobby", "carol",
      "went to #dev", ["carol"]),
+    (ev.Quit("dora", "connection lost", ("lobby", "dev"), NOON), ln.QUIT, None, "dora",
+     "connection lost", ["dora"]),
     (ev.Renamed("bob", "robert", NOON), ln.RENAME, None, "bob", "", ["bob", "robert"]),
     (WELCOME, ln.WELCOME, None, "bob", "", ["bob"]),
     (ev.LoggedIn("bob", False, None, "you are logged in as bob", NOON), ln.LOGIN, None, "bob",
@@ -329,6 +331,24 @@ def test_state_tracks_nick_room_and_members():
     assert (state.room, state.nicknames()) == ("dev", [])
     state.observe(ln.parseLine("*zed* hi"))
     assert state.nicknames() == ["zed"]  # a private-message partner completes too
+
+
+def test_state_drops_who_quit_from_the_members():
+    """A quit from several rooms names none of them: it is about ours, if they were in it."""
+    quit = ev.Quit("bob", "connection lost", ("lobby", "dev"), NOON)
+    for wire in (lambda: [lineOf(quit)], lambda: jsonOf(quit)):
+        state = joinedState()
+        state.observe(ln.parseLine("#lobby --> carol has joined"))
+        (line,) = wire()
+        assert state.toShow([line]) == [line]  # shown once, as the server wrote it
+        assert line.text == "<-- bob has quit (connection lost)"
+        state.observe(line)
+        assert (state.room, state.nicknames()) == ("lobby", ["carol"])
+        styles = dict((text, style) for style, text in fragments(line))
+        assert f"fg:{nickColor('bob')}" in styles["bob"] and "class:notice" in styles["<-- "]
+    # One room: a leave of it, as before.
+    (line,) = jsonOf(ev.Quit("carol", "connection lost", ("lobby",), NOON))
+    assert (line.kind, line.room, line.nick) == (ln.LEAVE, "lobby", "carol")
 
 
 def test_state_echoes_room_messages_for_line_clients():

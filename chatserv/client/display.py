@@ -43,6 +43,7 @@ _KIND_STYLE = {
     ln.LOGIN: "class:notice",
     ln.JOIN: "class:notice",
     ln.LEAVE: "class:notice",
+    ln.QUIT: "class:notice",
     ln.RENAME: "class:notice",
     ln.WHO: "class:notice",
     ln.INFO: "class:notice",

@@ -27,6 +27,7 @@ PRIVATE = "private"  # *nick* text
 PRIVATE_SENT = "private-sent"  # -> *nick* text
 JOIN = "join"
 LEAVE = "leave"
+QUIT = "quit"  # <-- nick has quit (reason): someone in several rooms, ours among them
 RENAME = "rename"
 WELCOME = "welcome"
 LOGIN = "login"
@@ -54,6 +55,7 @@ _FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         (PRIVATE, rf"\*{_N}\* (?P<body>.*)"),
         (JOIN, rf"{_R} --> {_N} has joined"),
         (LEAVE, rf"{_R} <-- {_N} has left \((?P<body>.*)\)"),
+        (QUIT, rf"<-- {_N} has quit \((?P<body>.*)\)"),
         (RENAME, rf"--- {_N} is now known as (?P<other>{_NICK})"),
         (WELCOME, rf"-!- Welcome, {_N}! Type /help for commands\."),
         (LOGIN, rf"-!- (?:you are logged in as {_N}|registered (?P<reg>{_NICK});).*"),
@@ -81,9 +83,9 @@ class Line:
     text: str  # as the server wrote it (sanitised), without the time stamp
     stamp: str = ""  # "12:58:25", or "2026-11-21 14:14:33" for history
     room: str | None = None
-    nick: str | None = None  # whose line: sender, joiner, leaver, old nickname
+    nick: str | None = None  # whose line: sender, joiner, leaver, quitter, old nickname
     other: str | None = None  # rename's new nickname
-    body: str = ""  # the message text, leave reason, notice or error text
+    body: str = ""  # the message text, leave or quit reason, notice or error text
     spans: tuple[tuple[int, int], ...] = ()  # where nicknames are in text, to colour
     color: str | None = None  # the sender's chosen colour (JSON), validated
     users: tuple[str, ...] = ()  # who

@@ -1,9 +1,9 @@
 """What the client knows about its session, learnt from what the server says.
 
 The nickname, room and room members come from the server's own lines (welcome, join,
-leave, rename, who), never from what the user typed, so they stay right whatever command
-produced them. They are what a reconnect needs to restore, what the status bar shows and
-what Tab completes.
+leave, quit, rename, who), never from what the user typed, so they stay right whatever
+command produced them. They are what a reconnect needs to restore, what the status bar
+shows and what Tab completes.
 """
 
 from __future__ import annotations
@@ -202,6 +202,9 @@ class ChatState:
                 self.members.clear()
             else:
                 self.members.pop(fold(line.nick), None)
+        elif kind == ln.QUIT and line.nick:
+            # Gone from all their rooms at once; the line names none, but ours was one.
+            self.members.pop(fold(line.nick), None)
         elif kind == ln.WHO and self._inRoom(line.room):
             self.members = {fold(u): u for u in line.users}
         elif kind in (ln.PRIVATE, ln.PRIVATE_SENT) and line.nick:

@@ -487,6 +487,20 @@ const handlers = {
       viewOf(event.room));
   },
 
+  // Someone who was in several rooms at once, ours among them, disconnected: the event
+  // names none of their rooms. Our room's people list is the only one we have (the other
+  // views are of rooms we left), so it is said there, if they were listed; the counts of
+  // their other rooms follow at the next refresh.
+  quit(event) {
+    if (state.room === null || !state.users.some((nick) => fold(nick) === fold(event.from))) {
+      return;
+    }
+    state.users = state.users.filter((nick) => fold(nick) !== fold(event.from));
+    adjustRoomCount(state.room, -1);
+    renderUsers();
+    systemLine("quit", `${event.from} has quit (${event.reason})`, event.ts, viewOf(state.room));
+  },
+
   rename(event) {
     if (isMe(event.from)) {
       // A new name that is not just another spelling logs us out of the account.
