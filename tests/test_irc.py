@@ -1,0 +1,604 @@
+"""The IRC listener on real sockets, with IRC, line and JSON websocket users in the same rooms.
+
+Most tests speak raw IRC lines (so that every numeric is checked as sent); one drives
+twisted.words' IRCClient, a real IRC client library, through registration and a
+conversation.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass, field
+
+import pytest
+import pytest_twisted
+from clients import TIMEOUT, connectLine, connectWS, eventually
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.words.protocols import irc as twirc
+
+from chatserv.config import ConfigError, Settings, makeSettings
+from chatserv.hostmasks import Hostmasks
+from chatserv.protocols import ircmessage
+from chatserv.protocols.irc import IrcFactory
+from chatserv.protocols.line import LineChatFactory
+from chatserv.protocols.web import ChatSite
+from chatserv.service import CONSOLE, ChatService
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+_NUMERIC = re.compile(r"^(?:@\S+ )?:irc\.chatserv (\d{3}) ")
+
+
+@dataclass
+class Server:
+    chat: ChatService
+    tcp: int
+    ws: int
+    irc: int
+    clients: list = field(default_factory=list)
+
+    async def line(self, nick: str):
+        client = await connectLine(self.tcp)
+        self.clients.append(client)
+        await client.until("Type a nickname")
+        client.say(nick)
+        await client.until("#lobby users")
+        return client
+
+    async def json(self, nick: str):
+        client = await connectWS(self.ws, json_=True)
+        self.clients.append(client)
+        await client.until(lambda e: e["type"] == "notice")
+        client.request(type="nick", nick=nick)
+        await client.until(lambda e: e["type"] == "who")
+        return client
+
+    async def raw(self):
+        client = await connectLine(self.irc)
+        self.clients.append(client)
+        return client
+
+    async def irc_(self, nick: str, caps: str = "", join: str = "", password: str = ""):
+        """An IRC client, registered (with CAPs if given), in C{join}'s channels."""
+        client = await self.raw()
+        if caps:
+            client.say("CAP LS 302")
+        if password:
+            client.say(f"PASS {password}")
+        client.say(f"NICK {nick}")
+        client.say(f"USER {nick.lower()} 0 * :{nick} Realname")
+        if caps:
+            await client.until(" LS ")
+            client.say(f"CAP REQ :{caps}")
+            await client.until(" ACK ")
+            client.say("CAP END")
+        await client.until(" 422 ")  # the end of the welcome: no MOTD
+        if join:
+            client.say(f"JOIN {join}")
+            for name in join.split(","):
+                await client.until(f" 366 {nick} {name} ")
+        return client
+
+
+async def _serve(settings: Settings):
+    from twisted.internet import reactor
+
+    chat = ChatService(settings, clock=reactor)
+    chat.startService()
+    ports = [
+        await serverFromString(reactor, LOCAL).listen(factory)
+        for factory in (
+            LineChatFactory(chat),
+            ChatSite(chat, reactor=reactor),
+            IrcFactory(chat),
+        )
+    ]
+    srv = Server(chat, *(p.getHost().port for p in ports))
+    return srv, ports
+
+
+async def _stop(srv: Server, ports) -> None:
+    for port in ports:
+        await port.stopListening()
+    for client in srv.clients:
+        await client.hangUp()
+    await eventually(lambda: not srv.chat.sessions)
+    await srv.chat.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def server():
+    srv, ports = await _serve(Settings(admins=("root",)))
+    yield srv
+    await _stop(srv, ports)
+
+
+def numerics(lines: list[str]) -> list[str]:
+    return [m.group(1) for m in map(_NUMERIC.match, lines) if m]
+
+
+# -- registration ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_registration_burst_and_isupport(server):
+    client = await server.raw()
+    client.say("CAP LS 302")
+    ls = await client.until(" LS ")
+    for cap in ("server-time", "message-tags", "echo-message", "sasl=PLAIN", "batch"):
+        assert cap in ls.split(":", 2)[2].split()
+    client.say("NICK Dora")
+    client.say("USER dora 0 * :Dora the Explorer")
+    assert client.pending() == []  # waits for CAP END
+    client.say("CAP END")
+    await client.until(" 422 ")
+    got = numerics(client.history)
+    for code in ("001", "002", "003", "004", "005", "251", "252", "253", "254", "255", "265"):
+        assert code in got, code
+    assert got.index("001") < got.index("005") < got.index("251") < got.index("422")
+    welcome = next(line for line in client.history if " 001 " in line)
+    assert welcome.startswith(":irc.chatserv 001 Dora :Welcome to the chatserv IRC network, ")
+    assert "Dora!~dora@" in welcome and "127.0.0.1" not in welcome  # cloaked
+    tokens = " ".join(line for line in client.history if " 005 " in line).split()
+    for token in (
+        "CASEMAPPING=rfc1459",
+        "CHANTYPES=#",
+        "PREFIX=(o)@",
+        "CHANMODES=b,,,nt",
+        "NICKLEN=32",
+        "CHANNELLEN=33",
+        "TOPICLEN=1024",
+        "NETWORK=chatserv",
+        "MODES=4",
+        "AWAYLEN=300",
+        "KICKLEN=300",
+        "UTF8ONLY",
+    ):
+        assert token in tokens, token
+    assert any(t.startswith("TARGMAX=") and "PRIVMSG:4" in t for t in tokens)
+    assert server.chat.findUser("Dora").rooms == {}  # IRC users join what they ask for
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_before_registration_are_refused(server):
+    client = await server.raw()
+    client.say("JOIN #lobby")
+    assert " 451 * :You have not registered" in await client.until(" 451 ")
+    client.say("PING :x")
+    assert (await client.until("PONG")).endswith("PONG irc.chatserv x")
+
+
+@pytest_twisted.ensureDeferred
+async def test_motd_file(tmp_path):
+    motd = tmp_path / "motd.txt"
+    motd.write_text("Be nice.\nNo spam.\n")
+    srv, ports = await _serve(Settings(irc_motd_file=str(motd)))
+    try:
+        client = await srv.raw()
+        client.say("NICK m")
+        client.say("USER m 0 * :m")
+        await client.until(" 376 ")
+        assert [line for line in client.history if " 372 " in line] == [
+            ":irc.chatserv 372 m :- Be nice.",
+            ":irc.chatserv 372 m :- No spam.",
+        ]
+        assert numerics(client.history)[-4:] == ["375", "372", "372", "376"]
+    finally:
+        await _stop(srv, ports)
+
+
+@pytest_twisted.ensureDeferred
+async def test_taken_and_bad_nicknames(server):
+    await server.line("alice")
+    client = await server.raw()
+    client.say("NICK alice")
+    client.say("USER a 0 * :a")
+    assert ":irc.chatserv 433 * alice :Nickname is already in use" in await client.until(" 433 ")
+    client.say("NICK 9lives")
+    assert " 432 * 9lives " in await client.until(" 432 ")
+    client.say("NICK")
+    assert " 431 * " in await client.until(" 431 ")
+    client.say("NICK alice2")
+    await client.until(" 001 alice2 ")
+    client.say("USER again 0 * :x")
+    assert " 462 alice2 " in await client.until(" 462 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registered_nick_needs_sasl_or_pass(server):
+    await server.chat.createAccount(CONSOLE, "carla", "secret-pw1")
+    client = await server.raw()
+    client.say("NICK carla")
+    client.say("USER c 0 * :c")
+    assert "433 * carla :Nickname is registered" in await client.until(" 433 ")
+    await client.hangUp()
+
+    # PASS logs in to the nickname's account.
+    withPass = await server.irc_("carla", password="secret-pw1")
+    assert server.chat.findUser("carla").account is not None
+    await withPass.hangUp()
+    await eventually(lambda: server.chat.findUser("carla") is None)
+
+    # A wrong PASS: 464, then the connection is closed with ERROR.
+    wrong = await server.raw()
+    wrong.say("PASS nope")
+    wrong.say("NICK carla")
+    wrong.say("USER c 0 * :c")
+    assert " 464 * " in await wrong.until(" 464 ")
+    assert (await wrong.until("ERROR")).startswith("ERROR :Closing link")
+    await wrong.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_sasl_plain(server):
+    await server.chat.createAccount(CONSOLE, "sam", "secret-pw1")
+    client = await server.raw()
+    client.say("CAP LS 302")
+    client.say("NICK whoever")
+    client.say("USER s 0 * :s")
+    client.say("CAP REQ :sasl")
+    await client.until(" ACK ")
+    client.say("AUTHENTICATE PLAIN")
+    assert await client.until("AUTHENTICATE") == "AUTHENTICATE +"
+    bad = base64.b64encode(b"\0sam\0wrong").decode()
+    client.say(f"AUTHENTICATE {bad}")
+    assert " 904 " in await client.until(" 904 ")
+    client.say("AUTHENTICATE PLAIN")
+    await client.until("AUTHENTICATE +")
+    good = base64.b64encode(b"sam\0sam\0secret-pw1").decode()
+    client.say(f"AUTHENTICATE {good}")
+    logged = await client.until(" 900 ")
+    assert re.search(r" 900 sam sam!~s@\S+ sam :You are now logged in as sam", logged)
+    await client.until(" 903 ")
+    client.say("CAP END")
+    assert " 001 sam " in await client.until(" 001 ")
+    assert server.chat.findUser("sam").account.nick == "sam"
+
+
+# -- across wires -------------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_line_json_and_irc_users_talk(server):
+    alice = await server.line("alice")
+    carol = await server.json("carol")
+    dave = await server.irc_("dave", join="#lobby")
+    names = next(line for line in dave.history if " 353 " in line)
+    assert names.endswith(":alice carol dave")
+    await alice.until("dave has joined")
+
+    alice.say("hello from nc")
+    said = await dave.until("PRIVMSG")
+    assert re.fullmatch(r":alice!alice@\w+\.\w+\.cloak PRIVMSG #lobby :hello from nc", said)
+
+    dave.say("PRIVMSG #lobby :hello from \x02irc\x02")
+    assert (await alice.until("<dave>")).endswith("#lobby <dave> hello from irc")
+    event = await carol.until(lambda e: e["type"] == "message" and e["from"] == "dave")
+    assert event["text"] == "hello from irc"
+
+    alice.say("/me waves")
+    assert (await dave.until("ACTION")).endswith("PRIVMSG #lobby :\x01ACTION waves\x01")
+    dave.say("PRIVMSG #lobby :\x01ACTION dances\x01")
+    assert (await alice.until("* dave")).endswith("#lobby * dave dances")
+    action = await carol.until(lambda e: e["type"] == "action" and e["from"] == "dave")
+    assert action["text"] == "dances"
+
+    dave.say("NOTICE #lobby :a notice")
+    assert (await alice.until("-dave-")).endswith("#lobby -dave- a notice")
+    event = await carol.until(lambda e: e.get("notice"))
+    assert (event["type"], event["text"]) == ("message", "a notice")
+
+    # CTCP other than ACTION is not relayed, and nothing else reached IRC from itself.
+    dave.say("PRIVMSG #lobby :\x01VERSION\x01")
+    dave.say("PING :sync")
+    await dave.until("PONG")
+    assert not any("VERSION" in line for line in alice.history)
+    assert not any(":dave!" in line and "PRIVMSG" in line for line in dave.history)
+
+
+@pytest_twisted.ensureDeferred
+async def test_formatting_reaches_irc_and_is_stripped_elsewhere(server):
+    alice = await server.line("alice")
+    erin = await server.irc_("erin", join="#lobby")
+    frank = await server.irc_("frank", join="#lobby")
+    erin.say("PRIVMSG #lobby :\x02bold\x02 \x0304red\x03 \x1ditalic\x1d\x0f")
+    got = await frank.until("PRIVMSG")
+    assert got.endswith(":\x02bold\x02 \x0304red\x03 \x1ditalic\x1d\x0f")
+    line = await alice.until("<erin>")
+    assert line.endswith("<erin> bold red italic")
+    assert not re.search("[\x00-\x1f]", line)
+
+
+@pytest_twisted.ensureDeferred
+async def test_private_messages_and_away(server):
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", caps="echo-message")
+    dave.say("PRIVMSG alice :psst")
+    assert (await alice.until("*dave*")).endswith("*dave* psst")
+    echoed = await dave.until("PRIVMSG")
+    assert echoed.endswith("PRIVMSG alice psst")  # echo-message: its own copy
+    alice.say("/msg dave hi back")
+    assert re.search(r":alice!alice@\S+ PRIVMSG dave :hi back$", await dave.until("hi back"))
+
+    erin = await server.irc_("erin")
+    dave.say("AWAY :at lunch")
+    assert " 306 dave " in await dave.until(" 306 ")
+    erin.say("PRIVMSG dave :are you there?")
+    assert (await erin.until(" 301 ")).endswith(" 301 erin dave :at lunch")
+    erin.say("WHOIS dave")
+    await erin.until(" 318 ")
+    assert any(line.endswith(" 301 erin dave :at lunch") for line in erin.history)
+    dave.say("AWAY")
+    assert " 305 dave " in await dave.until(" 305 ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_quit_for_several_channels(server):
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", join="#lobby,#dev")
+    erin = await server.irc_("erin", caps="away-notify", join="#lobby,#dev")
+    await alice.until("erin has joined")
+    dave.say("QUIT :see you")
+    assert (await dave.until("ERROR")).startswith("ERROR :Closing link")
+    assert (await alice.until("dave")).endswith("<-- dave has quit (quit: see you)")
+    quits = [await erin.until("QUIT")]
+    assert re.fullmatch(r":dave!~dave@\S+ QUIT :quit: see you", quits[0])
+    erin.say("PING :sync")
+    await erin.until("PONG")
+    assert sum("QUIT" in line for line in erin.history) == 1  # not one per channel
+    assert not any(" PART " in line for line in erin.history)
+
+    alice.say("/quit bye")
+    assert re.search(r":alice!alice@\S+ QUIT :quit: bye$", await erin.until("alice!"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_join_part_names_topic_list(server):
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", join="#lobby,#dev")
+    await alice.until("dave has joined")
+    dave.say("PART #dev :bye dev")
+    assert re.search(r":dave!~dave@\S+ PART #dev :bye dev$", await dave.until("PART"))
+    dave.say("NAMES #lobby")
+    assert (await dave.until(" 353 ")).endswith(" 353 dave = #lobby :alice dave")
+    dave.say("TOPIC #lobby")
+    assert (await dave.until(" 331 ")).endswith(" 331 dave #lobby :No topic is set")
+    dave.say("LIST")
+    await dave.until(" 323 ")
+    assert any(line.endswith(" 322 dave #lobby 2 :") for line in dave.history)
+    dave.say("JOIN 0")
+    assert " PART #lobby " in await dave.until("PART #lobby")
+    assert (await alice.until("dave")).endswith("<-- dave has left (left all channels)")
+    dave.say("NICK davey")
+    assert re.search(r":dave!~dave@\S+ NICK davey$", await dave.until("NICK"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_error_numerics(server):
+    await server.line("alice")
+    dave = await server.irc_("dave", join="#lobby")
+    cases = [
+        ("PRIVMSG nobody :x", " 401 dave nobody "),
+        ("PRIVMSG #nowhere :x", " 442 dave #nowhere "),
+        ("PRIVMSG", " 411 dave "),
+        ("PRIVMSG #lobby", " 412 dave "),
+        ("FROBNICATE", " 421 dave FROBNICATE "),
+        ("PART #nowhere", " 442 dave #nowhere "),
+        ("JOIN", " 461 dave JOIN "),
+        ("JOIN #bad!name", " 403 dave #bad!name "),
+        ("NICK alice", " 433 dave alice "),
+        ("NICK 1bad", " 432 dave 1bad "),
+        ("TOPIC #lobby :new topic", " 482 dave #lobby "),
+        ("KICK #lobby alice", " 482 dave #lobby "),
+        ("KILL alice", " 481 dave "),
+        ("MODE alice", " 502 dave "),
+        ("WHOIS nobody", " 401 dave nobody "),
+        ("TOPIC #nowhere", " 403 dave #nowhere "),
+        ("USER x 0 * :x", " 462 dave "),
+        ("PRIVMSG #lobby :" + "x" * 600, " 417 dave "),
+    ]
+    for sent, expected in cases:
+        dave.say(sent)
+        assert expected in await dave.until(expected.split()[0]), sent
+    dave.say("NOTICE nobody :x")  # a NOTICE gets no error back
+    dave.say("PING :sync")
+    await dave.until("PONG")
+    assert not any(" 401 dave nobody" in line for line in dave.history[-3:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_admins_are_channel_operators(server):
+    await server.chat.createAccount(CONSOLE, "root", "secret-pw1", admin=True)
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", join="#lobby")
+    root = await server.irc_("root", join="#lobby", password="secret-pw1")
+    names = next(line for line in root.history if " 353 " in line)
+    assert names.endswith(":alice dave @root")
+    assert re.search(r":irc\.chatserv MODE #lobby \+o root$", await dave.until("MODE"))
+
+    root.say("TOPIC #lobby :Welcome, everyone")
+    assert re.search(r":root!~root@\S+ TOPIC #lobby :Welcome, everyone$", await dave.until("TOPIC"))
+    assert "#lobby topic: Welcome, everyone" in await alice.until("topic")
+
+    root.say("KICK #lobby alice :behave")
+    assert re.search(r":root!~root@\S+ KICK #lobby alice :?behave$", await dave.until("KICK"))
+    assert (await alice.until("kicked")).endswith("#lobby <-- alice was kicked by root: behave")
+    assert server.chat.findUser("alice").rooms == {}  # out of the room, still connected
+    root.say("KICK #lobby alice")
+    assert " 441 root alice #lobby " in await root.until(" 441 ")
+
+    root.say("MODE #lobby +b dave!*@*")
+    assert re.search(r"MODE #lobby \+b dave!\*@\*$", await root.until("+b"))
+    await dave.closed  # banned: disconnected
+    root.say("MODE #lobby b")
+    assert " 367 root #lobby dave!*@* root " in await root.until(" 367 ")
+    root.say("MODE #lobby -b dave")
+    await root.until("-b")
+    assert server.chat.sanctions.active("ban", "dave", server.chat.now()) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_on_join_as_a_batch_with_server_time(server):
+    alice = await server.line("alice")
+    alice.say("first")
+    alice.say("second")
+    lobby = server.chat.rooms["lobby"]
+    await eventually(lambda: len(lobby.recent) == 2)
+    tagged = await server.irc_("tagged", caps="batch server-time message-tags")
+    tagged.say("JOIN #lobby")
+    start = await tagged.until("BATCH +")
+    batch = re.fullmatch(r":irc\.chatserv BATCH \+(\S+) chathistory #lobby", start).group(1)
+    first = await tagged.until("first")
+    assert re.fullmatch(
+        rf"@batch={batch};time=\d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{{3}}Z;msgid=\d+ "
+        r":alice PRIVMSG #lobby :?first",
+        first,
+    )
+    await tagged.until("second")
+    assert (await tagged.until("BATCH -")) == f":irc.chatserv BATCH -{batch}"
+
+    plain = await server.irc_("plain")
+    plain.say("JOIN #lobby")
+    said = await plain.until("first")
+    assert re.fullmatch(r":alice PRIVMSG #lobby :\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] first", said)
+
+
+@pytest_twisted.ensureDeferred
+async def test_long_messages_are_split_for_irc(server):
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", join="#lobby")
+    words = " ".join(f"word{n:03d}" for n in range(110))  # 879 characters
+    alice.say(words)
+    received = []
+    while " ".join(received) != words:
+        line = await dave.until("PRIVMSG")
+        assert len(line.encode()) <= 510
+        received.append(line.split(" :", 1)[1])
+    assert len(received) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_joining_ten_channels_is_not_throttled(server):
+    dave = await server.irc_("dave")
+    # What irssi sends after registering: the JOIN, then MODE and WHO for each channel.
+    channels = [f"#c{n}" for n in range(10)]
+    lines = [f"JOIN {','.join(channels[:4])}", f"JOIN {','.join(channels[4:8])}"]
+    lines += [f"JOIN {','.join(channels[8:])}"]
+    for name in channels:
+        lines += [f"MODE {name}", f"WHO {name}", f"MODE {name} b"]
+    dave.transport.write("".join(f"{line}\r\n" for line in lines).encode())
+    for name in channels:
+        await dave.until(f" 368 dave {name} ")
+    assert not any("slow down" in line for line in dave.history)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_server_pings_a_silent_client_and_drops_it():
+    srv, ports = await _serve(Settings(ping_interval=1, ping_timeout=1))
+    try:
+        client = await srv.irc_("quiet")
+        assert (await client.until("PING")) == "PING irc.chatserv"
+        client.say("PONG irc.chatserv")
+        assert (await client.until("PING")) == "PING irc.chatserv"  # alive: asked again
+        error = await client.until("ERROR")  # this time no answer
+        assert "Ping timeout" in error
+        await client.closed
+    finally:
+        await _stop(srv, ports)
+
+
+# -- a real IRC client library ----------------------------------------------------------
+
+
+class _Bot(twirc.IRCClient):
+    nickname = "twbot"
+
+    def __init__(self) -> None:
+        self.signed = defer.Deferred()
+        self.joinedRooms = defer.Deferred()
+        self.said: defer.DeferredQueue = defer.DeferredQueue()
+
+    def signedOn(self) -> None:
+        self.signed.callback(None)
+
+    def joined(self, channel: str) -> None:
+        self.joinedRooms.callback(channel)
+
+    def privmsg(self, user: str, channel: str, message: str) -> None:
+        self.said.put((user.split("!")[0], channel, message))
+
+    def action(self, user: str, channel: str, data: str) -> None:
+        self.said.put((user.split("!")[0], channel, "* " + data))
+
+
+@pytest_twisted.ensureDeferred
+async def test_twisted_words_irc_client(server):
+    from twisted.internet import reactor
+
+    alice = await server.line("alice")
+    factory = protocol.Factory.forProtocol(_Bot)
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.irc, timeout=TIMEOUT)
+    bot = await endpoint.connect(factory)
+    try:
+        await bot.signed.addTimeout(TIMEOUT, reactor)
+        bot.join("lobby")
+        assert await bot.joinedRooms.addTimeout(TIMEOUT, reactor) == "#lobby"
+        # It read the ISUPPORT that followed the welcome.
+        assert bot.supported.getFeature("CHANTYPES") == ("#",)
+        assert bot.supported.getFeature("PREFIX") == {"o": ("@", 0)}
+        alice.say("hi bot")
+        assert await bot.said.get().addTimeout(TIMEOUT, reactor) == ("alice", "#lobby", "hi bot")
+        alice.say("/me pokes the bot")
+        said = await bot.said.get().addTimeout(TIMEOUT, reactor)
+        assert said == ("alice", "#lobby", "* pokes the bot")
+        bot.say("#lobby", "beep boop")
+        assert (await alice.until("<twbot>")).endswith("#lobby <twbot> beep boop")
+        bot.describe("#lobby", "whirrs")
+        assert (await alice.until("* twbot")).endswith("#lobby * twbot whirrs")
+        bot.msg("alice", "a secret")
+        assert (await alice.until("*twbot*")).endswith("*twbot* a secret")
+    finally:
+        bot.transport.loseConnection()
+
+
+# -- pieces -------------------------------------------------------------------------------
+
+
+def test_parse_and_format_messages():
+    m = ircmessage.parse("@time=x;a=b\\sc :nick!u@h PRIVMSG #room :hello  there")
+    assert (m.verb, m.params, m.source) == ("PRIVMSG", ["#room", "hello  there"], "nick!u@h")
+    assert m.tags == {"time": "x", "a": "b c"}
+    assert ircmessage.parse("privmsg a b c").params == ["a", "b", "c"]
+    with pytest.raises(ircmessage.BadMessage):
+        ircmessage.parse("   ")
+    assert ircmessage.line("s", "PRIVMSG", "#r", "hi") == ":s PRIVMSG #r hi\r\n"
+    assert ircmessage.line("s", "PRIVMSG", "#r", "hi there") == ":s PRIVMSG #r :hi there\r\n"
+    assert ircmessage.line(None, "PING", "") == "PING :\r\n"
+    assert ircmessage.line("s", "X", "a\r\nQUIT") == ":s X :a  QUIT\r\n"  # no second command
+    assert ircmessage.tagText({"a": "b c;d"}) == "@a=b\\sc\\:d "
+
+
+def test_split_keeps_characters_whole():
+    text = "é" * 300  # 600 bytes
+    pieces = ircmessage.split(text, 101)
+    assert "".join(pieces) == text
+    assert all(len(p.encode()) <= 101 for p in pieces)
+
+
+def test_cloaks_are_stable_and_hide_the_address():
+    masks = Hostmasks("cloak", "key")
+    assert masks("203.0.113.7") == Hostmasks("cloak", "key")("203.0.113.7")
+    assert masks("203.0.113.7") != masks("203.0.113.8")
+    assert "203" not in masks("203.0.113.7") and masks("203.0.113.7").endswith(".cloak")
+    assert Hostmasks("cloak", "other")("203.0.113.7") != masks("203.0.113.7")
+    assert Hostmasks("address")("::1") == "0::1"  # never a parameter that starts with ":"
+
+
+def test_irc_settings_are_checked():
+    with pytest.raises(ConfigError, match="irc.hostmask"):
+        makeSettings({"irc_hostmask": "real"})
+    with pytest.raises(ConfigError, match="irc.server_name needs a dot"):
+        makeSettings({"irc_server_name": "chatserv"})
+    with pytest.raises(ConfigError, match="irc.network"):
+        makeSettings({"irc_network": "two words"})
