@@ -45,6 +45,10 @@ class Server:
     def tls(self) -> int:
         return self.ports["TLS line clients"]
 
+    @property
+    def irc(self) -> int:
+        return self.ports["IRC clients"]
+
 
 @contextmanager
 def runServer(cwd: Path, *args: str, listeners: int = 2, timeout: float = 30) -> Iterator[Server]:
