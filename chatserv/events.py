@@ -22,6 +22,7 @@ class Source:
     user: str
     host: str
     account: str | None = None
+    realname: str = ""  # IRC's "real name" (USER, WHOIS); the nickname for other wires
 
     @property
     def mask(self) -> str:

@@ -118,8 +118,9 @@ class User:
         account = self.account.nick if self.account is not None else None
         if source is None or source.nick != self.nick or source.account != account:
             nick = self.nick or "*"
+            realname = getattr(self.client, "realname", "") or nick
             source = self._source = ev.Source(
-                nick, self.ident or nick, hostmasks(self.host), account
+                nick, self.ident or nick, hostmasks(self.host), account, realname
             )
         return source
 

@@ -354,6 +354,17 @@ async def test_one_quit_for_several_channels(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_extended_join_and_who_show_the_realname(server):
+    watcher = await server.irc_("watcher", caps="extended-join", join="#lobby")
+    await server.irc_("bbb", join="#lobby")  # USER bbb 0 * :bbb Realname
+    joined = await watcher.until("JOIN #lobby")
+    assert re.fullmatch(r":bbb!~bbb@\S+ JOIN #lobby \* :bbb Realname", joined)
+    watcher.say("WHO #lobby")
+    await watcher.until(" 315 ")
+    assert any(line.endswith(" bbb H :0 bbb Realname") for line in watcher.history)
+
+
+@pytest_twisted.ensureDeferred
 async def test_join_part_names_topic_list(server):
     alice = await server.line("alice")
     dave = await server.irc_("dave", join="#lobby,#dev")

@@ -53,6 +53,7 @@ from chatserv.protocols.ircwire import IrcWires, channel
 from chatserv.protocols.line import LineChatFactory, LineChatProtocol
 from chatserv.service import ChatService, User
 from chatserv.session import Session
+from chatserv.text import sanitize
 
 _log = Logger()
 
@@ -372,8 +373,6 @@ def _readMotd(settings) -> list[str]:
     text = settings.motd
     if settings.irc_motd_file:
         text = Path(settings.irc_motd_file).read_text(encoding="utf-8")
-    from chatserv.text import sanitize
-
     return [sanitize(t, formatting=True)[:400] for t in text.splitlines()]
 
 
@@ -542,7 +541,8 @@ def _userVerb(irc: IrcProtocol, message: Message) -> Any:
     name = "".join(c for c in message.params[0] if c.isascii() and (c.isalnum() or c in "-_."))
     irc._username = name[:10] or "user"
     irc.user.ident = "~" + irc._username
-    irc.realname = message.params[3][:100]
+    # Shown to others (WHO, WHOIS, extended-join): made safe like any text of a user's.
+    irc.realname = sanitize(message.params[3][:100], formatting=True).strip()
     return irc.maybeRegister()
 
 

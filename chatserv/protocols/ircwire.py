@@ -157,7 +157,8 @@ class IrcWire:
         mask = _mask(e.source, e.nick)
         if self._extendedJoin:
             account = e.source.account if e.source is not None and e.source.account else "*"
-            out = line(mask, "JOIN", channel(e.room), account, e.nick, tags=self.tags(e))
+            realname = e.source.realname if e.source is not None else e.nick
+            out = line(mask, "JOIN", channel(e.room), account, realname, tags=self.tags(e))
         else:
             out = line(mask, "JOIN", channel(e.room), tags=self.tags(e))
         if e.admin:  # chatserv's admins are every channel's operators
