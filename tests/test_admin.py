@@ -104,6 +104,7 @@ def _privileged(service, actor):
         return lambda: defer.ensureDeferred(method(actor, *args))
 
     return [
+        ("kick", lambda: service.kickFromRoom(actor, "lobby", "carol", "out")),
         ("kick", lambda: service.kick(actor, "carol")),
         ("broadcast", lambda: service.broadcast(actor, "hi")),
         ("rbroadcast", lambda: service.broadcastRoom(actor, "lobby", "hi")),

@@ -519,6 +519,34 @@ async def test_the_server_pings_a_silent_client_and_drops_it():
         await _stop(srv, ports)
 
 
+@pytest_twisted.ensureDeferred
+async def test_irc_over_tls(tmp_path):
+    from tlshelpers import connectTLSLine, makeCert
+    from twisted.internet import reactor
+
+    from chatserv.tls import TLSCredentials, tlsEndpoint
+
+    certPath, keyPath = makeCert(tmp_path)
+    srv, ports = await _serve(Settings())
+    factory = IrcFactory(srv.chat, kind="ircs")
+    endpoint = tlsEndpoint(reactor, LOCAL, TLSCredentials(certPath, keyPath), 10)
+    ports.append(await endpoint.listen(factory))
+    try:
+        line = await srv.line("alice")
+        client = await connectTLSLine(ports[-1].getHost().port, certPath)
+        srv.clients.append(client)
+        client.say("NICK secure")
+        client.say("USER s 0 * :s")
+        await client.until(" 422 ")
+        client.say("JOIN #lobby")
+        await client.until(" 366 ")
+        client.say("PRIVMSG #lobby :over TLS")
+        assert (await line.until("<secure>")).endswith("#lobby <secure> over TLS")
+        assert srv.chat.stats()["connections_by_protocol"]["ircs"] == 1
+    finally:
+        await _stop(srv, ports)
+
+
 # -- a real IRC client library ----------------------------------------------------------
 
 

@@ -353,3 +353,44 @@ def test_replies_are_rendered_for_their_recipient_and_fan_outs_once_per_wire():
     wire.calls.clear()
     service.deliver(users[1], service.who(users[1], "lobby"))
     assert wire.calls == [("WhoReply", "b")]
+
+
+def test_kick_from_one_room_keeps_the_user_connected():
+    from chatserv.service import CONSOLE
+
+    service, _ = makeService()
+    alice, aliceClient = connect(service, "alice")
+    bob, bobClient = connect(service, "bob")
+    aliceClient.take()
+    kicked = service.kickFromRoom(CONSOLE, "lobby", "bob", "behave")
+    assert (kicked.room, kicked.nick, kicked.by, kicked.reason) == (
+        "lobby",
+        "bob",
+        "console",
+        "behave",
+    )
+    assert aliceClient.take() == [kicked] and bobClient.take() == [kicked]  # bob sees it too
+    assert bob in service.sessions and bob.rooms == {}
+    assert list(service.rooms["lobby"].members) == ["alice"]
+    assert isinstance(
+        failure(defer.maybeDeferred(service.kickFromRoom, CONSOLE, "lobby", "bob")), NotInRoom
+    )
+    assert isinstance(
+        failure(defer.maybeDeferred(service.kickFromRoom, CONSOLE, "nowhere", "bob")), NoSuchRoom
+    )
+
+
+def test_away_is_told_to_who_shares_a_room():
+    service, _ = makeService()
+    alice, aliceClient = connect(service, "alice")
+    bob, bobClient = connect(service, "bob")
+    aliceClient.take()
+    service.setAway(bob, "  lunch\x1b[31m ")
+    assert bob.away == "lunch^[[31m"  # made safe, like any text of a user's
+    (away,) = aliceClient.take()
+    assert (away.nick, away.text) == ("bob", "lunch^[[31m")
+    assert bobClient.take() == []  # not told of itself
+    service.setAway(bob, "lunch^[[31m")  # no change: nothing to tell
+    assert aliceClient.take() == []
+    service.setAway(bob, None)
+    assert bob.away is None and aliceClient.take()[0].text is None

@@ -169,6 +169,23 @@ def test_make_service_listens_where_asked():
     top.stopService()
 
 
+def test_irc_listeners_from_the_command_line_and_the_config_file(tmp_path):
+    from chatserv.protocols.irc import IrcFactory
+
+    path = tmp_path / "chat.toml"
+    path.write_text('[listen]\nirc = [6667, 6668]\n[irc]\nnetwork = "example"\n')
+    for options in (parse("--irc", "6667", "--irc", "6668"), parse("--config", str(path))):
+        reactor = MemoryReactor()
+        top = makeService(options, reactor=reactor)
+        top.privilegedStartService()
+        top.startService()
+        factories = {port: factory for port, factory, *_ in reactor.tcpServers}
+        assert sorted(factories) == [6667, 6668]
+        assert isinstance(factories[6667], IrcFactory) and factories[6667] is factories[6668]
+        top.stopService()
+    assert top.getServiceNamed("chat").settings.irc_network == "example"
+
+
 def test_version_option(capsys):
     with pytest.raises(SystemExit) as info:
         parse("--version")
