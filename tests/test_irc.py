@@ -547,6 +547,25 @@ async def test_irc_over_tls(tmp_path):
         await _stop(srv, ports)
 
 
+@pytest_twisted.ensureDeferred
+async def test_registration_must_end_in_time():
+    srv, ports = await _serve(Settings(nick_timeout=1))
+    try:
+        await srv.chat.createAccount(CONSOLE, "sam", "secret-pw1")
+        client = await srv.raw()
+        client.say("CAP LS 302")
+        client.say("CAP REQ :sasl")
+        client.say("AUTHENTICATE PLAIN")
+        await client.until("AUTHENTICATE +")
+        client.say("AUTHENTICATE " + base64.b64encode(b"sam\0sam\0secret-pw1").decode())
+        await client.until(" 903 ")  # logged in, with a nickname, but never CAP END
+        error = await client.until("ERROR")
+        assert "registration not completed in 1 seconds" in error
+        await client.closed
+    finally:
+        await _stop(srv, ports)
+
+
 # -- a real IRC client library ----------------------------------------------------------
 
 

@@ -64,6 +64,7 @@ class IrcProtocol(LineChatProtocol):
     _password: str | None = None
     _sasl: list[str] | None = None  # base64 pieces of an AUTHENTICATE PLAIN under way
     _held: list | None = None  # what the service sent before the welcome
+    _heldBytes = 0
     _heard = 0.0  # when the client last sent anything
     _pinged: float | None = None  # when we sent a PING that is not answered yet
     _idleDeadline = None  # (the Deadlines it is queued in, its Deadline)
@@ -88,7 +89,8 @@ class IrcProtocol(LineChatProtocol):
             MAX_LINE, self._lineReceived, self._refused, lambda: session.closed
         )
         if not session.closed:
-            self._idleDeadline = (factory.idle, factory.idle.add(self))
+            # First the time registration may take; after it, pings (idleCheck).
+            self._idleDeadline = (factory.registering, factory.registering.add(self))
 
     def dataReceived(self, data: bytes) -> None:
         self._heard = self.factory.service.now()
@@ -111,6 +113,11 @@ class IrcProtocol(LineChatProtocol):
             return
         if self._held is not None:  # not welcomed yet: it follows the welcome
             self._held.append(payload)
+            self._heldBytes += len(payload)
+            if self._heldBytes > self.factory.service.settings.max_output_buffer:
+                # (A client logged in by SASL that never ends CAP negotiation.)
+                self._held = None
+                self.session.end("not registering", "disconnected: registration never ended")
             return
         super().send(payload)
 
@@ -209,6 +216,8 @@ class IrcProtocol(LineChatProtocol):
         if self.session.closed:
             return
         self.registered = True
+        self._cancelTimers()  # registered in time: from now on, pings
+        self._idleDeadline = (self.factory.idle, self.factory.idle.add(self))
         self._pendingNick = None
         service.logLimit.info(
             _log, "{address} registered as {nick}", address=self.address, nick=user.nick
@@ -303,6 +312,13 @@ class IrcProtocol(LineChatProtocol):
             return
         factory, now = self.factory, self.service.now()
         settings = self.service.settings
+        if not self.registered:
+            # A nickname chosen by SASL stops the session's own nickname deadline.
+            self.session.end(
+                "registration timed out",
+                f"disconnected: registration not completed in {settings.nick_timeout:g} seconds",
+            )
+            return
         if self._pinged is not None and self._heard <= self._pinged:
             self.session.end("ping timeout", f"Ping timeout: {settings.ping_timeout:g} seconds")
             return
@@ -324,6 +340,9 @@ class IrcFactory(LineChatFactory):
         self.wires = IrcWires(settings.irc_server_name)
         self.motdLines = _readMotd(settings)
         clock = service.clock
+        self.registering: Deadlines[IrcProtocol] = Deadlines(
+            clock, settings.nick_timeout, IrcProtocol.idleCheck
+        )
         self.idle: Deadlines[IrcProtocol] = Deadlines(
             clock, settings.ping_interval, IrcProtocol.idleCheck
         )
