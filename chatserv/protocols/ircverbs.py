@@ -376,18 +376,10 @@ def _list(irc: IrcProtocol, message: Message) -> None:
 def _topicVerb(irc: IrcProtocol, message: Message) -> Any:
     if not _needs(irc, message, 1):
         return None
-    service, user = irc.service, irc.user
-    name = _room(message.params[0])
-    if len(message.params) < 2:
-        irc.session.reply(service.topicOf(name))
-        return None
-
-    async def setTopic() -> None:
-        event = await service.setTopic(user, name, message.params[1])
-        if fold(event.room) not in user.rooms:
-            irc.session.reply(event)
-
-    return defer.ensureDeferred(setTopic())
+    args = {"room": _room(message.params[0])}
+    if len(message.params) > 1:
+        args["text"] = message.params[1]
+    return _CHATSERV["TOPIC"].run(irc.session, args)  # /topic's, as on every wire
 
 
 @verb("KICK")
