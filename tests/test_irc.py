@@ -231,6 +231,32 @@ async def test_a_registered_nick_needs_sasl_or_pass(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_messages_kept_while_offline_follow_the_welcome(server):
+    await server.chat.createAccount(CONSOLE, "carla", "secret-pw1")
+    bob = await server.line("bob")
+    bob.say("/msg carla while you were out")
+    await bob.until("kept for their next login")
+    carla = await server.irc_("carla", password="secret-pw1")
+    said = await carla.until("while you were out")
+    # Kept in the store: no mask, and the date it was sent (no server-time asked for).
+    assert re.fullmatch(r":bob PRIVMSG carla :\[.+\] while you were out", said)
+    first = next(i for i, line in enumerate(carla.history) if " 001 " in line)
+    assert carla.history.index(said) > first
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flood_warning_is_not_held_back_during_registration():
+    srv, ports = await _serve(Settings(rate_limit=1, irc_rate_burst=3))
+    try:
+        client = await srv.raw()
+        for n in range(6):
+            client.say(f"PING :{n}")
+        assert "slow down" in await client.until("slow down")
+    finally:
+        await _stop(srv, ports)
+
+
+@pytest_twisted.ensureDeferred
 async def test_sasl_plain(server):
     await server.chat.createAccount(CONSOLE, "sam", "secret-pw1")
     client = await server.raw()

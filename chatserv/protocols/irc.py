@@ -63,7 +63,7 @@ class IrcProtocol(LineChatProtocol):
     _username: str | None = None
     _password: str | None = None
     _sasl: list[str] | None = None  # base64 pieces of an AUTHENTICATE PLAIN under way
-    _held: list | None = None  # what the service sent before the welcome
+    _held: list | None = None  # private messages the service sent before the welcome
     _heldBytes = 0
     _heard = 0.0  # when the client last sent anything
     _pinged: float | None = None  # when we sent a PING that is not answered yet
@@ -111,7 +111,10 @@ class IrcProtocol(LineChatProtocol):
     def send(self, payload: bytes) -> None:
         if not payload:
             return
-        if self._held is not None:  # not welcomed yet: it follows the welcome
+        # Before the welcome, messages from people (private ones kept for a login by PASS
+        # or SASL) wait for it: a client takes none before 001. The server's notices and
+        # errors (a flood warning) are valid before it and go at once.
+        if self._held is not None and b" PRIVMSG " in payload:
             self._held.append(payload)
             self._heldBytes += len(payload)
             if self._heldBytes > self.factory.service.settings.max_output_buffer:
