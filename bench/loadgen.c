@@ -1,9 +1,10 @@
 /*
  * loadgen: an epoll load generator for chat fan-out benchmarks.
  *
- * N clients connect to a line-protocol server (newline-delimited text over TCP) or a
- * websocket server (text frames, optionally the chatserv.v1.json subprotocol). Each
- * client may send a nickname (and a /join) first. Once every client is ready, S of them
+ * N clients connect to a line-protocol server (newline-delimited text over TCP), a
+ * websocket server (text frames, optionally the chatserv.v1.json subprotocol) or an IRC
+ * server. Each client may send a nickname (and a /join) first; an IRC client always
+ * registers (NICK, USER) and joins its channel. Once every client is ready, S of them
  * send messages at a fixed rate; each message text carries a marker
  *
  *     ~SENDER,SEQ,SEND_NS~ followed by padding
@@ -16,6 +17,13 @@
  * Client i is in room (i % rooms); senders are clients 0..S-1, so they spread evenly
  * over the rooms. A receiver expects every message of every sender in its room except
  * its own (unless --echo).
+ *
+ * --proto irc: client i is b<i> (NICK b<i>, USER b<i> 0 * :b<i>) and joins #lobby, or
+ * #r<room> with --join (as a line client's "/join r<room>"). It is ready when the 366
+ * (end of NAMES) for that channel arrives (--ready-match and --ready-count are not used).
+ * It sends PRIVMSG #channel :MARKER..., answers PING, and counts only PRIVMSG lines: one
+ * whose channel is not its own or whose source nick is not the marker's sender is
+ * misrouted.
  *
  * --hold: connect, wait until ready, print {"phase":"ready",...}, then hold the
  * connections until standard input is closed (for memory measurements).
@@ -40,7 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { P_LINE, P_WS, P_WSJSON };
+enum { P_LINE, P_WS, P_WSJSON, P_IRC };
 enum { S_CONNECTING, S_HANDSHAKE, S_OPEN, S_CLOSED };
 
 typedef struct {
@@ -139,9 +147,12 @@ static void queueRaw(Client *c, const char *data, size_t n) {
 
 /* Queue one text message (a line, or a masked websocket text frame). */
 static void queueText(Client *c, const char *text, size_t n, int opcode) {
-    if (opt.proto == P_LINE) {
+    if (opt.proto == P_LINE || opt.proto == P_IRC) {
         queueRaw(c, text, n);
-        queueRaw(c, "\n", 1);
+        if (opt.proto == P_IRC)
+            queueRaw(c, "\r\n", 2);
+        else
+            queueRaw(c, "\n", 1);
         return;
     }
     unsigned char h[14];
@@ -183,9 +194,25 @@ static void queueRequest(Client *c, const char *type, const char *key, const cha
     queueText(c, buf, n, 1);
 }
 
+/* The IRC channel of a room: #lobby, or #r<room> with --join. */
+static const char *channelOf(int room) {
+    static char buf[32];
+    if (!opt.join) return "#lobby";
+    snprintf(buf, sizeof buf, "#r%d", room);
+    return buf;
+}
+
 static void becomeOpen(Client *c) {
     c->state = S_OPEN;
     char name[64];
+    if (opt.proto == P_IRC) {
+        char buf[256];
+        int n = snprintf(buf, sizeof buf, "NICK b%d\r\nUSER b%d 0 * :b%d\r\nJOIN %s\r\n", c->id,
+                         c->id, c->id, channelOf(c->room));
+        queueRaw(c, buf, n);
+        flushOut(c);
+        return;
+    }
     if (opt.sendNick) {
         snprintf(name, sizeof name, "b%d", c->id);
         queueRequest(c, "nick", "nick", name, "");
@@ -198,18 +225,10 @@ static void becomeOpen(Client *c) {
     flushOut(c);
 }
 
-static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
-    const char *m = memchr(p, '~', n);
-    if (!m || !measuring) {
-        if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch)))
-            if (++c->readySeen >= opt.readyCount) c->ready = 1;
-        if (!m) {
-            otherFrames++;
-            return;
-        }
-    }
-    /* ~S,Q,T~ */
-    const char *end = p + n;
+/* Count the delivery of the marker ~S,Q,T~ at m (end: the end of the text). For IRC,
+ * `source` is the nick the message came from and `target` its channel (else NULL). */
+static void onMarker(Client *c, const char *m, const char *end, const char *source,
+                     size_t sourceLen, const char *target, size_t targetLen, uint64_t now) {
     char *q;
     m++;
     unsigned long s = strtoul(m, &q, 10);
@@ -226,6 +245,16 @@ static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
         c->misrouted++;
         return;
     }
+    if (target) {
+        char nick[32];
+        int k = snprintf(nick, sizeof nick, "b%lu", s);
+        const char *channel = channelOf(c->room);
+        if (sourceLen != (size_t)k || memcmp(source, nick, k) != 0 ||
+            targetLen != strlen(channel) || memcmp(target, channel, targetLen) != 0) {
+            c->misrouted++;
+            return;
+        }
+    }
     int32_t last = c->last[s];
     if ((int32_t)seq <= last) {
         c->dup++;
@@ -239,6 +268,64 @@ static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
         lat = xrealloc(lat, latCap * sizeof *lat);
     }
     lat[latLen++] = us > 0xffffffffu ? 0xffffffffu : (uint32_t)us;
+}
+
+static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
+    const char *m = memchr(p, '~', n);
+    if (!m || !measuring) {
+        if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch)))
+            if (++c->readySeen >= opt.readyCount) c->ready = 1;
+        if (!m) {
+            otherFrames++;
+            return;
+        }
+    }
+    onMarker(c, m, p + n, NULL, 0, NULL, 0, now);
+}
+
+/* One IRC line (without its CRLF): [:source ]VERB params... */
+static void onIrcLine(Client *c, const char *p, size_t n, uint64_t now) {
+    const char *end = p + n, *source = NULL, *sp;
+    size_t sourceLen = 0;
+    if (n && *p == '@') { /* message tags (only if negotiated, which we do not) */
+        if (!(sp = memchr(p, ' ', n))) return;
+        p = sp + 1;
+    }
+    if (p < end && *p == ':') {
+        if (!(sp = memchr(p, ' ', end - p))) return;
+        source = p + 1;
+        const char *bang = memchr(source, '!', sp - source);
+        sourceLen = (bang ? bang : sp) - source;
+        p = sp + 1;
+    }
+    sp = memchr(p, ' ', end - p);
+    const char *verb = p, *params = sp ? sp + 1 : end;
+    size_t verbLen = (sp ? sp : end) - p;
+    if (verbLen == 7 && !memcmp(verb, "PRIVMSG", 7)) {
+        const char *target = params;
+        if (!(sp = memchr(target, ' ', end - target))) return;
+        size_t targetLen = sp - target;
+        const char *text = sp + 1;
+        if (text < end && *text == ':') text++;
+        const char *m = memchr(text, '~', end - text);
+        if (m) {
+            onMarker(c, m, end, source, sourceLen, target, targetLen, now);
+            return;
+        }
+    } else if (verbLen == 4 && !memcmp(verb, "PING", 4)) {
+        char buf[600];
+        int k = snprintf(buf, sizeof buf, "PONG %.*s", (int)(end - params), params);
+        queueText(c, buf, k < (int)sizeof buf ? k : (int)sizeof buf - 1, 1);
+    } else if (!c->ready && verbLen == 3 && !memcmp(verb, "366", 3)) {
+        /* 366 NICK #channel :End of /NAMES list */
+        const char *channel = channelOf(c->room);
+        size_t cn = strlen(channel);
+        const char *chan = memchr(params, ' ', end - params);
+        if (chan && (size_t)(end - chan) > cn + 1 && !memcmp(chan + 1, channel, cn) &&
+            chan[cn + 1] == ' ')
+            c->ready = 1;
+    }
+    otherFrames++;
 }
 
 /* Consume complete lines or frames from c->in; return bytes used. */
@@ -257,13 +344,19 @@ static size_t parse(Client *c, char *buf, size_t len, uint64_t now) {
         pos = e + 4 - buf;
         becomeOpen(c);
     }
-    if (opt.proto == P_LINE) {
+    if (opt.proto == P_LINE || opt.proto == P_IRC) {
         while (pos < len) {
             char *nl = memchr(buf + pos, '\n', len - pos);
             if (!nl) break;
-            onPayload(c, buf + pos, nl - (buf + pos), now);
+            if (opt.proto == P_IRC) {
+                char *e = nl > buf + pos && nl[-1] == '\r' ? nl - 1 : nl;
+                onIrcLine(c, buf + pos, e - (buf + pos), now);
+            } else {
+                onPayload(c, buf + pos, nl - (buf + pos), now);
+            }
             pos = nl + 1 - buf;
         }
+        if (opt.proto == P_IRC && c->outLen) flushOut(c); /* PONGs */
         return pos;
     }
     while (len - pos >= 2) {
@@ -372,7 +465,7 @@ static void onConnected(Client *c) {
         closeClient(c);
         return;
     }
-    if (opt.proto == P_LINE) {
+    if (opt.proto == P_LINE || opt.proto == P_IRC) {
         becomeOpen(c);
     } else {
         char req[512];
@@ -458,6 +551,10 @@ static void sendTick(uint64_t now) {
                 char j[8300];
                 int k = snprintf(j, sizeof j, "{\"type\":\"say\",\"text\":\"%.*s\"}", n, buf);
                 queueText(c, j, k, 1);
+            } else if (opt.proto == P_IRC) {
+                char j[8300];
+                int k = snprintf(j, sizeof j, "PRIVMSG %s :%.*s", channelOf(c->room), n, buf);
+                queueText(c, j, k, 1);
             } else {
                 queueText(c, buf, n, 1);
             }
@@ -511,7 +608,7 @@ static int countReady(void) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen [--host H] --port P [--proto line|ws|wsjson] [--clients N]\n"
+            "usage: loadgen [--host H] --port P [--proto line|ws|wsjson|irc] [--clients N]\n"
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
             "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n");
@@ -536,6 +633,7 @@ int main(int argc, char **argv) {
             if (!strcmp(optarg, "line")) opt.proto = P_LINE;
             else if (!strcmp(optarg, "ws")) opt.proto = P_WS;
             else if (!strcmp(optarg, "wsjson")) opt.proto = P_WSJSON;
+            else if (!strcmp(optarg, "irc")) opt.proto = P_IRC;
             else usage();
             break;
         case 'n': opt.clients = atoi(optarg); break;
@@ -557,6 +655,7 @@ int main(int argc, char **argv) {
         }
     }
     if (opt.senders > opt.clients || opt.rooms < 1 || opt.size > 4000 || opt.rate <= 0) usage();
+    if (opt.proto == P_IRC && opt.size > 400) usage(); /* an IRC line is at most 512 bytes */
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -635,7 +734,7 @@ int main(int argc, char **argv) {
            "\"offered_msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
            "\"gen_cpu_s\":%.3f,\"gen_cpu_share\":%.3f,\"bytes_in\":%llu}\n",
-           opt.proto == P_LINE ? "line" : opt.proto == P_WS ? "ws" : "wsjson", opt.clients,
+           (const char *[]){"line", "ws", "wsjson", "irc"}[opt.proto], opt.clients,
            ready, opt.rooms, opt.senders, opt.rate, opt.size, sendSecs, totalSecs, connectSecs,
            (unsigned long long)sent, (unsigned long long)expected, (unsigned long long)uniq,
            (long long)(expected - uniq), (unsigned long long)dup, (unsigned long long)mis,

@@ -10,10 +10,12 @@ compiled with gcc -O2 into bench/build/) on core 1. Scenarios:
   fanout    100 clients in one room; 100 and 10 senders; at 5 msg/s per sender and at the
             highest rate sustained with nothing lost and p99 under --p99-limit (doubling,
             then bisecting). line: chatserv vs baseline_line.py; ws: chatserv text mode vs
-            baseline_ws.py; wsjson: chatserv's JSON subprotocol vs baseline_ws.py.
-  rooms     1000 clients in 100 rooms of 10, every client sending (chatserv only; the
-            baselines have no rooms, so the comparison is deliveries/s against the
-            one-room maximum of each server).
+            baseline_ws.py; wsjson: chatserv's JSON subprotocol vs baseline_ws.py; irc:
+            chatserv's IRC listener (channel #lobby) vs baseline_line.py driven as a line
+            server (IRC is a line protocol; the bare broadcast has no registration).
+  rooms     1000 clients in 100 rooms of 10, every client sending, on line and irc
+            (chatserv only; the baselines have no rooms, so the comparison is
+            deliveries/s against the one-room maximum of each server).
   capacity  10,000 idle connections held; server RSS per connection (VmRSS before/after).
 
 Prints a table (chatserv, baseline, ratio) and writes every raw result as JSON.
@@ -123,7 +125,7 @@ class Server:
 def startServer(kind: str, workdir: str) -> Server:
     py = sys.executable
     if kind == "chatserv":
-        tcp, ws = freePort(), freePort()
+        tcp, ws, irc = freePort(), freePort(), freePort()
         twistd = shutil.which("twistd", path=str(BIN)) or "twistd"
         argv = [
             twistd, "-n", "--pidfile=", "chatserv",
@@ -131,8 +133,10 @@ def startServer(kind: str, workdir: str) -> Server:
             "--db", str(Path(workdir) / f"chatserv-{tcp}.db"),
             "--tcp", f"tcp:{tcp}:interface=127.0.0.1:backlog=1024",
             "--ws", f"tcp:{ws}:interface=127.0.0.1:backlog=1024",
+            "--irc", f"tcp:{irc}:interface=127.0.0.1:backlog=1024",
         ]  # fmt: skip
-        return Server(kind, argv, {"line": tcp, "ws": ws, "wsjson": ws}, workdir)
+        ports = {"line": tcp, "ws": ws, "wsjson": ws, "irc": irc}
+        return Server(kind, argv, ports, workdir)
     port = freePort()
     script = HERE / f"{kind}.py"
     proto = "line" if kind == "baseline_line" else "ws"
@@ -167,7 +171,11 @@ class Runner:
             "--port", str(server.ports[proto]), "--proto", proto,
             "--clients", str(clients), "--rooms", str(rooms),
         ]  # fmt: skip
-        if server.name == "chatserv":
+        if server.name == "chatserv" and proto == "irc":
+            # Registers and joins #lobby (#rN with --join); ready at that channel's 366.
+            if rooms > 1:
+                argv.append("--join")
+        elif server.name == "chatserv":
             argv += ["--nick", "--ready-match", '"type":"who"' if proto == "wsjson" else "users ("]
             if rooms > 1:
                 argv += ["--join", "--ready-count", "2"]
@@ -238,7 +246,7 @@ def fanout(run: Runner, protos, results: dict) -> None:
     for proto in protos:
         for senders in a.senders:
             for kind in ("chatserv", BASELINE[proto]):
-                bproto = "ws" if kind == "baseline_ws" else proto
+                bproto = {"baseline_ws": "ws", "baseline_line": "line"}.get(kind, proto)
                 key = f"fanout/{proto}/{senders}senders/{kind}"
                 log(f"{key}")
                 entry = {
@@ -309,7 +317,13 @@ def capacity(run: Runner, results: dict) -> None:
         run.servers.pop(kind).stop()
 
 
-BASELINE = {"line": "baseline_line", "ws": "baseline_ws", "wsjson": "baseline_ws"}
+BASELINE = {
+    "line": "baseline_line",
+    "ws": "baseline_ws",
+    "wsjson": "baseline_ws",
+    "irc": "baseline_line",  # IRC is a line protocol: bare Twisted's line broadcast
+}
+ORDER = ("line", "irc", "ws", "wsjson")  # rows of the table, by wire
 
 
 def ratio(a, b) -> str:
@@ -393,21 +407,28 @@ def capacityRows(results: dict, proto: str) -> list[tuple[str, str, str, str]]:
 def table(results: dict) -> str:
     rows = [("measurement", "chatserv", "baseline", "ratio")]
     fanouts = dict.fromkeys(tuple(k.split("/")[1:3]) for k in results if k.startswith("fanout/"))
-    for proto, senders in fanouts:
+    for proto, senders in sorted(fanouts, key=lambda f: ORDER.index(f[0])):
         rows += fanoutRows(results, proto, senders)
-    for key in results:
-        if key.startswith("rooms/"):
-            rows += roomRows(results, key.split("/")[1])
+    roomProtos = [k.split("/")[1] for k in results if k.startswith("rooms/")]
+    for proto in sorted(roomProtos, key=ORDER.index):
+        rows += roomRows(results, proto)
     for proto in ("line", "ws"):
         rows += capacityRows(results, proto)
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join(
+    lines = [
         "  ".join(
             cell.ljust(width) if i == 0 else cell.rjust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         )
         for row in rows
-    )
+    ]
+    wires = {k.split("/")[1] for k in results if k.startswith(("fanout/", "rooms/"))}
+    if "irc" in wires:
+        lines.append(
+            "irc rows: the baseline is baseline_line.py (bare Twisted line broadcast), "
+            "as for line rows"
+        )
+    return "\n".join(lines)
 
 
 def parseArgs(argv=None):
@@ -415,10 +436,10 @@ def parseArgs(argv=None):
     p.add_argument("--quick", action="store_true", help="every scenario, small (about 40 s)")
     p.add_argument(
         "--smoke", action="store_true",
-        help="fan-out on line and ws, 5 clients, 1 s: checks that it works (the test suite)",
+        help="fan-out on line, ws and irc, 5 clients, 1 s: checks that it works (the test suite)",
     )  # fmt: skip
     p.add_argument("--scenarios", default="fanout,rooms,capacity")
-    p.add_argument("--protos", default="line,ws,wsjson", help="for fanout")
+    p.add_argument("--protos", default="line,ws,wsjson,irc", help="for fanout")
     p.add_argument("--output", default=str(HERE / "results.json"))
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--senders", default="100,10")
@@ -435,11 +456,11 @@ def parseArgs(argv=None):
     p.add_argument("--settle", type=float, default=0.5, help="seconds between joining and sending")
     p.add_argument("--room-clients", type=int, default=1000)
     p.add_argument("--rooms", type=int, default=100)
-    p.add_argument("--room-protos", default="line")
+    p.add_argument("--room-protos", default="line,irc")
     p.add_argument("--idle", type=int, default=10000, help="connections for capacity")
     a = p.parse_args(argv)
     if a.smoke:
-        a.quick, a.scenarios, a.protos = True, "fanout", "line,ws"
+        a.quick, a.scenarios, a.protos = True, "fanout", "line,ws,irc"
     if a.quick:
         a.clients, a.duration, a.drain, a.settle = 20, 1.0, 0.5, 0.1
         a.clients = 5 if a.smoke else a.clients

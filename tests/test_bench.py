@@ -1,7 +1,8 @@
 """A smoke run of the benchmark (bench/run.py --smoke), so that it does not rot.
 
-No timing is asserted: only that chatserv and both baselines serve the load generator,
-that nothing is lost, duplicated or misrouted, and that the table is printed.
+No timing is asserted: only that chatserv (line, websocket and IRC listeners) and both
+baselines serve the load generator, that nothing is lost, duplicated or misrouted, and that
+the table is printed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ def test_benchmark_smoke_run(tmp_path):
     results = json.loads(output.read_text())
     expected = {
         f"fanout/{proto}/5senders/{server}"
-        for proto, baseline in (("line", "baseline_line"), ("ws", "baseline_ws"))
+        for proto, baseline in (
+            ("line", "baseline_line"),
+            ("ws", "baseline_ws"),
+            ("irc", "baseline_line"),  # the IRC rows' baseline is the line broadcast
+        )
         for server in ("chatserv", baseline)
     }
     assert set(results) == expected
@@ -49,3 +54,6 @@ def test_benchmark_smoke_run(tmp_path):
     table = run.stdout
     assert table.startswith("measurement") and "line 5senders @5/s p50 ms" in table
     assert "ws 5senders @5/s p99 ms" in table
+    assert "irc 5senders @5/s p50 ms" in table and "irc rows: the baseline is" in table
+    assert results["fanout/irc/5senders/chatserv"]["common"]["proto"] == "irc"
+    assert results["fanout/irc/5senders/baseline_line"]["common"]["proto"] == "line"
