@@ -67,6 +67,11 @@ def sanitize(text: str, formatting: bool = False) -> str:
     return unsafe.sub(_escape, text)
 
 
+def unsafe(text: str, formatting: bool = False) -> bool:
+    """Whether L{sanitize} would change C{text} (tabs aside)."""
+    return (_UNSAFE_BUT_FORMATTING if formatting else _UNSAFE).search(text) is not None
+
+
 def plain(text: str) -> str:
     """Message text without IRC's formatting codes: what terminals and pages are sent."""
     if _ANY_FORMAT.search(text) is None:  # the common case costs one scan

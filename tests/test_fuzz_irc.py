@@ -38,8 +38,8 @@ answers is not, and one that does not register is closed at nick_timeout.
 
 Everything runs in memory (StringTransport, task.Clock): no sockets, no real timers.
 Examples are derandomized, so a run is reproducible. The server bugs the fuzz found are
-each shown by a test of its own at the end of the module, marked xfail(strict=True);
-until one is fixed the fuzz lets that symptom pass, and only it (KNOWN, ECHOES_RAW).
+each shown by a test of its own at the end of the module (now fixed; the switches KNOWN
+and ECHOES_RAW would let one symptom pass while a newly found bug waits for its fix).
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ from twisted.logger import globalLogPublisher
 
 from chatserv.commands import TABLE
 from chatserv.names import fold
-from chatserv.protocols.irc import CAPS, IrcFactory
+from chatserv.protocols.irc import IrcFactory
+from chatserv.protocols.ircverbs import CAPS
 
 # A cloak key of its own, so that the same example shows the same hosts.
 SETTINGS = {**GENEROUS, "irc_rate_burst": 10**6, "irc_cloak_key": "fuzz"}
@@ -93,16 +94,16 @@ MAX_TAGS = 8191  # bytes of tags, "@" and the space after them included (IRCv3)
 
 # -- known bugs ---------------------------------------------------------------------------
 
-# Known bugs, each shown by an xfail(strict=True) test at the end of this module: until
-# one is fixed, the fuzz lets its symptom pass, and only that. Remove an entry with its fix.
+# Bugs the fuzz found, each shown by a test at the end of this module, and fixed: the
+# switches stay, off, so that a bug found next can be let through (and shown) the same way.
 KNOWN = {
     # test_realname_reaches_others_raw: USER's real name is shown in WHOIS and WHO as sent.
-    "realname": True,
+    "realname": False,
     # test_texts_can_exceed_512_bytes: PART and QUIT reasons, AWAY texts and the server's
     # notices are sent whole, however long (only PRIVMSG and NOTICE are split to fit).
-    "long texts": True,
+    "long texts": False,
     # test_nickserv_is_never_run: PRIVMSG NickServ makes a coroutine that nobody awaits.
-    "nickserv": True,
+    "nickserv": False,
 }
 # (test_lists_can_exceed_512_bytes needs no entry: the fuzz makes no lists that long, and
 # topics, which only admins set, it does not set.)
@@ -127,8 +128,8 @@ NICKSERV_WARNING = "coroutine 'ChatService.(login|register)' was never awaited"
 # client sent them, with their controls, spaces, leading colons, at any length. Until it
 # is fixed, what the attacker is told passes when it is well-formed once such an echo of
 # its own input, in the place one goes, is taken for a single harmless parameter. Set this
-# to False with the fix.
-ECHOES_RAW = True
+# to False with the fix (it is).
+ECHOES_RAW = False
 
 
 # -- what an IRC connection may receive -----------------------------------------------------
@@ -1041,8 +1042,7 @@ def test_irc_default_limits(script, how):
 # -- the bugs the fuzz found ----------------------------------------------------------------
 #
 # Each test below shows one, with the checks above and none of their allowances for known
-# bugs (KNOWN, ECHOES_RAW). Each is marked xfail(strict=True): when a fix makes it pass,
-# remove the mark, and the allowance with it.
+# bugs (KNOWN, ECHOES_RAW). All five are fixed; they stay as regression tests.
 
 
 @pytest.fixture
@@ -1066,12 +1066,6 @@ ECHOED = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numerics, PONG and CAP ACK/NAK return the client's parameter as it came: "
-    "with controls, spaces or a leading colon (which change the reply's parameters), "
-    "at any length",
-)
 @pytest.mark.parametrize("sent", ECHOED.values(), ids=ECHOED.keys())
 def test_replies_echo_parameters_raw(strict, sent):
     with World("plain") as world:
@@ -1079,11 +1073,6 @@ def test_replies_echo_parameters_raw(strict, sent):
         world.attacker.take()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="USER's real name is kept as sent (irc.py _userVerb) and shown to others in "
-    "WHOIS (311) and WHO (352) with its controls, at up to 100 characters of any width",
-)
 @pytest.mark.parametrize("query", ["WHOIS mallory", "WHO #lobby"])
 def test_realname_reaches_others_raw(strict, query):
     with World("plain", user="USER u 0 * :\x1b]0;pwned\x07\x1b[2J") as world:
@@ -1145,12 +1134,6 @@ LONG = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="texts other than PRIVMSG and NOTICE are sent whole: PART and QUIT reasons "
-    "and AWAY texts (bounded in characters before escaping, a C0 control becoming two, "
-    "a C1 eight), topics, and the server's notices, which may quote the client",
-)
 @pytest.mark.parametrize("make", LONG.values(), ids=LONG.keys())
 def test_texts_can_exceed_512_bytes(strict, make):
     with World("plain") as world:
@@ -1183,11 +1166,6 @@ def _ison(world: World) -> Callable[[], object]:
 LISTS = {"WHOIS's 319": _whois, "ROOMS": _rooms, "ISON's 303": _ison}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lists are sent on one line however long: WHOIS's channels (319), ROOMS's "
-    "notice, ISON's nicknames (303)",
-)
 @pytest.mark.parametrize("make", LISTS.values(), ids=LISTS.keys())
 def test_lists_can_exceed_512_bytes(strict, make):
     with World("plain") as world:
@@ -1195,12 +1173,6 @@ def test_lists_can_exceed_512_bytes(strict, make):
         read()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_nickserv returns service.login's or service.register's coroutine, and "
-    "_each (and NOTICE's quietly) await only Deferreds: the request does nothing, "
-    "answers nothing, and Python warns that the coroutine was never awaited",
-)
 @pytest.mark.parametrize("verb", ["PRIVMSG", "NOTICE"])
 @pytest.mark.parametrize("command", ["REGISTER", "IDENTIFY"])
 def test_nickserv_is_never_run(strict, verb, command):

@@ -148,7 +148,7 @@ async def test_registration_burst_and_isupport(server):
         "CHANMODES=b,,,nt",
         "NICKLEN=32",
         "CHANNELLEN=33",
-        "TOPICLEN=1024",
+        "TOPICLEN=390",
         "NETWORK=chatserv",
         "MODES=4",
         "AWAYLEN=300",
@@ -659,7 +659,9 @@ def test_parse_and_format_messages():
     assert ircmessage.line("s", "PRIVMSG", "#r", "hi") == ":s PRIVMSG #r hi\r\n"
     assert ircmessage.line("s", "PRIVMSG", "#r", "hi there") == ":s PRIVMSG #r :hi there\r\n"
     assert ircmessage.line(None, "PING", "") == "PING :\r\n"
-    assert ircmessage.line("s", "X", "a\r\nQUIT") == ":s X :a  QUIT\r\n"  # no second command
+    assert ircmessage.line("s", "X", "a\r\nQUIT") == ":s X a^M^JQUIT\r\n"  # no second command
+    assert ircmessage.line("s", "401", "me", "no body", "x") == ":s 401 me no_body x\r\n"
+    assert 500 < len(ircmessage.line("s", "PART", "#r", "x" * 600).encode()) <= 512
     assert ircmessage.tagText({"a": "b c;d"}) == "@a=b\\sc\\:d "
 
 

@@ -49,6 +49,8 @@ _log = Logger()
 
 # A line is at most 512 bytes, tags aside; with tags, at most 8191 (IRCv3 message-tags).
 MAX_LINE = 8191
+# What of a topic fits in a TOPIC or 332 line (a longer one, set on another wire, is cut).
+TOPICLEN = 390
 
 
 class IrcProtocol(LineChatProtocol):
@@ -277,7 +279,7 @@ class IrcProtocol(LineChatProtocol):
             "STATUSMSG=",
             f"TARGMAX=JOIN:{TARGMAX},KICK:1,NAMES:1,NOTICE:{TARGMAX},PART:{TARGMAX},PRIVMSG:{TARGMAX},"
             "WHOIS:1",
-            f"TOPICLEN={settings.max_message_length}",
+            f"TOPICLEN={TOPICLEN}",
             "UTF8ONLY",
         ]
         for i in range(0, len(tokens), 12):

@@ -11,6 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from chatserv.text import sanitize
+from chatserv.text import unsafe as _unsafe
+
 # Without tags, a message is at most 512 bytes with its CRLF (RFC 1459, 2.3).
 MAX_BODY = 510
 MAX_PARAMS = 15
@@ -97,25 +100,56 @@ def tagText(tags: dict[str, str] | None) -> str:
     return "@" + ";".join(f"{k}={escapeTag(v)}" if v else k for k, v in tags.items()) + " "
 
 
-def _safe(text: str) -> str:
-    # Every text reaching here was made safe by the domain; this is the last guard
-    # against a line break splitting one message into two commands.
-    if "\r" in text or "\n" in text or "\0" in text:
-        return text.replace("\r", " ").replace("\n", " ").replace("\0", " ")
-    return text
+_MAX_MIDDLE = 100  # characters in one middle parameter: nicks, channels, hosts, tokens
+
+
+def _middle(param: str) -> str:
+    """A middle parameter as it may be sent: one word, not starting with a colon, no
+    control characters. What a client sent is echoed back in replies (a nick it asked
+    for), so this is where that text is made harmless."""
+    if not param:
+        return "*"
+    if _unsafe(param) or " " in param:
+        param = sanitize(param).replace(" ", "_")
+    if param.startswith(":"):
+        param = "_" + param[1:]
+    return param[:_MAX_MIDDLE]
+
+
+def _trailing(param: str) -> str:
+    # IRC's formatting codes stay; a CTCP message keeps its \x01 framing.
+    if not _unsafe(param, formatting=True):
+        return param
+    if len(param) > 1 and param.startswith("\x01") and param.endswith("\x01"):
+        return "\x01" + sanitize(param[1:-1], formatting=True) + "\x01"
+    return sanitize(param, formatting=True)
+
+
+def cut(text: str, size: int) -> str:
+    """C{text} in at most C{size} UTF-8 bytes, never ending inside a character."""
+    encoded = text.encode("utf-8")
+    if len(encoded) <= size:
+        return text
+    return encoded[: max(size, 0)].decode("utf-8", "ignore")
 
 
 def line(source: str | None, verb: str, *params: str, tags: dict[str, str] | None = None) -> str:
-    """One message, CRLF-terminated. The last parameter gets its colon when it needs one."""
-    parts = [f":{source}", verb] if source else [verb]
+    """One message, CRLF-terminated. The last parameter gets its colon when it needs one,
+    and is cut so that the message keeps to IRC's 512 bytes (long texts that must arrive
+    whole are split before: L{split})."""
+    head = f":{source} {verb}" if source else verb
     if params:
         *middle, last = params
-        parts.extend(_safe(p) or "*" for p in middle)
-        last = _safe(last)
+        if middle:
+            head += " " + " ".join(map(_middle, middle))
+        last = _trailing(last)
+        room = MAX_BODY - len(head.encode("utf-8")) - 2  # the space and the colon
+        if len(last) > room // 4 and len(last.encode("utf-8")) > room:
+            last = cut(last, room)
         if not last or " " in last or last.startswith(":"):
             last = ":" + last
-        parts.append(last)
-    return tagText(tags) + " ".join(parts) + "\r\n"
+        head += " " + last
+    return tagText(tags) + head + "\r\n"
 
 
 def serverTime(ts: float) -> str:

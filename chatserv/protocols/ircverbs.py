@@ -458,9 +458,9 @@ def _nickserv(irc: IrcProtocol, text: str) -> Any:
     service, user = irc.service, irc.user
     if command == "IDENTIFY" and len(words) in (2, 3):
         nick, password = (words[1], words[2]) if len(words) == 3 else (user.nick, words[1])
-        return service.login(user, nick, password)
+        return defer.ensureDeferred(service.login(user, nick, password))
     if command == "REGISTER" and len(words) >= 2:
-        return service.register(user, words[1])
+        return defer.ensureDeferred(service.register(user, words[1]))
     irc.serverNotice("NickServ: IDENTIFY [NICK] PASSWORD, or REGISTER PASSWORD")
     return None
 
@@ -521,8 +521,9 @@ def _whois(irc: IrcProtocol, message: Message) -> None:
     irc.numeric("311", target.nick, source.user, source.host, "*", _realname(target))
     if target.rooms:
         prefix = "@" if admin else ""
-        rooms = " ".join(prefix + channel(r.name) for r in target.rooms.values())
-        irc.numeric("319", target.nick, rooms)
+        rooms = [prefix + channel(r.name) for r in target.rooms.values()]
+        for i in range(0, len(rooms), 8):  # 8 channels of 51 characters fit in a line
+            irc.numeric("319", target.nick, " ".join(rooms[i : i + 8]))
     settings = service.settings
     irc.numeric("312", target.nick, settings.irc_server_name, settings.irc_network)
     if target.away:
@@ -557,6 +558,9 @@ def _ison(irc: IrcProtocol, message: Message) -> None:
     service = irc.service
     words = " ".join(message.params).split()
     found = [u.nick for u in map(service.findUser, words[:64]) if u is not None]
+    # One 303, as clients expect: as many of the nicks as fit in it.
+    while len(" ".join(found)) > 400:
+        found.pop()
     irc.numeric("303", " ".join(found))
 
 

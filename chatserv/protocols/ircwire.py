@@ -100,7 +100,11 @@ class IrcWire:
         return line(self.server, code, nick, *params)
 
     def notice(self, target: str, text: str) -> str:
-        return line(self.server, "NOTICE", target, text)
+        """A server notice, in as many messages as its length needs (a broadcast, the
+        room list)."""
+        overhead = len(f":{self.server} NOTICE {target} :".encode())
+        pieces = split(text, MAX_BODY - overhead)
+        return "".join(line(self.server, "NOTICE", target, piece) for piece in pieces)
 
     def _said(
         self,
