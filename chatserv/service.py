@@ -113,11 +113,16 @@ class User:
         return getattr(self.client, "host", None) or self.client.address
 
     def source(self, hostmasks: Callable[[str], str]) -> ev.Source:
-        """Who this user is in an IRC prefix; made again only when nick or account change."""
+        """Who this user is in an IRC prefix; made again only when it changes."""
         source = self._source
         account = self.account.nick if self.account is not None else None
-        if source is None or source.nick != self.nick or source.account != account:
-            nick = self.nick or "*"
+        nick = self.nick or "*"
+        if (
+            source is None
+            or source.nick != nick
+            or source.account != account
+            or source.user != (self.ident or nick)  # IRC's USER came after (with a realname)
+        ):
             realname = getattr(self.client, "realname", "") or nick
             source = self._source = ev.Source(
                 nick, self.ident or nick, hostmasks(self.host), account, realname

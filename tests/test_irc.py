@@ -574,6 +574,24 @@ async def test_irc_over_tls(tmp_path):
 
 
 @pytest_twisted.ensureDeferred
+async def test_sasl_before_user_still_gets_the_username_in_its_mask(server):
+    await server.chat.createAccount(CONSOLE, "sam", "secret-pw1")
+    client = await server.raw()
+    client.say("CAP LS 302")
+    client.say("CAP REQ :sasl")
+    client.say("AUTHENTICATE PLAIN")
+    await client.until("AUTHENTICATE +")
+    client.say("AUTHENTICATE " + base64.b64encode(b"sam\0sam\0secret-pw1").decode())
+    assert "sam!sam@" in await client.until(" 900 ")  # no USER yet: the nick stands in
+    client.say("NICK sam")
+    client.say("USER samuser 0 * :Sam")
+    client.say("CAP END")
+    await client.until(" 422 ")
+    client.say("JOIN #lobby")
+    assert re.match(r":sam!~samuser@\S+ JOIN #lobby", await client.until("JOIN"))
+
+
+@pytest_twisted.ensureDeferred
 async def test_registration_must_end_in_time():
     srv, ports = await _serve(Settings(nick_timeout=1))
     try:
