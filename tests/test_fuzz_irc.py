@@ -68,6 +68,7 @@ from test_fuzz import (
     STAMP,
     UNSAFE,
     anyCase,
+    checkConsistent,
     checkEvent,
     chunked,
     hostile,
@@ -639,26 +640,6 @@ class World:
         assert self.service.admission.total == 3
         checkConsistent(self.service)
         self.checkHealthy()
-
-
-def checkConsistent(service) -> None:
-    """The service's indexes agree with each other (an IRC user may be in many rooms)."""
-    default = fold(service.defaultRoom)
-    for key, user in service.users.items():
-        assert user in service.sessions and user.key == key == fold(user.nick)
-    for user in service.sessions:
-        if user.nick is None:
-            assert not user.rooms
-        else:
-            assert service.users[user.key] is user
-        for key, room in user.rooms.items():
-            assert service.rooms.get(key) is room and room.members.get(user.key) is user
-        if not isinstance(user.client, IrcFactory.protocol):
-            assert len(user.rooms) <= 1  # a line or JSON session: /join is a switch
-    for key, room in service.rooms.items():
-        assert room.key == key and (room.members or key == default)
-        for member in room.members.values():
-            assert member in service.sessions and member.rooms.get(key) is room
 
 
 # -- strategies ------------------------------------------------------------------------------
