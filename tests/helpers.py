@@ -142,15 +142,22 @@ class FakeClient:
 class LineConnection:
     """A line protocol over a StringTransport, as a netcat user would drive it."""
 
-    def __init__(self, service: ChatService, host: str = "10.0.0.1", port: int = 5000):
+    def __init__(
+        self, service: ChatService | None = None, host: str = "10.0.0.1", port: int = 5000,
+        factory=None,
+    ):  # fmt: skip
         from twisted.internet.address import IPv4Address
 
-        factory = LineChatFactory(service)
+        if factory is None:
+            factory = self.makeFactory(service)
         peer = IPv4Address("TCP", host, port)
         self.factory = factory
         self.protocol = factory.buildProtocol(peer)  # or a Refusal, past a limit
         self.transport = StringTransport(peerAddress=peer)
         self.protocol.makeConnection(self.transport)
+
+    def makeFactory(self, service: ChatService):
+        return LineChatFactory(service)
 
     def send(self, data: bytes | str) -> None:
         self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
@@ -178,47 +185,24 @@ class LineConnection:
         self.protocol.connectionLost(Failure(ConnectionLost()))
 
 
-class IrcConnection:
+class IrcConnection(LineConnection):
     """An IRC client's connection over a StringTransport, as irssi or a bot would drive
     it. Connections made with one C{factory} share its wires and its ping deadlines, as
     the clients of one listener do."""
 
     def __init__(
-        self,
-        service: ChatService | None = None,
-        factory=None,
-        host: str = "10.0.0.1",
+        self, service: ChatService | None = None, factory=None, host: str = "10.0.0.1",
         port: int = 6667,
-    ):
-        from twisted.internet.address import IPv4Address
+    ):  # fmt: skip
+        super().__init__(service, host, port, factory)
 
+    def makeFactory(self, service: ChatService):
         from chatserv.protocols.irc import IrcFactory
 
-        if factory is None:
-            factory = IrcFactory(service, kind="irc")
-        peer = IPv4Address("TCP", host, port)
-        self.factory = factory
-        self.protocol = factory.buildProtocol(peer)  # or a Refusal, past a limit
-        self.transport = StringTransport(peerAddress=peer)
-        self.protocol.makeConnection(self.transport)
-
-    def send(self, data: bytes | str) -> None:
-        self.protocol.dataReceived(data.encode() if isinstance(data, str) else data)
+        return IrcFactory(service, kind="irc")
 
     def sendLine(self, text: str) -> None:
         self.send(text.encode("utf-8", "surrogatepass") + b"\r\n")
-
-    def outputBytes(self) -> bytes:
-        """Everything written since the last call."""
-        self.factory.flusher.flush()  # what the reactor does at the end of a turn
-        value = self.transport.value()
-        self.transport.clear()
-        return value
-
-    def lines(self) -> list[str]:
-        text = self.outputBytes().decode("utf-8")
-        assert text == "" or text.endswith("\r\n"), f"partial line written: {text!r}"
-        return text.split("\r\n")[:-1]
 
     def register(self, nick: str, caps: str = "") -> list[str]:
         """Register as C{nick} (negotiating C{caps} first, if any); return what came."""
@@ -230,12 +214,6 @@ class IrcConnection:
         if caps:
             self.sendLine("CAP END")
         return self.lines()
-
-    def drop(self) -> None:
-        from twisted.internet.error import ConnectionLost
-        from twisted.python.failure import Failure
-
-        self.protocol.connectionLost(Failure(ConnectionLost()))
 
 
 def named(
