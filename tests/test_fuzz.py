@@ -32,12 +32,11 @@ import unicodedata
 
 import pytest
 import wsmemory as ws
-from fuzzing import describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
+from fuzzing import Watched, describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import LineConnection, makeService
 from hypothesis import assume, event, given
 from hypothesis import strategies as st
 from twisted.internet.error import ConnectionLost
-from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 
 from chatserv import errors
@@ -373,11 +372,10 @@ def isNotice(event, text: str) -> bool:
 CHOOSE = "Choose a nickname: type it, or /nick NAME."
 
 
-class World:
+class World(Watched):
     """A fresh service, two observers in the lobby and an attacker on C{wire}.
 
-    Use it as a context manager: it fails the example if anything was logged as a
-    failure or an error from its creation on.
+    Use it as a context manager (L{Watched}), from its creation on.
     """
 
     def __init__(
@@ -387,8 +385,7 @@ class World:
         handshake: bool = True,
         settings: dict | None = None,
     ) -> None:
-        self._logged: list[dict] = []
-        globalLogPublisher.addObserver(self._observe)
+        self.watch()
         self.service, self.clock = makeService(**(GENEROUS if settings is None else settings))
         self.factory = ws.makeFactory(self.service, self.clock)
         self.line = LineConnection(self.service, port=5000)
@@ -408,20 +405,6 @@ class World:
         self.observed()
         if handshake:
             self.attacker.take()
-
-    # -- logging ---------------------------------------------------------------------
-
-    def __enter__(self) -> World:
-        return self
-
-    def _observe(self, event: dict) -> None:
-        if isFailure(event):
-            self._logged.append(event)
-
-    def __exit__(self, kind, value, tb) -> None:
-        globalLogPublisher.removeObserver(self._observe)
-        if kind is None:  # per example, so that hypothesis can shrink to the culprit
-            assert not self._logged, "logged: " + describeFailures(self._logged)
 
     # -- observers -------------------------------------------------------------------
 

@@ -44,16 +44,14 @@ and ECHOES_RAW would let one symptom pass while a newly found bug waits for its 
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import wsmemory as ws
-from fuzzing import describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
+from fuzzing import Watched, describeFailures, fuzz, isFailure, no_unhandled_errors  # noqa: F401
 from helpers import IrcConnection, LineConnection, makeService, resultOf
 from hypothesis import event, given
 from hypothesis import strategies as st
@@ -74,7 +72,6 @@ from test_fuzz import (
     hostile,
 )
 from twisted.internet import defer
-from twisted.logger import globalLogPublisher
 
 from chatserv.commands import TABLE
 from chatserv.names import fold
@@ -470,7 +467,7 @@ def register(attacker: IrcAttacker, how: str, user: str = "USER u 0 * :r") -> No
         attacker.sendLine(user)
 
 
-class World:
+class World(Watched):
     """A fresh service, three observers in #lobby and an IRC attacker.
 
     C{how} the attacker registers (see L{register}), with the USER line C{user};
@@ -486,12 +483,7 @@ class World:
         user: str = "USER u 0 * :r",
         settings: dict | None = None,
     ) -> None:
-        self._logged: list[dict] = []
-        globalLogPublisher.addObserver(self._observe)
-        # A coroutine that nobody awaited is a request that silently did nothing.
-        self._warnings = warnings.catch_warnings(record=True)
-        self._warned = self._warnings.__enter__()
-        warnings.simplefilter("always", RuntimeWarning)
+        self.watch()
         self.service, self.clock = makeService(**(SETTINGS if settings is None else settings))
         self.factory = ws.makeFactory(self.service, self.clock)
         self.ircFactory = IrcFactory(self.service, kind="irc")
@@ -519,23 +511,10 @@ class World:
 
     # -- logging ---------------------------------------------------------------------
 
-    def __enter__(self) -> World:
-        return self
+    collect = True
 
-    def _observe(self, event: dict) -> None:
-        if isFailure(event):
-            self._logged.append(event)
-
-    def __exit__(self, kind, value, tb) -> None:
-        globalLogPublisher.removeObserver(self._observe)
-        gc.collect()
-        self._warnings.__exit__(None, None, None)
-        if kind is None:  # per example, so that hypothesis can shrink to the culprit
-            assert not self._logged, "logged: " + describeFailures(self._logged)
-            warned = [str(w.message) for w in self._warned if w.category is RuntimeWarning]
-            if KNOWN["nickserv"]:
-                warned = [w for w in warned if not re.fullmatch(NICKSERV_WARNING, w)]
-            assert not warned, f"warned: {warned}"
+    def allowedWarning(self, text: str) -> bool:
+        return KNOWN["nickserv"] and re.fullmatch(NICKSERV_WARNING, text) is not None
 
     # -- observers -------------------------------------------------------------------
 
