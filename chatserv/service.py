@@ -55,7 +55,7 @@ from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLim
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
 from chatserv.stats import Counters
-from chatserv.store import Account, IStore, RoomRecord, Sanction
+from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
 from chatserv.text import invisible, looksLikeSecret, sanitize
 
@@ -603,17 +603,22 @@ class ChatService(Service):
 
     # -- rooms ---------------------------------------------------------------------
 
-    def join(self, user: User, name: str, since: int | None = None) -> defer.Deferred[Room]:
+    def join(
+        self, user: User, name: str, since: int | None = None, replay: bool = True
+    ) -> defer.Deferred[Room]:
         """Join (creating if needed) room C{name}.
 
         A newcomer sees the room's topic, who is there and its recent history: the messages
         it has not seen, those after C{since} (the id of the newest message of the room
         the client has seen, say before it reconnected) or after what this connection saw
-        when it left the room.
+        when it left the room. Not the history if C{replay} is false: a client that asks
+        for the history it lacks (IRC's CHATHISTORY).
         """
-        return defer.ensureDeferred(self._join(user, name, since))
+        return defer.ensureDeferred(self._join(user, name, since, replay))
 
-    async def _join(self, user: User, name: str, since: int | None = None) -> Room:
+    async def _join(
+        self, user: User, name: str, since: int | None = None, replay: bool = True
+    ) -> Room:
         self._requireNick(user)
         room = self._roomOrNew(name)
         key = room.key
@@ -634,8 +639,9 @@ class ChatService(Service):
             if room.topic is not None:
                 self.deliver(user, self._topicEvent(room))
             self.deliver(user, self.who(user, room.name))
-            seen = user.seen.get(key, 0) if user.seen is not None else 0
-            self._replay(user, room, [m for m in room.recent or () if m.id > seen])
+            if replay:
+                seen = user.seen.get(key, 0) if user.seen is not None else 0
+                self._replay(user, room, [m for m in room.recent or () if m.id > seen])
         else:
             self.deliver(user, self.who(user, room.name))
         return room
@@ -703,12 +709,30 @@ class ChatService(Service):
         recent = list(room.recent or ())
         if count > len(recent):
             await self.store.flush()  # the tail is all in the store, or queued before it
-            before = recent[0].id if recent else None
-            recent = await self.store.history(room.key, count - len(recent), before) + recent
+            span = Span(before=recent[0].id) if recent else None
+            recent = await self.store.history(room.key, count - len(recent), span) + recent
         found = recent[-count:]
         if not found:
             self.notice(user, f"#{room.name} has no history")
         self._replay(user, room, found)
+
+    def historySpan(
+        self, user: User, name: str, limit: int, span: Span
+    ) -> defer.Deferred[list[ev.RoomMessage]]:
+        """Deferred list of at most C{limit} of the messages of room C{name}, which C{user}
+        is in, that C{span} takes, oldest first: a client paging through history by id
+        or time (IRC's CHATHISTORY). The caller delivers them, framed as its wire needs."""
+        return defer.ensureDeferred(self._historySpan(user, name, limit, span))
+
+    async def _historySpan(
+        self, user: User, name: str, limit: int, span: Span
+    ) -> list[ev.RoomMessage]:
+        room = self._memberRoom(user, name)
+        most = self.settings.max_history_request
+        if not 0 < limit <= most:
+            raise UsageError(f"from 1 to {most} messages at once")
+        await self.store.flush()  # what was said a moment ago is asked for too
+        return await self.store.history(room.key, limit, span)
 
     def part(self, user: User, name: str, reason: str = "left") -> None:
         """Leave room C{name}."""

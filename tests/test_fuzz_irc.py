@@ -137,8 +137,10 @@ ECHOES_RAW = False
 VERBS = {
     "AUTHENTICATE": {1},
     "AWAY": {0, 1},
-    "BATCH": {1, 3},
+    "BATCH": {1, 2, 3},  # 2: CHATHISTORY TARGETS' batch
     "CAP": {3},
+    "CHATHISTORY": {3},  # TARGETS #channel time
+    "FAIL": {4, 5},  # FAIL CHATHISTORY CODE SUBCOMMAND [TARGET] :text
     "ERROR": {1},
     "JOIN": {1, 3},  # 3 with extended-join
     "KICK": {3},
@@ -627,8 +629,9 @@ IMPLEMENTED = [
     "CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "JOIN", "PART",
     "NAMES", "LIST", "TOPIC", "KICK", "PRIVMSG", "NOTICE", "WHO", "WHOIS", "AWAY", "ISON",
     "USERHOST", "MODE", "KILL", "MOTD", "LUSERS", "VERSION", "TIME", "HELP", "HELPOP",
+    "CHATHISTORY",
 ]  # fmt: skip
-UNKNOWN = ["FOO", "OPER", "INVITE", "WALLOPS", "TAGMSG", "CHATHISTORY", "MONITOR", "WEBIRC"]
+UNKNOWN = ["FOO", "OPER", "INVITE", "WALLOPS", "TAGMSG", "MONITOR", "WEBIRC"]
 UNKNOWN += ["001", "PRIVMSG#lobby", "\x1b[31m", "é", "NICK\x00", "*", "/JOIN", "JOIN:"]
 CHATSERV = sorted({c.name.upper() for c in TABLE} - set(IMPLEMENTED) - {"QUIT"})
 
@@ -649,6 +652,10 @@ TEXTS += ["x" * 470, "\x85" * 200, "\x1b" * 400]
 SASL = ["PLAIN", "plain", "EXTERNAL", "+", "*", "AG1hbGxvcnkAcHc=", "AG1hbGxvcnk=", "!!!"]
 SASL += ["A" * 400, "AAAA"]
 MODES = ["+o", "-o", "+b", "-b", "b", "+nt", "+ob-o", "+zZ", "o", "+", "-", "+" + "o" * 20]
+HISTORY = ["LATEST", "BEFORE", "AFTER", "AROUND", "BETWEEN", "TARGETS", "latest", "FETCH", ""]
+REFS = ["*", "msgid=1", "msgid=3.2", "msgid=99999999999999999999", "msgid=", "msgid=-1"]
+REFS += ["timestamp=2000-01-01T00:00:00.000Z", "timestamp=2100-01-01T00:00:00Z", "timestamp=x"]
+REFS += ["timestamp=2026-13-45T99:99:99.999Z", "0", "500", "501", "-5", "1e9"]
 
 word = st.one_of(st.sampled_from(NICKS + CHANNELS + WORDS), hostile, st.just(""))
 text = st.one_of(
@@ -684,6 +691,13 @@ SHAPES = {
     "USERHOST": [nick, nick],
     "MODE": [target, st.sampled_from(MODES), nick],
     "KILL": [nick, text],
+    "CHATHISTORY": [
+        st.sampled_from(HISTORY),
+        channels,
+        st.sampled_from(REFS),
+        st.sampled_from(REFS),
+        st.sampled_from(REFS),
+    ],  # fmt: skip
 }
 TAGS = ["@a=b ", "@a=b;c;+d=\\s\\:;e= ", "@time=2000-01-01T00:00:00.000Z ", "@ ", "@;;= "]
 TAGS += ["@+draft/reply=1;msgid=x "]

@@ -501,6 +501,94 @@ async def test_history_on_join_as_a_batch_with_server_time(server):
     assert re.fullmatch(r":alice PRIVMSG #lobby :\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] first", said)
 
 
+async def _batch(client, request: str) -> list[tuple[str, str, str]]:
+    """Send a CHATHISTORY request; its batch's messages as (msgid, time, text)."""
+    client.say(request)
+    start = await client.until("BATCH +")
+    batch = re.fullmatch(r":irc\.chatserv BATCH \+(\S+) chathistory \S+", start).group(1)
+    found = []
+    while (line := await client.until(lambda _: True)) != f":irc.chatserv BATCH -{batch}":
+        tags = dict(t.split("=", 1) for t in line[1:].split(" ", 1)[0].split(";"))
+        assert tags["batch"] == batch, line
+        found.append((tags["msgid"], tags["time"], ircmessage.parse(line).params[-1]))
+    return found
+
+
+@pytest_twisted.ensureDeferred
+async def test_chathistory_pages_by_msgid_and_timestamp(server):
+    alice = await server.line("alice")
+    for n in range(1, 11):
+        alice.say(f"m{n}")
+    await eventually(lambda: len(server.chat.rooms["lobby"].recent) == 10)
+    caps = "batch server-time message-tags draft/chathistory"
+    hist = await server.irc_("hist", caps=caps)
+    isupport = " ".join(line for line in hist.history if " 005 " in line)
+    assert "CHATHISTORY=500" in isupport and "MSGREFTYPES=msgid,timestamp" in isupport
+    hist.say("JOIN #lobby")
+    await hist.until(" 366 hist #lobby ")
+    hist.say("PING :sync")
+    await hist.until("PONG")
+    assert not [line for line in hist.history if "BATCH" in line or "m1" in line]  # it asks
+
+    every = await _batch(hist, "CHATHISTORY LATEST #lobby * 100")
+    assert [text for _, _, text in every] == [f"m{n}" for n in range(1, 11)]
+    ids = {text: msgid for msgid, _, text in every}
+    times = {text: at for _, at, text in every}
+
+    async def texts(request: str) -> list[str]:
+        return [text for _, _, text in await _batch(hist, request)]
+
+    assert await texts("CHATHISTORY LATEST #lobby * 3") == ["m8", "m9", "m10"]
+    assert await texts(f"CHATHISTORY LATEST #LOBBY msgid={ids['m8']} 10") == ["m9", "m10"]
+    assert await texts(f"CHATHISTORY BEFORE #lobby msgid={ids['m8']} 2") == ["m6", "m7"]
+    assert await texts(f"CHATHISTORY AFTER #lobby msgid={ids['m6']} 2") == ["m7", "m8"]
+    assert await texts(f"CHATHISTORY AROUND #lobby msgid={ids['m5']} 3") == ["m4", "m5", "m6"]
+    between = f"CHATHISTORY BETWEEN #lobby msgid={ids['m2']} msgid={ids['m6']}"
+    assert await texts(between + " 10") == ["m3", "m4", "m5"]
+    backwards = f"CHATHISTORY BETWEEN #lobby msgid={ids['m6']} msgid={ids['m2']} 2"
+    assert await texts(backwards) == ["m4", "m5"]
+    assert await texts(f"CHATHISTORY BEFORE #lobby msgid={ids['m1']} 5") == []  # an empty batch
+    huge = "9" * 30  # past any id a database holds
+    assert await texts(f"CHATHISTORY AROUND #lobby msgid={huge} 3") == ["m9", "m10"]
+    assert await texts(f"CHATHISTORY AFTER #lobby msgid={huge} 2") == []
+    # By time, to the millisecond the time tag shows: messages of the same millisecond
+    # are all on one side.
+    at = times["m8"]
+    before = await texts(f"CHATHISTORY BEFORE #lobby timestamp={at} 100")
+    assert before == [text for _, t, text in every if t < at]
+    after = await texts(f"CHATHISTORY AFTER #lobby timestamp={at} 100")
+    assert after == [text for _, t, text in every if t > at]
+    older = [text for _, t, text in every if t <= at][-2:]  # half, the time's own included
+    newer = [text for _, t, text in every if t > at][: 4 - len(older)]
+    assert await texts(f"CHATHISTORY AROUND #lobby timestamp={at} 4") == older + newer
+    mixed = f"CHATHISTORY BETWEEN #lobby timestamp={times['m1']} msgid={ids['m4']} 10"
+    assert await texts(mixed) == [text for _, t, text in every[:3] if t > times["m1"]]
+    assert await texts("CHATHISTORY LATEST alice * 10") == []  # private messages are not kept
+
+    hist.say(
+        "CHATHISTORY TARGETS timestamp=2000-01-01T00:00:00.000Z timestamp=2100-01-01T00:00:00Z 5"
+    )
+    assert await hist.until("TARGETS #lobby") == (
+        f"@batch=targets :irc.chatserv CHATHISTORY TARGETS #lobby {times['m10']}"
+    )
+    for request, reply in (
+        ("CHATHISTORY FETCH #lobby * 5", "FAIL CHATHISTORY UNKNOWN_COMMAND FETCH :"),
+        ("CHATHISTORY LATEST #lobby", "FAIL CHATHISTORY NEED_MORE_PARAMS LATEST :"),
+        ("CHATHISTORY BEFORE #lobby id=3 5", "FAIL CHATHISTORY INVALID_PARAMS BEFORE :"),
+        ("CHATHISTORY LATEST #lobby * none", "FAIL CHATHISTORY INVALID_PARAMS LATEST :"),
+        ("CHATHISTORY LATEST #lobby * ²", "FAIL CHATHISTORY INVALID_PARAMS LATEST :"),
+        ("CHATHISTORY AFTER #lobby timestamp=2026-13-45T99:99:99Z 5", "FAIL CHATHISTORY INVALID_"),
+        ("CHATHISTORY LATEST #dev * 5", "FAIL CHATHISTORY INVALID_TARGET LATEST #dev :"),
+    ):
+        hist.say(request)
+        assert (await hist.until("FAIL")).startswith(f":irc.chatserv {reply}"), request
+
+    # Without the capability, a join still replays the history.
+    plain = await server.irc_("plain", caps="batch server-time")
+    plain.say("JOIN #lobby")
+    await plain.until("m10")
+
+
 @pytest_twisted.ensureDeferred
 async def test_long_messages_are_split_for_irc(server):
     alice = await server.line("alice")

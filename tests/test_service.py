@@ -11,7 +11,9 @@ from chatserv.errors import (
     NoSuchRoom,
     NoSuchUser,
     NotInRoom,
+    UsageError,
 )
+from chatserv.store import Span
 
 
 def connect(service, nick=None, **kw):
@@ -189,6 +191,22 @@ def test_join_since_replays_only_the_newer_messages():
     service.say(alice, "dev", "m5")
     resultOf(service.join(carol, "dev", 2))
     assert replayed(carol.client) == ([6], 2)
+
+
+def test_history_spans_need_membership_and_a_bounded_limit_and_join_may_skip_replay():
+    service, _ = makeService(history_on_join=3, max_history_request=4)
+    alice, _ = connect(service, "alice")
+    resultOf(service.join(alice, "dev"))
+    for i in range(6):
+        service.say(alice, "dev", f"m{i}")
+    bob, client = connect(service, "bob")
+    assert isinstance(failure(service.historySpan(bob, "dev", 2, Span())), NotInRoom)
+    resultOf(service.join(bob, "dev", replay=False))
+    assert replayed(client) == ([], 0)  # none replayed: this client asks for what it lacks
+    found = resultOf(service.historySpan(bob, "dev", 2, Span(after=1, oldest=True)))
+    assert [m.id for m in found] == [2, 3] and all(m.history for m in found)
+    for limit in (0, 5):
+        assert isinstance(failure(service.historySpan(bob, "dev", limit, Span())), UsageError)
 
 
 def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():

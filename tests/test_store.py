@@ -25,6 +25,7 @@ from chatserv.store import (
     RoomMessage,
     RoomRecord,
     Sanction,
+    Span,
     State,
     StoreError,
     openStore,
@@ -178,14 +179,43 @@ async def test_history_newest_oldest_first_and_paged_by_id(backend):
     assert [m.id for m in page] == lobby[-5:]
     assert page[-1] == message(19, color="#A0B1C2", history=True)
     assert page[-2] == message(18, history=True)
-    earlier = await store.history("lobby", 5, beforeId=page[0].id)
+    earlier = await store.history("lobby", 5, Span(before=page[0].id))
     assert [m.id for m in earlier] == lobby[-10:-5]
-    assert [m.id for m in await store.history("lobby", 100, beforeId=earlier[0].id)] == lobby[:-10]
-    assert await store.history("lobby", 5, beforeId=1) == []
+    assert [m.id for m in await store.history("lobby", 100, Span(before=earlier[0].id))] == (
+        lobby[:-10]
+    )
+    assert await store.history("lobby", 5, Span(before=1)) == []
     assert await store.history("lobby", 0) == []
     other = await store.history(fold("Other[1]"), 10)
     assert [(m.room, m.id) for m in other] == [("Other[1]", i) for i in (4, 8, 12, 16, 20)]
     assert await store.history("nowhere", 10) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_spans_by_id_and_time_newest_or_oldest(backend):
+    store = backend.open()
+    for i in range(1, 31):  # message i was said at NOW - 1000 + i; every 3rd elsewhere
+        store.addMessage(message(i, "Lobby" if i % 3 else "Other"))
+    await store.flush()
+    lobby = [i for i in range(1, 31) if i % 3]
+
+    async def ids(limit: int, **span) -> list[int]:
+        return [m.id for m in await store.history("lobby", limit, Span(**span))]
+
+    assert await ids(3, after=20) == [26, 28, 29]  # the newest of them
+    assert await ids(3, after=20, oldest=True) == [22, 23, 25]  # the oldest, oldest first
+    assert await ids(100, after=4, before=11) == [5, 7, 8, 10]
+    assert await ids(2, after=4, before=11, oldest=True) == [5, 7]
+    assert await ids(100, since=NOW - 1000 + 25) == [25, 26, 28, 29]  # inclusive
+    assert await ids(100, until=NOW - 1000 + 5) == [1, 2, 4]  # exclusive
+    assert await ids(100, since=NOW - 1000 + 5, until=NOW - 1000 + 11) == [5, 7, 8, 10]
+    assert await ids(100, after=7, since=NOW - 1000 + 5, until=NOW - 1000 + 11) == [8, 10]
+    assert await ids(100) == lobby
+    assert await ids(100, after=29) == []
+    assert await ids(100, since=NOW) == []
+    assert await ids(0, after=1) == []
+    found = await store.history("lobby", 1, Span(after=1, oldest=True))
+    assert found == [message(2, history=True)]
 
 
 @pytest_twisted.ensureDeferred

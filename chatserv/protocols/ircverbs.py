@@ -35,6 +35,7 @@ from chatserv.errors import (
     UnknownCommand,
 )
 from chatserv.names import fold
+from chatserv.protocols import irchistory
 from chatserv.protocols.ircmessage import Message, line
 from chatserv.protocols.ircwire import channel
 from chatserv.service import User
@@ -51,6 +52,7 @@ CAPS = {
     "away-notify": None,
     "batch": None,
     "cap-notify": None,
+    irchistory.CAP: None,
     "echo-message": None,
     "extended-join": None,
     "message-tags": None,
@@ -331,7 +333,14 @@ def _joinVerb(irc: IrcProtocol, message: Message) -> Any:
         for room in list(user.rooms.values()):
             service.part(user, room.name, "left all channels")
         return None
-    return _each(irc, message, _targets(message.params[0]), lambda t: service.join(user, _room(t)))
+    # A client that asks for the history it lacks gets none replayed.
+    replay = irchistory.CAP not in irc.caps
+    return _each(
+        irc,
+        message,
+        _targets(message.params[0]),
+        lambda t: service.join(user, _room(t), replay=replay),
+    )
 
 
 @verb("PART")
@@ -463,6 +472,9 @@ def _nickserv(irc: IrcProtocol, text: str) -> Any:
         return defer.ensureDeferred(service.register(user, words[1]))
     irc.serverNotice("NickServ: IDENTIFY [NICK] PASSWORD, or REGISTER PASSWORD")
     return None
+
+
+verb("CHATHISTORY")(irchistory.chathistory)
 
 
 # -- who is who ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv.interfaces import IWire
+from chatserv.names import fold
 from chatserv.protocols.ircmessage import MAX_BODY, line, serverTime, split
 from chatserv.render import dateTime
 
@@ -46,8 +47,9 @@ def channel(room: str) -> str:
 
 def batchId(room: str) -> str:
     """The id of a room's history batch: made from the room, so that the start and the
-    end of one replay (two events) agree on it. A connection replays one room at once."""
-    return f"h{zlib.crc32(room.encode('utf-8')):08x}"
+    end of one replay (two events) and the messages between agree on it, whatever case
+    the room's name had when each was said. A connection replays one room at once."""
+    return f"h{zlib.crc32(fold(room).encode('utf-8')):08x}"
 
 
 @implementer(IWire)

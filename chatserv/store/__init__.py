@@ -37,6 +37,7 @@ __all__ = [
     "RoomMessage",
     "RoomRecord",
     "Sanction",
+    "Span",
     "State",
     "StoreError",
     "openStore",
@@ -93,6 +94,28 @@ class State:
     sanctions: list[Sanction] = field(default_factory=list)  # unexpired only
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Which of a room's messages a history query takes: those with an id above C{after}
+    and below C{before}, sent at or after C{since} and before C{until} (POSIX times).
+    Any bound may be C{None}. Of those, the newest ones are taken, or the oldest if
+    C{oldest}: paging back (C{/history}, CHATHISTORY BEFORE) or forward (AFTER)."""
+
+    after: int | None = None
+    before: int | None = None
+    since: float | None = None
+    until: float | None = None
+    oldest: bool = False
+
+    def holds(self, message: RoomMessage) -> bool:
+        return (
+            (self.after is None or message.id > self.after)
+            and (self.before is None or message.id < self.before)
+            and (self.since is None or message.ts >= self.since)
+            and (self.until is None or message.ts < self.until)
+        )
+
+
 class IStore(Interface):
     """What the chat service keeps. Room and nick keys are C{names.fold()}ed."""
 
@@ -105,11 +128,11 @@ class IStore(Interface):
     def flush():
         """Deferred firing once every message added so far is committed."""
 
-    def history(roomKey, limit, beforeId=None):
+    def history(roomKey, limit, span=None):
         """Deferred list of at most C{limit} L{RoomMessage}s of a room, oldest first.
 
-        The newest ones, or the newest with an id below C{beforeId}. Messages still
-        queued are not included: L{flush} first when they must be.
+        The newest ones, or those the L{Span} C{span} takes. Messages still queued are
+        not included: L{flush} first when they must be.
         """
 
     def account(key):

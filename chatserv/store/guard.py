@@ -200,8 +200,8 @@ class GuardedStore:
             return defer.fail(StoreUnavailable(HISTORY.refused()))
         return self._guard(self.store.flush(), "flush", HISTORY)
 
-    def history(self, roomKey, limit, beforeId=None):
-        return self._guard(self.store.history(roomKey, limit, beforeId), "history", HISTORY)
+    def history(self, roomKey, limit, span=None):
+        return self._guard(self.store.history(roomKey, limit, span), "history", HISTORY)
 
     def account(self, key):
         return self._guard(self.store.account(key), "account", ACCOUNTS)

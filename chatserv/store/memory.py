@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from chatserv.events import PrivateMessage, RoomMessage
 from chatserv.names import fold
-from chatserv.store import Account, IStore, RoomRecord, Sanction, State, StoreError
+from chatserv.store import Account, IStore, RoomRecord, Sanction, Span, State, StoreError
 
 
 @implementer(IStore)
@@ -46,13 +46,17 @@ class MemoryStore:
         return defer.succeed(None)
 
     def history(
-        self, roomKey: str, limit: int, beforeId: int | None = None
+        self, roomKey: str, limit: int, span: Span | None = None
     ) -> defer.Deferred[list[RoomMessage]]:
         found = self.messages.get(roomKey, [])
-        if beforeId is not None:
-            found = [m for m in found if m.id < beforeId]
-        found = found[-limit:] if limit > 0 else []
-        return defer.succeed([dataclasses.replace(m, history=True) for m in found])
+        if span is not None:
+            found = [m for m in found if span.holds(m)]
+        if limit <= 0:
+            found = []
+        else:
+            found = found[:limit] if span is not None and span.oldest else found[-limit:]
+        # As a database gives it back: without the IRC source of when it was said.
+        return defer.succeed([dataclasses.replace(m, history=True, source=None) for m in found])
 
     # -- accounts ----------------------------------------------------------------------
 

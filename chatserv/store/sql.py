@@ -43,7 +43,7 @@ from zope.interface import implementer
 
 from chatserv.events import PrivateMessage, RoomMessage
 from chatserv.names import fold
-from chatserv.store import Account, IStore, RoomRecord, Sanction, State, StoreError
+from chatserv.store import Account, IStore, RoomRecord, Sanction, Span, State, StoreError
 from chatserv.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE, VERSION
 from chatserv.store.sqlitefile import ALARM_REPEAT, FileWatch, fsync, identity, remove, unwritable
 
@@ -112,14 +112,10 @@ _INSERT_MESSAGE = (
     # (connection lost during COMMIT): retrying it must not fail on its own rows.
     " ON CONFLICT (id) DO NOTHING"
 )
-_HISTORY = (
-    "SELECT id, room, kind, sender, text, ts, color FROM messages"
-    " WHERE room_key = ? ORDER BY id DESC LIMIT ?"
-)
-_HISTORY_BEFORE = (
-    "SELECT id, room, kind, sender, text, ts, color FROM messages"
-    " WHERE room_key = ? AND id < ? ORDER BY id DESC LIMIT ?"
-)
+_HISTORY = "SELECT id, room, kind, sender, text, ts, color FROM messages WHERE room_key = ?"
+# A Span's bounds, each a condition of the query when given.
+_SPAN = (("after", " AND id > ?"), ("before", " AND id < ?"), ("since", " AND ts >= ?"),
+         ("until", " AND ts < ?"))  # fmt: skip
 _ACCOUNT = (
     "SELECT nick_key, nick, password_hash, color, admin, created FROM accounts WHERE nick_key = ?"
 )
@@ -691,22 +687,28 @@ class SQLStore:
     # -- history -----------------------------------------------------------------------------
 
     def history(
-        self, roomKey: str, limit: int, beforeId: int | None = None
+        self, roomKey: str, limit: int, span: Span | None = None
     ) -> defer.Deferred[list[RoomMessage]]:
         if limit <= 0:
             return defer.succeed([])
-        if beforeId is None:
-            args: tuple = (self._sql(_HISTORY), (roomKey, limit))
-        else:
-            args = (self._sql(_HISTORY_BEFORE), (roomKey, beforeId, limit))
-        return self._run(self._history, *args, write=False)
+        query, params = _HISTORY, [roomKey]
+        for name, condition in _SPAN if span is not None else ():
+            bound = getattr(span, name)
+            if bound is not None:
+                query += condition
+                params.append(bound)
+        oldest = span is not None and span.oldest
+        query += " ORDER BY id ASC LIMIT ?" if oldest else " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return self._run(self._history, self._sql(query), tuple(params), oldest, write=False)
 
     @staticmethod
-    def _history(txn: Any, query: str, params: tuple) -> list[RoomMessage]:
+    def _history(txn: Any, query: str, params: tuple, oldest: bool) -> list[RoomMessage]:
         txn.execute(query, params)
+        rows = txn.fetchall()
         return [
             RoomMessage(kind, room, sender, text, ts, id, color, history=True)
-            for id, room, kind, sender, text, ts, color in reversed(txn.fetchall())
+            for id, room, kind, sender, text, ts, color in (rows if oldest else reversed(rows))
         ]
 
     # -- accounts ----------------------------------------------------------------------------
