@@ -215,10 +215,10 @@ class Session:
         try:
             result = self._run(parse)
         except Exception:
-            self._failed(Failure())
+            self.report(Failure())
         else:
             if isinstance(result, defer.Deferred):
-                result.addErrback(self._failed)
+                result.addErrback(self.report)
                 if not result.called:  # it waits: hold back the rest until it is done
                     self._busy = True
                     result.addBoth(self._resume)
@@ -243,7 +243,8 @@ class Session:
         while pending and not self._busy and not self.closed:
             self._runOne(pending.popleft())
 
-    def _failed(self, failure: Failure) -> None:
+    def report(self, failure: Failure) -> None:
+        """Tell the client why its request failed (and log what is not a refusal)."""
         try:
             self._report(failure)
         except Exception:

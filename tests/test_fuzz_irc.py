@@ -85,7 +85,7 @@ ATTACKER = "mallory"
 OBSERVERS = {"lineobs", "jsonobs", "ircobs"}
 # What the IRC observer negotiates: every capability that changes rendering.
 OBSERVER_CAPS = "server-time message-tags account-tag extended-join batch away-notify multi-prefix"
-ATTACKER_CAPS = "server-time message-tags echo-message batch"
+ATTACKER_CAPS = "server-time message-tags echo-message batch labeled-response"
 MAX_BODY = 512  # bytes, CRLF included, tags not (RFC 1459, 2.3)
 MAX_TAGS = 8191  # bytes of tags, "@" and the space after them included (IRCv3)
 
@@ -135,6 +135,7 @@ ECHOES_RAW = False
 # What the listener sends besides numerics (chatserv/protocols/irc.py, ircwire.py), with
 # how many parameters each may have.
 VERBS = {
+    "ACK": {0},  # labeled-response's
     "AUTHENTICATE": {1},
     "AWAY": {0, 1},
     "BATCH": {1, 2, 3},  # 2: CHATHISTORY TARGETS' batch
@@ -700,7 +701,13 @@ SHAPES = {
     ],  # fmt: skip
 }
 TAGS = ["@a=b ", "@a=b;c;+d=\\s\\:;e= ", "@time=2000-01-01T00:00:00.000Z ", "@ ", "@;;= "]
-TAGS += ["@+draft/reply=1;msgid=x "]
+TAGS += [
+    "@+draft/reply=1;msgid=x ",
+    "@label=L1 ",
+    "@label= ",
+    "@label=a\\sb;x ",
+    "@label=" + "y" * 70 + " ",
+]
 SOURCES = [":mallory ", ":mallory!u@h ", ": ", ":irc.chatserv ", ":\x1b "]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 import pytest_twisted
 from clients import TIMEOUT, connectLine, connectWS, eventually
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.words.protocols import irc as twirc
 
@@ -25,6 +25,7 @@ from chatserv.protocols.irc import IrcFactory
 from chatserv.protocols.line import LineChatFactory
 from chatserv.protocols.web import ChatSite
 from chatserv.service import CONSOLE, ChatService
+from chatserv.store.memory import MemoryStore
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 _NUMERIC = re.compile(r"^(?:@\S+ )?:irc\.chatserv (\d{3}) ")
@@ -81,10 +82,10 @@ class Server:
         return client
 
 
-async def _serve(settings: Settings):
+async def _serve(settings: Settings, store=None):
     from twisted.internet import reactor
 
-    chat = ChatService(settings, clock=reactor)
+    chat = ChatService(settings, clock=reactor, store=store)
     chat.startService()
     ports = [
         await serverFromString(reactor, LOCAL).listen(factory)
@@ -587,6 +588,80 @@ async def test_chathistory_pages_by_msgid_and_timestamp(server):
     plain = await server.irc_("plain", caps="batch server-time")
     plain.say("JOIN #lobby")
     await plain.until("m10")
+
+
+@pytest_twisted.ensureDeferred
+async def test_labeled_responses_one_line_a_batch_or_an_ack(server):
+    alice = await server.line("alice")
+    caps = "batch labeled-response message-tags echo-message"
+    dave = await server.irc_("dave", caps=caps, join="#lobby")
+
+    async def reply(request: str) -> list[str]:
+        """What the server sent up to its reply to C{request}, from the labelled line on."""
+        dave.say(request)
+        label = request.split(" ", 1)[0][len("@label=") :]
+        first = await dave.until(f"label={label}")
+        if " BATCH +" not in first:
+            return [first]
+        ref = re.search(r" BATCH \+(\S+) labeled-response$", first).group(1)
+        lines = [first]
+        while not lines[-1].endswith(f"BATCH -{ref}"):
+            lines.append(await dave.until(lambda _: True))
+        inner = lines[1:-1]
+        assert inner and all(re.match(rf"@(\S*;)?batch=({ref}|h\w+)[; ]", x) for x in inner)
+        return lines
+
+    assert await reply("@label=p1 PING :x") == ["@label=p1 :irc.chatserv PONG irc.chatserv x"]
+    assert await reply("@label=a1 PONG :x") == ["@label=a1 :irc.chatserv ACK"]
+    said = await reply("@label=m1 PRIVMSG #lobby :hello")  # the echo is the reply
+    assert re.fullmatch(r"@label=m1;msgid=\d+ :dave!~dave@\S+ PRIVMSG #lobby hello", said[0])
+    await alice.until("<dave> hello")
+    assert await reply("@label=e1 PRIVMSG nobody :hi") == [
+        "@label=e1 :irc.chatserv 401 dave nobody :No such nick/channel"
+    ]
+    whois = await reply("@label=w1 WHOIS alice")
+    assert [m.group(1) for m in (re.search(r" (\d{3}) ", x) for x in whois[1:-1])] == [
+        "311", "319", "312", "317", "318"
+    ]  # fmt: skip
+    joined = await reply("@label=j1 JOIN #dev")
+    assert " JOIN #dev" in joined[1] and " 366 dave #dev " in joined[-2]
+    assert await reply("@label=a\\sb PONG :x") == ["@label=a\\sb :irc.chatserv ACK"]
+    # A chatserv command through the line grammar, refused: the refusal is the reply.
+    refused = await reply("@label=r1 MUTE alice 10m")
+    assert len(refused) == 1 and refused[0].startswith("@label=r1 :irc.chatserv NOTICE dave :")
+    # A label longer than 64 bytes is none; nor is one from a client without the capability.
+    dave.say(f"@label={'x' * 65} PING :long")
+    assert "label" not in await dave.until("PONG")
+    plain = await server.irc_("plain")
+    plain.say("@label=z PING :plain")
+    assert (await plain.until("PONG")).startswith(":irc.chatserv PONG")
+
+
+class SlowHistory(MemoryStore):
+    """A store whose history takes a moment, as a database's does."""
+
+    def history(self, roomKey, limit, span=None):
+        from twisted.internet import reactor
+
+        found = super().history(roomKey, limit, span)
+        return task.deferLater(reactor, 0.05, lambda: found).addCallback(lambda d: d)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_labeled_request_that_waits_is_labeled_when_done():
+    srv, ports = await _serve(Settings(), store=SlowHistory())
+    try:
+        dave = await srv.irc_("dave", caps="batch labeled-response")
+        dave.say("@label=j1 JOIN #slow")
+        dave.say("@label=p1 PING :after")
+        start = await dave.until("label=j1")
+        ref = re.fullmatch(r"@label=j1 :irc\.chatserv BATCH \+(\S+) labeled-response", start)
+        assert ref is not None, start
+        assert f"@batch={ref.group(1)} " in await dave.until(" 366 dave #slow ")
+        assert await dave.until("BATCH -") == f":irc.chatserv BATCH -{ref.group(1)}"
+        assert (await dave.until("label=")).startswith("@label=p1 :irc.chatserv PONG")
+    finally:
+        await _stop(srv, ports)
 
 
 @pytest_twisted.ensureDeferred

@@ -20,9 +20,10 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from chatserv import __version__
-from chatserv.commands import Request
+from chatserv.commands import Command, Request
 from chatserv.errors import (
     BadName,
     Banned,
@@ -37,7 +38,7 @@ from chatserv.limits import Deadlines
 from chatserv.names import MAX_NAME_LENGTH
 from chatserv.protocols import keepAlive, noDelay
 from chatserv.protocols.framing import LineFramer
-from chatserv.protocols.ircmessage import MAX_BODY, BadMessage, body, line, parse
+from chatserv.protocols.ircmessage import MAX_BODY, BadMessage, body, escapeTag, line, parse
 from chatserv.protocols.ircverbs import AWAYLEN, COMMANDS, KICKLEN, REFUSE, TARGMAX, fallback
 from chatserv.protocols.ircwire import IrcWires
 from chatserv.protocols.line import LineChatFactory, LineChatProtocol
@@ -51,6 +52,7 @@ _log = Logger()
 MAX_LINE = 8191
 # What of a topic fits in a TOPIC or 332 line (a longer one, set on another wire, is cut).
 TOPICLEN = 390
+LABEL_MAX = 64  # bytes of a labeled-response label; a longer one is not a label
 
 
 class IrcProtocol(LineChatProtocol):
@@ -70,6 +72,10 @@ class IrcProtocol(LineChatProtocol):
     _heard = 0.0  # when the client last sent anything
     _pinged: float | None = None  # when we sent a PING that is not answered yet
     _idleDeadline = None  # (the Deadlines it is queued in, its Deadline)
+    _label: str | None = None  # of the labeled request running (labeled-response)
+    _labelled: list[bytes] | None = None  # what it has sent so far
+    _labelledBytes = 0
+    _batches = 0
 
     realname = ""
 
@@ -124,12 +130,18 @@ class IrcProtocol(LineChatProtocol):
                 self._held = None
                 self.session.end("not registering", "disconnected: registration never ended")
             return
-        super().send(payload)
+        self._out(payload)
 
     def write(self, text: str) -> None:
         """Send what this module made (registration replies, numerics), never held."""
         if text:
-            super().send(text.encode("utf-8"))
+            self._out(text.encode("utf-8"))
+
+    def _out(self, payload: bytes) -> None:
+        if self._labelled is not None:
+            self._capture(payload)  # part of a labeled request's reply
+        else:
+            super().send(payload)
 
     def numeric(self, code: str, *params: str) -> None:
         self.write(self.wire.numeric(code, self.nick, *params))
@@ -142,6 +154,7 @@ class IrcProtocol(LineChatProtocol):
 
     def close(self, reason: str) -> None:
         self._cancelTimers()
+        self._endLabel()  # what the request said, then the farewell
         if self._held is not None:  # a refusal during registration needs no backlog
             self._held = None
         super().close(reason)
@@ -167,6 +180,71 @@ class IrcProtocol(LineChatProtocol):
         self.wire = self.factory.wires.forCaps(caps)
         self.echo = "echo-message" in caps
 
+    # -- labeled-response ------------------------------------------------------------------
+    # A request tagged with a label gets its reply tagged with it: one line, a batch of
+    # them, or an ACK when it had nothing to say (https://ircv3.net/specs/extensions/
+    # labeled-response). The reply is what the connection is sent while the request runs,
+    # held back until it is done; a request that waits (on the database) may therefore
+    # include what others said meanwhile.
+
+    def labelled(self, label: str, request: Request) -> Any:
+        self._label, self._labelled, self._labelledBytes = label, [], 0
+        try:
+            result = request.command.run(self.session, request.args)
+            if hasattr(result, "__await__"):
+                result = defer.ensureDeferred(result)
+        except Exception:
+            self.session.report(Failure())
+            self._endLabel()
+            return None
+        if isinstance(result, defer.Deferred) and not result.called:
+            # Its refusal is part of the reply: reported before the label ends.
+            return result.addErrback(self.session.report).addBoth(self._endLabelAfter)
+        if isinstance(result, defer.Deferred):
+            result.addErrback(self.session.report)
+        self._endLabel()
+        return None
+
+    def _endLabelAfter(self, result: Any) -> Any:
+        self._endLabel()
+        return result
+
+    def _capture(self, payload: bytes) -> None:
+        assert self._labelled is not None
+        self._labelled.append(payload)
+        self._labelledBytes += len(payload)
+        if self._labelledBytes > self.service.settings.max_output_buffer:
+            # Too much to hold: sent as it is, without the label (it is "where feasible").
+            self._label = None
+            self._endLabel()
+
+    def _endLabel(self) -> None:
+        label, captured = self._label, self._labelled
+        self._label = self._labelled = None
+        if captured is None:
+            return
+        data = b"".join(captured)
+        if label is None:
+            super().send(data)
+            return
+        tag = b"label=" + escapeTag(label).encode("utf-8")
+        lines = data.split(b"\r\n")[:-1]
+        if not lines:
+            out = b"@" + tag + b" :" + self.wire.server.encode("utf-8") + b" ACK\r\n"
+        elif len(lines) == 1:
+            out = _tagged(lines[0], tag) + b"\r\n"
+        else:
+            self._batches += 1
+            ref = f"L{self._batches}".encode()
+            server = b":" + self.wire.server.encode("utf-8")
+            inner = b"batch=" + ref
+            out = b"".join(
+                [b"@", tag, b" ", server, b" BATCH +", ref, b" labeled-response\r\n"]
+                + [(line if _inBatch(line) else _tagged(line, inner)) + b"\r\n" for line in lines]
+                + [server, b" BATCH -", ref, b"\r\n"]
+            )
+        super().send(out)
+
     # -- input -----------------------------------------------------------------------------
 
     def _lineReceived(self, text: str) -> None:
@@ -188,7 +266,11 @@ class IrcProtocol(LineChatProtocol):
         command = COMMANDS.get(message.verb)
         if command is None:
             command = fallback(message)
-        return Request(command, {"message": message})
+        request = Request(command, {"message": message})
+        label = message.tags.get("label")
+        if label and "labeled-response" in self.caps and len(label.encode("utf-8")) <= LABEL_MAX:
+            return Request(_LABELLED, {"label": label, "request": request})
+        return request
 
     # -- registration --------------------------------------------------------------------
 
@@ -258,7 +340,7 @@ class IrcProtocol(LineChatProtocol):
         self.motd()
         held, self._held = self._held, None
         for payload in held or ():
-            super().send(payload)
+            self._out(payload)
 
     def isupport(self) -> None:
         settings = self.service.settings
@@ -336,6 +418,29 @@ class IrcProtocol(LineChatProtocol):
         else:
             self._pinged = None
             self._idleDeadline = (factory.idle, factory.idle.add(self))
+
+
+def _tagged(line: bytes, tag: bytes) -> bytes:
+    """C{line} with one more tag."""
+    if line.startswith(b"@"):
+        return b"@" + tag + b";" + line[1:]
+    return b"@" + tag + b" " + line
+
+
+def _inBatch(line: bytes) -> bool:
+    """Whether C{line} belongs to a batch already (history within a labeled reply)."""
+    if not line.startswith(b"@"):
+        return False
+    tags = line[1:].split(b" ", 1)[0]
+    return any(t.startswith(b"batch=") for t in tags.split(b";"))
+
+
+def _runLabelled(ctx: Session, args: dict) -> Any:
+    irc: IrcProtocol = ctx.client  # type: ignore[assignment]
+    return irc.labelled(args["label"], args["request"])
+
+
+_LABELLED = Command("labelled", (), "", _runLabelled, anonymous=True)
 
 
 class IrcFactory(LineChatFactory):

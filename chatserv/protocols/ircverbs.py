@@ -53,6 +53,7 @@ CAPS = {
     "batch": None,
     "cap-notify": None,
     irchistory.CAP: None,
+    "labeled-response": None,
     "echo-message": None,
     "extended-join": None,
     "message-tags": None,
