@@ -137,6 +137,17 @@ class Away:
 
 
 @dataclass(frozen=True, slots=True)
+class RealnameChanged:
+    """Someone's "real name" (IRC's USER and SETNAME) is now C{realname}: for the users
+    who share a room with them and for themselves, on wires that show it."""
+
+    nick: str
+    realname: str
+    ts: float
+    source: Source | None = _source()
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """A message from the server itself, optionally about one room."""
 
@@ -239,6 +250,7 @@ Event = (
     | Quit
     | Renamed
     | Away
+    | RealnameChanged
     | Notice
     | Welcome
     | LoggedIn

@@ -66,6 +66,7 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
     ev.Left: lambda e: [f"{_room(e.room)} <-- {e.nick} has left ({e.reason})"],
     ev.Kicked: lambda e: [f"{_room(e.room)} <-- {e.nick} was {_kicked(e)}"],
     ev.Away: lambda e: [],  # IRC's: line and web clients are not told
+    ev.RealnameChanged: lambda e: [],  # IRC's too
     # Here a user is in one room at a time: a quit from one room reads as leaving it. A
     # quit from several (an IRC user's) names none, so as not to tell where else they were.
     ev.Quit: lambda e: [
@@ -163,6 +164,7 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
         "text": _text(e),
     },
     ev.Away: lambda e: None,
+    ev.RealnameChanged: lambda e: None,
     ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
     ev.Left: lambda e: {
         "type": "leave",

@@ -79,6 +79,7 @@ class User:
         "formerKeys",
         "autojoin",
         "ident",
+        "realname",
         "away",
         "_source",
     )
@@ -89,6 +90,7 @@ class User:
         # join the channels they ask for, and none by default.
         self.autojoin = autojoin
         self.ident: str | None = None  # the user part of IRC's nick!user@host, if not nick
+        self.realname: str | None = None  # IRC's "real name", if not the nickname
         self.away: str | None = None  # why they are away (IRC's AWAY), if they are
         self._source: ev.Source | None = None
         self.nick: str | None = None
@@ -122,8 +124,9 @@ class User:
             or source.nick != nick
             or source.account != account
             or source.user != (self.ident or nick)  # IRC's USER came after (with a realname)
+            or source.realname != (self.realname or nick)
         ):
-            realname = getattr(self.client, "realname", "") or nick
+            realname = self.realname or nick
             source = self._source = ev.Source(
                 nick, self.ident or nick, hostmasks(self.host), account, realname
             )
@@ -131,6 +134,14 @@ class User:
 
     def __repr__(self) -> str:
         return f"<User {self.nick!r} {self.client.address}>"
+
+
+REALNAME_LENGTH = 100  # characters of a "real name": WHOIS and WHO show it on one line
+
+
+def cleanRealname(text: str) -> str:
+    """A "real name" as others may see it: IRC formatting kept, controls gone, bounded."""
+    return sanitize(text[:REALNAME_LENGTH], formatting=True).strip()
 
 
 class Console:
@@ -957,6 +968,20 @@ class ChatService(Service):
         user.away = text
         event = ev.Away(user.nick, text, self.now(), self.sourceOf(user))
         self.bus.publish(event, rooms=tuple(user.rooms), skip=user.key)
+
+    def setRealname(self, user: User, text: str) -> str:
+        """Change C{user}'s "real name" (IRC's SETNAME), made safe and cut to
+        C{REALNAME_LENGTH}; whoever shares a room with them, and they, hear of it on
+        wires that show it. Returns the name as kept."""
+        self._requireNick(user)
+        realname = cleanRealname(text)
+        if not realname:
+            raise EmptyText("a real name cannot be blank")
+        if realname != (user.realname or user.nick):
+            user.realname = realname
+            event = ev.RealnameChanged(user.nick, realname, self.now(), self.sourceOf(user))
+            self.bus.publish(event, rooms=tuple(user.rooms), users=(user.key,))
+        return realname
 
     def authorize(self, actor: Actor, command: str) -> str:
         """The name C{actor} does an admin's C{command} under; refuses anyone else.

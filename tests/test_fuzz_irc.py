@@ -85,7 +85,8 @@ ATTACKER = "mallory"
 OBSERVERS = {"lineobs", "jsonobs", "ircobs"}
 # What the IRC observer negotiates: every capability that changes rendering.
 OBSERVER_CAPS = "server-time message-tags account-tag extended-join batch away-notify multi-prefix"
-ATTACKER_CAPS = "server-time message-tags echo-message batch labeled-response"
+OBSERVER_CAPS += " setname"
+ATTACKER_CAPS = "server-time message-tags echo-message batch labeled-response setname"
 MAX_BODY = 512  # bytes, CRLF included, tags not (RFC 1459, 2.3)
 MAX_TAGS = 8191  # bytes of tags, "@" and the space after them included (IRCv3)
 
@@ -106,7 +107,7 @@ KNOWN = {
 # (test_lists_can_exceed_512_bytes needs no entry: the fuzz makes no lists that long, and
 # topics, which only admins set, it does not set.)
 LONG_TEXTS = {"PART", "QUIT", "AWAY", "301"}
-REALNAMES = {"311", "352"}
+REALNAMES = {"311", "352", "SETNAME"}
 
 
 def knownBug(got: IrcLine) -> bool:
@@ -141,7 +142,7 @@ VERBS = {
     "BATCH": {1, 2, 3},  # 2: CHATHISTORY TARGETS' batch
     "CAP": {3},
     "CHATHISTORY": {3},  # TARGETS #channel time
-    "FAIL": {4, 5},  # FAIL CHATHISTORY CODE SUBCOMMAND [TARGET] :text
+    "FAIL": {3, 4, 5},  # FAIL VERB CODE [SUBCOMMAND [TARGET]] :text
     "ERROR": {1},
     "JOIN": {1, 3},  # 3 with extended-join
     "KICK": {3},
@@ -153,6 +154,7 @@ VERBS = {
     "PONG": {2},
     "PRIVMSG": {2},
     "QUIT": {1},
+    "SETNAME": {1},
     "TOPIC": {2},
 }
 # Its numerics, with their parameters (the recipient's nickname first); None: varies.
@@ -630,7 +632,7 @@ IMPLEMENTED = [
     "CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "JOIN", "PART",
     "NAMES", "LIST", "TOPIC", "KICK", "PRIVMSG", "NOTICE", "WHO", "WHOIS", "AWAY", "ISON",
     "USERHOST", "MODE", "KILL", "MOTD", "LUSERS", "VERSION", "TIME", "HELP", "HELPOP",
-    "CHATHISTORY",
+    "CHATHISTORY", "SETNAME",
 ]  # fmt: skip
 UNKNOWN = ["FOO", "OPER", "INVITE", "WALLOPS", "TAGMSG", "MONITOR", "WEBIRC"]
 UNKNOWN += ["001", "PRIVMSG#lobby", "\x1b[31m", "é", "NICK\x00", "*", "/JOIN", "JOIN:"]
@@ -692,6 +694,7 @@ SHAPES = {
     "USERHOST": [nick, nick],
     "MODE": [target, st.sampled_from(MODES), nick],
     "KILL": [nick, text],
+    "SETNAME": [text],
     "CHATHISTORY": [
         st.sampled_from(HISTORY),
         channels,

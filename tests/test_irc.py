@@ -392,6 +392,35 @@ async def test_extended_join_and_who_show_the_realname(server):
 
 
 @pytest_twisted.ensureDeferred
+async def test_setname_changes_the_realname_for_those_who_see_it(server):
+    alice = await server.line("alice")
+    dave = await server.irc_("dave", caps="setname", join="#lobby")
+    erin = await server.irc_("erin", caps="setname extended-join", join="#lobby")
+    frank = await server.irc_("frank", join="#lobby")  # without the capability
+    dave.say("SETNAME :Dave \x02Bold\x02 \x1b[31mRed")
+    told = await dave.until("SETNAME")  # the confirmation
+    assert re.fullmatch(r":dave!~dave@\S+ SETNAME :Dave \x02Bold\x02 \S+Red", told)
+    assert "\x1b" not in told
+    assert await erin.until("SETNAME") == told
+    frank.say("WHOIS dave")
+    assert (await frank.until(" 311 ")).endswith(told.split(" :", 1)[1])
+    assert not [line for line in frank.history if "SETNAME" in line]
+    alice.say("/who")
+    await alice.until("users (")
+    assert not [line for line in alice.history if "Bold" in line]
+    dave.say("SETNAME :" + "x" * 101)
+    assert (await dave.until("FAIL")).startswith(":irc.chatserv FAIL SETNAME INVALID_REALNAME :")
+    frank.say("SETNAME :Frank")
+    assert await frank.until(" 421 ") == (
+        ":irc.chatserv 421 frank SETNAME :Unknown command: request the setname capability first"
+    )
+    erin.say("JOIN #dev")
+    dave.say("JOIN #dev")
+    joined = await erin.until("JOIN #dev * :Dave")  # extended-join: the new realname
+    assert "\x02Bold\x02" in joined
+
+
+@pytest_twisted.ensureDeferred
 async def test_join_part_names_topic_list(server):
     alice = await server.line("alice")
     dave = await server.irc_("dave", join="#lobby,#dev")

@@ -89,3 +89,48 @@ def test_every_event_renders_to_json_with_type_text_and_ts():
 def test_json_keeps_unicode_readable():
     e = ev.RoomMessage("message", "lobby", "alice", "héllo ✓", NOON, 1)
     assert "héllo ✓" in render.jsonText(e)
+
+
+def test_every_event_type_renders_on_every_wire():
+    """A new event type needs a rendering on every wire: the IRC wire's two tables fall
+    back on each other, and the line and JSON tables on nothing."""
+    import typing
+
+    from chatserv.protocols.ircmessage import MAX_BODY
+    from chatserv.protocols.ircwire import RENDERING, IrcWire
+
+    source = ev.Source("carol", "~carol", "cloak", "carol", "Carol C")
+    samples = [
+        ev.RoomMessage("action", "dev", "bob", "waves", NOON, 1, source=source),
+        ev.PrivateMessage("alice", "bob", "psst", NOON, 2),
+        ev.Joined("lobby", "carol", NOON, True, source),
+        ev.Left("lobby", "carol", "bye", NOON, source),
+        ev.Kicked("lobby", "carol", "root", "behave", NOON),
+        ev.Quit("carol", "quit", ("lobby", "dev"), NOON, source),
+        ev.Renamed("carol", "caz", NOON, source),
+        ev.Away("carol", "lunch", NOON, source),
+        ev.RealnameChanged("carol", "Carol C", NOON, source),
+        ev.Notice("hello", NOON, room="dev"),
+        ev.Welcome("carol", "hi carol", NOON),
+        ev.LoggedIn("carol", False, None, "logged in", NOON),
+        ev.Topic("lobby", "news", "root", NOON, NOON),
+        ev.HistoryMark("lobby", 2, False, NOON),
+        ev.Error("usage", "usage: /join ROOM", NOON),
+        ev.WhoReply("lobby", ("a", "b"), NOON, frozenset({"a"})),
+        ev.RoomsReply((("dev", 1),), NOON),
+        ev.TimeReply("2026-11-21T12:00:00+00:00", NOON),
+        ev.HelpReply((ev.HelpEntry("a", "/a", "does a"),), NOON),
+    ]
+    assert {type(e) for e in samples} == set(typing.get_args(ev.Event))
+    irc = [IrcWire(frozenset(), "irc.test"), IrcWire(RENDERING, "irc.test")]
+    for event in samples:
+        assert isinstance(render.lineBytes(event), bytes)
+        for text in render.jsonTexts(event):
+            assert isinstance(json.loads(text)["type"], str)
+        for wire in irc:
+            for payload in (wire.render(event), wire.renderTo(event, "dave")):
+                assert isinstance(payload, bytes), (event, wire.caps)
+                lines = payload.split(b"\r\n")
+                assert lines[-1] == b"", payload  # nothing without its CRLF
+                for line in lines[:-1]:
+                    assert len(line.partition(b" ")[2] if line[:1] == b"@" else line) <= MAX_BODY

@@ -42,7 +42,7 @@ from chatserv.protocols.ircmessage import MAX_BODY, BadMessage, body, escapeTag,
 from chatserv.protocols.ircverbs import AWAYLEN, COMMANDS, KICKLEN, REFUSE, TARGMAX, fallback
 from chatserv.protocols.ircwire import IrcWires
 from chatserv.protocols.line import LineChatFactory, LineChatProtocol
-from chatserv.service import ChatService, User
+from chatserv.service import REALNAME_LENGTH, ChatService, User
 from chatserv.session import Session
 from chatserv.text import sanitize
 
@@ -76,8 +76,6 @@ class IrcProtocol(LineChatProtocol):
     _labelled: list[bytes] | None = None  # what it has sent so far
     _labelledBytes = 0
     _batches = 0
-
-    realname = ""
 
     def connectionMade(self) -> None:
         factory = self.factory
@@ -357,6 +355,7 @@ class IrcProtocol(LineChatProtocol):
             f"MAXTARGETS={TARGMAX}",
             "MODES=4",
             "MSGREFTYPES=msgid,timestamp",
+            f"NAMELEN={REALNAME_LENGTH}",
             f"NETWORK={settings.irc_network}",
             f"NICKLEN={MAX_NAME_LENGTH}",
             "PREFIX=(o)@",

@@ -38,9 +38,8 @@ from chatserv.names import fold
 from chatserv.protocols import irchistory
 from chatserv.protocols.ircmessage import Message, line
 from chatserv.protocols.ircwire import channel
-from chatserv.service import User
+from chatserv.service import REALNAME_LENGTH, User, cleanRealname
 from chatserv.session import Session
-from chatserv.text import sanitize
 
 if TYPE_CHECKING:
     from chatserv.protocols.irc import IrcProtocol
@@ -60,6 +59,7 @@ CAPS = {
     "multi-prefix": None,
     "sasl": "PLAIN",
     "server-time": None,
+    "setname": None,
 }
 
 TARGMAX = 4  # targets of one PRIVMSG, NOTICE, JOIN, PART, KICK, ...
@@ -238,7 +238,7 @@ def _userVerb(irc: IrcProtocol, message: Message) -> Any:
     irc._username = name[:10] or "user"
     irc.user.ident = "~" + irc._username
     # Shown to others (WHO, WHOIS, extended-join): made safe like any text of a user's.
-    irc.realname = sanitize(message.params[3][:100], formatting=True).strip()
+    irc.user.realname = cleanRealname(message.params[3]) or None
     return irc.maybeRegister()
 
 
@@ -486,7 +486,7 @@ def _flags(irc: IrcProtocol, user: User) -> str:
 
 
 def _realname(user: User) -> str:
-    return getattr(user.client, "realname", "") or user.nick or ""
+    return user.realname or user.nick or ""
 
 
 @verb("WHO")
@@ -554,6 +554,28 @@ def _whois(irc: IrcProtocol, message: Message) -> None:
         "seconds connected, signon time",
     )
     irc.numeric("318", target.nick, "End of /WHOIS list")
+
+
+@verb("SETNAME")
+def _setname(irc: IrcProtocol, message: Message) -> None:
+    if "setname" not in irc.caps:
+        irc.numeric("421", "SETNAME", "Unknown command: request the setname capability first")
+        return
+    if not _needs(irc, message, 1):
+        return
+    text = message.params[0]
+    if len(text) > REALNAME_LENGTH or not cleanRealname(text):
+        irc.write(
+            line(
+                irc.wire.server,
+                "FAIL",
+                "SETNAME",
+                "INVALID_REALNAME",
+                f"Realname is not valid: 1 to {REALNAME_LENGTH} characters",
+            )
+        )
+        return
+    irc.service.setRealname(irc.user, text)  # the SETNAME echoed confirms it
 
 
 @verb("AWAY")

@@ -33,6 +33,7 @@ RENDERING = frozenset(
         "batch",
         "away-notify",
         "multi-prefix",
+        "setname",
     }
 )
 
@@ -66,6 +67,7 @@ class IrcWire:
         self._echo = "echo-message" in caps
         self._batch = "batch" in caps
         self._awayNotify = "away-notify" in caps
+        self._setname = "setname" in caps
 
     # -- IWire -------------------------------------------------------------------------
 
@@ -238,6 +240,9 @@ _FANOUT: dict[type, Callable[[IrcWire, Any], str]] = {
         ""
         if not w._awayNotify
         else line(_mask(e.source, e.nick), "AWAY", *((e.text,) if e.text else ()), tags=w.tags(e))
+    ),
+    ev.RealnameChanged: lambda w, e: (
+        line(_mask(e.source, e.nick), "SETNAME", e.realname, tags=w.tags(e)) if w._setname else ""
     ),
     ev.Topic: lambda w, e: line(
         e.source.mask if e.source is not None else w.server,
