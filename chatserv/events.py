@@ -60,7 +60,8 @@ class PrivateMessage:
     """A private message; C{outgoing} marks the copy shown to its sender.
 
     C{offline} marks one kept for its registered recipient while they were away and
-    delivered when they logged in. C{notice}: sent as IRC's NOTICE.
+    delivered when they logged in. C{notice}: sent as IRC's NOTICE. C{action}: an
+    action (IRC's CTCP ACTION, C{/me}), which C{text} describes without the sender.
     """
 
     sender: str
@@ -73,6 +74,7 @@ class PrivateMessage:
     offline: bool = False
     notice: bool = False
     source: Source | None = _source()
+    action: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,19 @@ class Away:
     text: str | None
     ts: float
     source: Source | None = _source()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminChanged:
+    """C{by} made C{nick} an admin (C{admin}) or took the rights away: for room C{room},
+    one of theirs (an admin is every room's operator: IRC's MODE +o)."""
+
+    room: str
+    nick: str
+    admin: bool
+    by: str
+    ts: float
+    source: Source | None = _source()  # of the admin who did it
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +266,7 @@ Event = (
     | Renamed
     | Away
     | RealnameChanged
+    | AdminChanged
     | Notice
     | Welcome
     | LoggedIn

@@ -47,12 +47,16 @@ def _describeHelp(event: ev.HelpReply) -> list[str]:
 _SAID = {"message": "<{}>", "action": "* {}", "notice": "-{}-"}
 
 
+def _privateText(e: ev.PrivateMessage) -> str:
+    return plain(f"* {e.sender} {e.text}" if e.action else e.text)
+
+
 def _private(e: ev.PrivateMessage) -> str:
     name = "-{}-" if e.notice else "*{}*"
     if not e.outgoing:
-        return f"{name.format(e.sender)} {plain(e.text)}"
+        return f"{name.format(e.sender)} {_privateText(e)}"
     kept = "(offline; kept for their next login) " if e.offline else ""
-    return f"-> {name.format(e.to)} {kept}{plain(e.text)}"
+    return f"-> {name.format(e.to)} {kept}{_privateText(e)}"
 
 
 def _kicked(e: ev.Kicked) -> str:
@@ -67,6 +71,7 @@ _DESCRIBE: dict[type, Callable[[Any], list[str]]] = {
     ev.Kicked: lambda e: [f"{_room(e.room)} <-- {e.nick} was {_kicked(e)}"],
     ev.Away: lambda e: [],  # IRC's: line and web clients are not told
     ev.RealnameChanged: lambda e: [],  # IRC's too
+    ev.AdminChanged: lambda e: [],  # IRC's operator mode; the user is told by a notice
     # Here a user is in one room at a time: a quit from one room reads as leaving it. A
     # quit from several (an IRC user's) names none, so as not to tell where else they were.
     ev.Quit: lambda e: [
@@ -149,10 +154,11 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
         notice=e.kind == "notice",
     ),
     ev.PrivateMessage: lambda e: _marked(
-        {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": plain(e.text)},
+        {"type": "msg", "id": e.id, "from": e.sender, "to": e.to, "text": _privateText(e)},
         color=e.color,
         offline=e.offline,
         notice=e.notice,
+        action=e.action,
     ),
     ev.Kicked: lambda e: {
         "type": "leave",
@@ -165,6 +171,7 @@ _FIELDS: dict[type, Callable[[Any], dict[str, Any]]] = {
     },
     ev.Away: lambda e: None,
     ev.RealnameChanged: lambda e: None,
+    ev.AdminChanged: lambda e: None,
     ev.Joined: lambda e: {"type": "join", "room": e.room, "from": e.nick, "text": _text(e)},
     ev.Left: lambda e: {
         "type": "leave",

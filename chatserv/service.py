@@ -828,12 +828,13 @@ class ChatService(Service):
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
 
-    def privmsg(self, user: User, nick: str, text: str, notice: bool = False):
+    def privmsg(self, user: User, nick: str, text: str, notice: bool = False, action: bool = False):
         """Send C{text} to C{nick} only; the sender gets a copy marked outgoing.
 
         To an offline registered nickname the message is kept for their next login
         (a Deferred then); to anyone else offline it fails with L{NoSuchUser}. A
-        C{notice} (IRC's NOTICE) is never kept.
+        C{notice} (IRC's NOTICE) is never kept. An C{action} (C{text} says what the
+        sender does) is kept as the text "* sender text".
         """
         self._requireNick(user)
         self._refuseMuted(user)
@@ -841,6 +842,8 @@ class ChatService(Service):
         if target is None:
             if notice:
                 raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
+            if action:
+                text = f"* {user.nick} {text}"
             return defer.ensureDeferred(self._privmsgOffline(user, nick, text))
         text = self._cleanText(text)
         self.counters.messages += 1
@@ -853,6 +856,7 @@ class ChatService(Service):
             color=user.color,
             notice=notice,
             source=self.sourceOf(user),
+            action=action,
         )
         self.bus.publish(event, users=(target.key,))
         if target is not user:
@@ -1180,6 +1184,10 @@ class ChatService(Service):
                 f"{by} made you an admin" if admin else f"{by} took your admin rights away",
                 marked=False,  # the text says it
             )
+            source = self.sourceOf(actor) if isinstance(actor, User) else None
+            for room in list(target.rooms.values()):
+                changed = ev.AdminChanged(room.name, target.nick, admin, by, self.now(), source)
+                self.bus.publish(changed, rooms=(room.key,))
         return account
 
     def topicOf(self, room: str) -> ev.Topic:

@@ -349,6 +349,16 @@ async def test_private_messages_and_away(server):
     assert re.search(r":alice!alice@\S+ PRIVMSG dave :hi back$", await dave.until("hi back"))
 
     erin = await server.irc_("erin")
+    # An action in a query: CTCP ACTION for IRC, "* dave waves" for the others.
+    dave.say("PRIVMSG erin,alice :\x01ACTION waves\x01")
+    assert re.fullmatch(
+        r":dave!~dave@\S+ PRIVMSG erin :\x01ACTION waves\x01", await erin.until("waves")
+    )
+    assert (await alice.until("waves")).endswith("*dave* * dave waves")
+    json_ = await server.json("jo")
+    dave.say("PRIVMSG jo :\x01ACTION nods\x01")
+    got = await json_.until(lambda e: e["type"] == "msg")
+    assert got["text"] == "* dave nods" and got["action"] is True
     dave.say("AWAY :at lunch")
     assert " 306 dave " in await dave.until(" 306 ")
     erin.say("PRIVMSG dave :are you there?")
@@ -483,6 +493,20 @@ async def test_admins_are_channel_operators(server):
     names = next(line for line in root.history if " 353 " in line)
     assert names.endswith(":alice dave @root")
     assert re.search(r":irc\.chatserv MODE #lobby \+o root$", await dave.until("MODE"))
+
+    await server.chat.createAccount(CONSOLE, "erin", "secret-pw2")
+    erin = await server.irc_("erin", join="#lobby,#dev", password="secret-pw2")
+    root.say("MODE #lobby +o erin")
+    promoted = await dave.until("+o erin")
+    assert re.fullmatch(r":root!~root@\S+ MODE #lobby \+o erin", promoted)
+    assert await erin.until("+o erin") == promoted
+    assert await root.until("+o erin") == promoted
+    root.say("PING :sync")
+    await root.until("PONG")
+    assert [line for line in root.history if "+o erin" in line] == [promoted]  # once
+    assert not [line for line in alice.history if "erin" in line and "admin" in line]
+    root.say("MODE #lobby -o erin")
+    assert re.search(r" MODE #dev -o erin$", await erin.until("#dev -o"))  # every room of hers
 
     root.say("TOPIC #lobby :Welcome, everyone")
     assert re.search(r":root!~root@\S+ TOPIC #lobby :Welcome, everyone$", await dave.until("TOPIC"))

@@ -110,6 +110,8 @@ def test_every_event_type_renders_on_every_wire():
         ev.Renamed("carol", "caz", NOON, source),
         ev.Away("carol", "lunch", NOON, source),
         ev.RealnameChanged("carol", "Carol C", NOON, source),
+        ev.AdminChanged("dev", "carol", True, "root", NOON, source),
+        ev.AdminChanged("dev", "carol", False, "console", NOON),
         ev.Notice("hello", NOON, room="dev"),
         ev.Welcome("carol", "hi carol", NOON),
         ev.LoggedIn("carol", False, None, "logged in", NOON),

@@ -439,8 +439,7 @@ def _privmsg(irc: IrcProtocol, message: Message) -> Any:
             return service.say(user, target[1:], text, kind)
         if fold(target) in _SERVICES:
             return _nickserv(irc, text)
-        said = text if kind != "action" else f"* {user.nick} {text}"
-        result = service.privmsg(user, target, said, notice=notice)
+        result = service.privmsg(user, target, text, notice=notice, action=kind == "action")
         recipient = service.findUser(target)
         if not notice and recipient is not None and recipient.away:
             irc.numeric("301", recipient.nick, recipient.away)
@@ -677,6 +676,9 @@ async def _changeModes(irc: IrcProtocol, room: str, changes: list[str]) -> None:
         except ChatError as e:
             _failed(irc, Message("MODE", [channel(room)]), e)
             return
+        target = service.findUser(nick)
+        if char == "o" and target is not None and fold(room) in target.rooms:
+            continue  # the room is told (ev.AdminChanged), the one who asked too
         sign = "+" if adding else "-"
         irc.write(line(irc.mask(), "MODE", channel(room), sign + char, arg))
 

@@ -159,7 +159,7 @@ class IrcWire:
         if e.offline and not self._time:
             text = f"[{dateTime(e.ts)}] {text}"
         verb = "NOTICE" if e.notice else "PRIVMSG"
-        return self._said(e, _mask(e.source, e.sender), verb, e.to, text, False)
+        return self._said(e, _mask(e.source, e.sender), verb, e.to, text, e.action)
 
     def joined(self, e: ev.Joined) -> str:
         mask = _mask(e.source, e.nick)
@@ -240,6 +240,14 @@ _FANOUT: dict[type, Callable[[IrcWire, Any], str]] = {
         ""
         if not w._awayNotify
         else line(_mask(e.source, e.nick), "AWAY", *((e.text,) if e.text else ()), tags=w.tags(e))
+    ),
+    ev.AdminChanged: lambda w, e: line(
+        e.source.mask if e.source is not None else w.server,
+        "MODE",
+        channel(e.room),
+        "+o" if e.admin else "-o",
+        e.nick,
+        tags=w.tags(e),
     ),
     ev.RealnameChanged: lambda w, e: (
         line(_mask(e.source, e.nick), "SETNAME", e.realname, tags=w.tags(e)) if w._setname else ""
