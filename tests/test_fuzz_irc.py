@@ -107,7 +107,7 @@ KNOWN = {
 # (test_lists_can_exceed_512_bytes needs no entry: the fuzz makes no lists that long, and
 # topics, which only admins set, it does not set.)
 LONG_TEXTS = {"PART", "QUIT", "AWAY", "301"}
-REALNAMES = {"311", "352", "SETNAME"}
+REALNAMES = {"311", "352", "354", "SETNAME"}
 
 
 def knownBug(got: IrcLine) -> bool:
@@ -163,7 +163,8 @@ NUMERICS: dict[str, int | None] = {
     "251": 2, "252": 3, "253": 3, "254": 3, "255": 2, "265": 4, "266": 4,
     "301": 3, "302": 2, "303": 2, "305": 2, "306": 2, "311": 6, "312": 4, "313": 3,
     "315": 3, "317": 5, "318": 3, "319": 3, "321": 3, "322": 4, "323": 2, "324": 3,
-    "330": 4, "331": 3, "332": 3, "333": 4, "351": 4, "352": 8, "353": 4, "366": 3,
+    "330": 4, "331": 3, "332": 3, "333": 4, "351": 4, "352": 8, "353": 4, "354": None,
+    "366": 3,
     "367": 5, "368": 3, "372": 2, "375": 2, "376": 2, "391": 3,
     "400": 3, "401": 3, "403": 3, "404": 3, "410": 3, "411": 2, "412": 2, "417": 2,
     "421": 3, "422": 2, "431": 2, "432": 3, "433": 3, "441": 4, "442": 3, "451": 2,
@@ -687,7 +688,7 @@ SHAPES = {
     "KICK": [channels, nick, text],
     "PRIVMSG": [target, text],
     "NOTICE": [target, text],
-    "WHO": [target],
+    "WHO": [target, st.sampled_from(["", "%tcuhnfar,42", "%n", "%", "%zzz,x", "%t,9999", "o"])],
     "WHOIS": [nick, nick],
     "AWAY": [text],
     "ISON": [nick, nick, nick],

@@ -399,6 +399,14 @@ async def test_extended_join_and_who_show_the_realname(server):
     watcher.say("WHO #lobby")
     await watcher.until(" 315 ")
     assert any(line.endswith(" bbb H :0 bbb Realname") for line in watcher.history)
+    # WHOX, as WeeChat and HexChat ask for accounts and away states.
+    watcher.say("WHO #lobby %tcuhnfar,42")
+    whox = await watcher.until(" bbb ")
+    assert re.fullmatch(
+        r":irc\.chatserv 354 watcher 42 #lobby ~bbb \S+\.cloak bbb H 0 :bbb Realname", whox
+    )
+    watcher.say("WHO bbb %na")
+    assert await watcher.until(" 354 ") == ":irc.chatserv 354 watcher bbb 0"
 
 
 @pytest_twisted.ensureDeferred

@@ -364,6 +364,7 @@ class IrcProtocol(LineChatProtocol):
             "WHOIS:1",
             f"TOPICLEN={TOPICLEN}",
             "UTF8ONLY",
+            "WHOX",
         ]
         for i in range(0, len(tokens), 12):
             self.numeric("005", *tokens[i : i + 12], "are supported by this server")

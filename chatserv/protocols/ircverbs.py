@@ -501,8 +501,13 @@ def _who(irc: IrcProtocol, message: Message) -> None:
         found = service.findUser(mask)
         members = [found] if found is not None else []
         shown = "*"
+    fields, _, token = message.param(1).partition(",")
+    whox = fields.startswith("%")
     for member in members:
         source = service.sourceOf(member)
+        if whox:
+            irc.numeric("354", *_whox(irc, member, source, shown, fields[1:], token))
+            continue
         irc.numeric(
             "352",
             shown,
@@ -514,6 +519,26 @@ def _who(irc: IrcProtocol, message: Message) -> None:
             f"0 {_realname(member)}",
         )
     irc.numeric("315", mask, "End of /WHO list")
+
+
+def _whox(irc: IrcProtocol, member: User, source, shown: str, fields: str, token: str):
+    """WHOX: the fields asked for (C{WHO #room %tcuhnfar,42}), in IRC's order, as 354."""
+    values = {
+        "t": token[:3] if token.isdigit() else "0",
+        "c": shown,
+        "u": source.user,
+        "i": "255.255.255.255",  # the address is not shown, only the host's cloak
+        "h": source.host,
+        "s": irc.service.settings.irc_server_name,
+        "n": source.nick,
+        "f": _flags(irc, member),
+        "d": "0",
+        "l": "0",
+        "a": member.account.nick if member.account is not None else "0",
+        "o": "n/a",
+        "r": _realname(member),
+    }
+    return [values[f] for f in "tcuihsnfdlaor" if f in fields]
 
 
 @verb("WHOIS")
