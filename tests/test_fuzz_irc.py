@@ -683,7 +683,12 @@ SHAPES = {
     "JOIN": [channels],
     "PART": [channels, text],
     "NAMES": [channels],
-    "LIST": [channels],
+    "LIST": [
+        st.one_of(
+            channels,
+            st.sampled_from([">1", "<5", "*dev*", "!*", "T<5", "T>9999999999", "*a" * 200, ">²"]),
+        )
+    ],
     "TOPIC": [channels, text],
     "KICK": [channels, nick, text],
     "PRIVMSG": [target, text],

@@ -452,6 +452,24 @@ async def test_join_part_names_topic_list(server):
     dave.say("LIST")
     await dave.until(" 323 ")
     assert any(line.endswith(" 322 dave #lobby 2 :") for line in dave.history)
+    await server.chat.setTopic(CONSOLE, "devops", "deploys")  # permanent, empty
+    for request, listed in (
+        ("LIST >1", ["#lobby"]),
+        ("LIST <1", ["#devops"]),
+        ("LIST *dev*", ["#devops"]),
+        ("LIST !*dev*", ["#lobby"]),
+        ("LIST #LOBBY,#devops", ["#devops", "#lobby"]),
+        ("LIST T<60", ["#devops"]),  # its topic is a minute old at most
+        ("LIST T>60", []),
+        ("LIST *o*,<1", ["#devops"]),
+        ("LIST " + "*a" * 200, []),  # a mask that would take a regular expression ages
+    ):
+        dave.say(request)
+        got = []
+        while " 323 " not in (reply := await dave.until(lambda _: True)):
+            if " 322 " in reply:
+                got.append(reply.split()[3])
+        assert got == listed, request
     dave.say("JOIN 0")
     assert " PART #lobby " in await dave.until("PART #lobby")
     assert (await alice.until("dave")).endswith("<-- dave has left (left all channels)")

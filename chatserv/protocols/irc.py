@@ -39,7 +39,15 @@ from chatserv.names import MAX_NAME_LENGTH
 from chatserv.protocols import keepAlive, noDelay
 from chatserv.protocols.framing import LineFramer
 from chatserv.protocols.ircmessage import MAX_BODY, BadMessage, body, escapeTag, line, parse
-from chatserv.protocols.ircverbs import AWAYLEN, COMMANDS, KICKLEN, REFUSE, TARGMAX, fallback
+from chatserv.protocols.ircverbs import (
+    AWAYLEN,
+    COMMANDS,
+    ELIST,
+    KICKLEN,
+    REFUSE,
+    TARGMAX,
+    fallback,
+)
 from chatserv.protocols.ircwire import IrcWires
 from chatserv.protocols.line import LineChatFactory, LineChatProtocol
 from chatserv.service import REALNAME_LENGTH, ChatService, User
@@ -350,7 +358,7 @@ class IrcProtocol(LineChatProtocol):
             f"CHANNELLEN={settings.max_room_name_length + 1}",
             "CHANTYPES=#",
             f"CHATHISTORY={settings.max_history_request}",
-            "ELIST=",
+            f"ELIST={ELIST}",
             f"KICKLEN={KICKLEN}",
             f"MAXTARGETS={TARGMAX}",
             "MODES=4",

@@ -374,12 +374,69 @@ def _names(irc: IrcProtocol, message: Message) -> Any:
 @verb("LIST")
 def _list(irc: IrcProtocol, message: Message) -> None:
     service = irc.service
-    wanted = {fold(t.lstrip("#")) for t in _targets(message.param(0))} if message.params else None
+    keep = _listFilter(message.param(0), service.now())
     irc.numeric("321", "Channel", "Users  Name")
     for room in sorted(service.rooms.values(), key=lambda r: r.key):
-        if wanted is None or room.key in wanted:
+        if keep(room):
             irc.numeric("322", channel(room.name), str(len(room.members)), room.topic or "")
     irc.numeric("323", "End of /LIST")
+
+
+def globMatch(mask: str, text: str) -> bool:
+    """Whether C{text} matches C{mask}, where C{*} is any run and C{?} any one character.
+    In at most len(mask) * len(text) steps (a regular expression of many stars can take
+    exponential time)."""
+    m = t = 0
+    star, resume = -1, 0
+    while t < len(text):
+        if m < len(mask) and mask[m] in ("?", text[t]):
+            m, t = m + 1, t + 1
+        elif m < len(mask) and mask[m] == "*":
+            star, resume = m, t
+            m += 1
+        elif star >= 0:  # let the last star take one more character
+            resume += 1
+            m, t = star + 1, resume
+        else:
+            return False
+    return all(c == "*" for c in mask[m:])
+
+
+def _number(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
+ELIST = "MNTU"  # LIST's filters: masks, negated masks, topic age, user counts
+
+
+def _listFilter(text: str, now: float) -> Callable[[Any], bool]:
+    """What C{LIST a,b,...} keeps: channels named, matching a mask (C{*dev*}), not matching
+    one (C{!*test*}), with more or fewer users than N (C{>5}, C{<100}), or a topic set
+    less or more than N minutes ago (C{T<60}, C{T>1440}). Every filter must hold."""
+    names: set[str] = set()
+    tests: list[Callable[[Any], bool]] = []
+    for item in text.split(",")[:8] if text else ():
+        if item[:1] in ("<", ">") and _number(item[1:]):
+            n, more = int(item[1:]), item[0] == ">"
+            tests.append(
+                lambda r, n=n, more=more: len(r.members) > n if more else len(r.members) < n
+            )
+        elif item[:2] in ("T<", "T>") and _number(item[2:]):
+            age, newer = int(item[2:]) * 60, item[1] == "<"
+            tests.append(
+                lambda r, age=age, newer=newer: (
+                    r.topic is not None
+                    and ((now - r.topicTs < age) if newer else (now - r.topicTs > age))
+                )
+            )
+        elif "*" in item or "?" in item:
+            negated, mask = item.startswith("!"), fold(item.lstrip("!"))
+            tests.append(lambda r, m=mask, neg=negated: globMatch(m, "#" + r.key) != neg)
+        elif item:
+            names.add(fold(item.lstrip("#")))
+    if names:
+        tests.append(lambda r: r.key in names)
+    return lambda room: all(test(room) for test in tests)
 
 
 @verb("TOPIC")
