@@ -493,7 +493,8 @@ def checkConsistent(service) -> None:
         if not isinstance(user.client, IrcProtocol):
             assert len(user.rooms) <= 1  # a line or JSON session: /join is a switch
     for key, room in service.rooms.items():
-        assert room.key == key and (room.members or key == default)
+        # Rooms without members: the default one, and permanent ones (an admin's topic).
+        assert room.key == key and (room.members or key == default or room.topic is not None)
         for member in room.members.values():
             assert member in service.sessions and member.rooms.get(key) is room
 

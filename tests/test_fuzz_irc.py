@@ -77,6 +77,7 @@ from chatserv.commands import TABLE
 from chatserv.names import fold
 from chatserv.protocols.irc import IrcFactory
 from chatserv.protocols.ircverbs import CAPS
+from chatserv.store import Account
 
 # A cloak key of its own, so that the same example shows the same hosts.
 SETTINGS = {**GENEROUS, "irc_rate_burst": 10**6, "irc_cloak_key": "fuzz"}
@@ -180,7 +181,9 @@ ACTION = re.compile("\x01ACTION ([^\x01]*)\x01")
 # flood, no answer to a PING, no registration in time.
 FAREWELLS = re.compile(
     r"Closing link: \S+ \((Goodbye\.|wrong password|Ping timeout: 30 seconds"
-    r"|disconnected: (you sent too much, too fast|no nickname chosen in 60 seconds))\)"
+    r"|disconnected: (you sent too much, too fast|no nickname chosen in 60 seconds"
+    # An admin's doing (docs/protocol.md): a kick, a ban, a room closed.
+    r"|you were (kicked|banned) by \S+(: .*)?|you are banned .+|#\S+ was closed \(.+\)))\)"
 )
 
 
@@ -358,6 +361,7 @@ IRC_LINE_FORMS = LINE_FORMS + [
         rf"<-- {NAME} has quit \(.+\)",  # someone who was in several rooms
         rf"#{NAME} -{NAME}- .+",  # NOTICE to a channel
         rf"-{NAME}- .+",  # NOTICE to one user
+        rf"#{NAME} <-- {NAME} was kicked by {NAME}(: .+)?",  # an admin's KICK
     )
 ]
 
@@ -550,6 +554,15 @@ class World(Watched):
         assert not self.line.transport.disconnecting and self.json.closeCode is None
         assert not self.irc.transport.disconnecting
         return lines, events, irc
+
+    def observedAnything(self) -> None:
+        """What the observers received since the last call, checked as well-formed only:
+        an admin may have kicked, muted or banned them."""
+        lineOutput(self.line.outputBytes())
+        for f in self.json.frames():
+            if f.opcode == ws.TEXT:
+                checkJSON(f.text)
+        ircOutput(self.irc.outputBytes(), {"ircobs"})
 
     def checkHealthy(self) -> None:
         """The service is consistent, the observers can talk, and the attacker can too."""
@@ -876,6 +889,79 @@ def test_irc_verbs(lines, how, joined, user):
                 checkClosedBy(attacker, got, [line])
         world.checkHealthy()
         world.finish()
+
+
+ADMIN_COMMANDS = [c.name.upper() for c in TABLE if c.admin]
+# Mostly aimed well: at the observers, the attacker itself, and a name that is not there.
+WHO = sorted(OBSERVERS) + [ATTACKER, "nobody"]
+ADMIN_CHANNELS = ["#lobby", "#lobby", "#dev", "#new", "#LOBBY", "lobby"]
+ADMIN_ARGS = ["10m", "1s", "--address", "reason here", "x" * 400, "\x1b[31mred", "newpw12345"]
+
+
+@st.composite
+def adminLines(draw) -> str:
+    """What an admin can do to others: IRC's operator verbs and chatserv's admin commands,
+    mostly well-formed, with now and then any line at all."""
+    kind = draw(st.sampled_from(["irc", "irc", "chatserv", "chatserv", "any"]))
+    who = draw(st.one_of(st.sampled_from(WHO), nick))
+    where = draw(st.one_of(st.sampled_from(ADMIN_CHANNELS), channels))
+    said = draw(st.one_of(st.sampled_from(ADMIN_ARGS), text))
+    if kind == "any":
+        return draw(ircLines(quit=True))
+    if kind == "chatserv":
+        params = [who, said, draw(st.sampled_from(ADMIN_ARGS))]
+        verb = draw(st.sampled_from(ADMIN_COMMANDS))
+        if verb == "RBROADCAST":
+            params = [where.lstrip("#"), said]
+    else:
+        verb = draw(st.sampled_from(["KICK", "MODE", "MODE", "TOPIC", "KILL", "JOIN", "PART"]))
+        params = {
+            "KICK": [where, who, said],
+            "MODE": [where, draw(st.sampled_from(MODES)), who],
+            "TOPIC": [where, said],
+            "KILL": [who, said],
+            "JOIN": [where],
+            "PART": [where, said],
+        }[verb]
+    params = params[: draw(st.integers(1, len(params)))]
+    if " " in params[-1] or not params[-1] or draw(st.booleans()):
+        params[-1] = ":" + params[-1]
+    return " ".join([verb, *params])
+
+
+@fuzz(120)
+@given(lines=st.lists(adminLines(), min_size=1, max_size=8))
+def test_irc_admin_verbs(lines):
+    """An admin's verbs and commands, aimed at anyone: the service stays consistent,
+    nothing fails, and what everyone is sent is well-formed."""
+    with World("caps", True) as world:
+        attacker, service = world.attacker, world.service
+        user = attacker.session.user
+        account = Account(user.key, user.nick, "argon2-not-needed", admin=True, created=0.0)
+        service.store.accounts[user.key] = account
+        user.account = account  # as a login would make it
+        assert service.isAdmin(user)
+        for line in lines:
+            if attacker.closed:
+                break
+            attacker.sendLine(line)
+            attacker.take()  # (each line is checked as it is parsed)
+            world.observedAnything()
+            checkConsistent(service)
+        if not attacker.lost:
+            attacker.finish()
+        world.observedAnything()
+        checkConsistent(service)
+        online = {u.nick for u in service.sessions}
+        assert online <= OBSERVERS
+        event(f"observers disconnected: {len(OBSERVERS - online)}")
+        event(f"sanctions: {min(len(list(service.sanctions)), 2)}")
+        event(f"topics: {min(sum(r.topic is not None for r in service.rooms.values()), 2)}")
+        # The server still serves a newcomer.
+        newcomer = IrcConnection(factory=world.ircFactory, host="10.9.9.9", port=7000)
+        newcomer.register("newcomer", "")
+        newcomer.sendLine("PING :alive")
+        assert "PONG" in newcomer.outputBytes().decode()
 
 
 def checkClosedBy(attacker: IrcAttacker, got: list[IrcLine], lines: list[str]) -> None:
