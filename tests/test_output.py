@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 import wsmemory as ws
+from clients import eventually
 from helpers import LineConnection, makeService, named
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, globalLogPublisher
@@ -174,3 +176,50 @@ def test_slow_reader_limit_is_exact_and_counts_only_while_paused():
     assert reader.outputBytes() == b""
     assert reader.transport.disconnecting
     assert service.counters.slow_readers == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_now_sends_at_once_and_leaves_the_rest_to_twisted_in_order():
+    from twisted.internet import defer, protocol, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
+
+    from chatserv.protocols.output import writeNow
+
+    accepted: defer.Deferred = defer.Deferred()
+
+    class Server(protocol.Protocol):
+        def connectionMade(self) -> None:
+            accepted.callback(self.transport)
+
+    class Client(protocol.Protocol):
+        def __init__(self) -> None:
+            self.got = bytearray()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.got += data
+
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        protocol.Factory.forProtocol(Server)
+    )
+    client = Client()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+    await endpoint.connect(protocol.Factory.forProtocol(lambda: client))
+    transport = await accepted
+    try:
+        writeNow(transport, b"hello")
+        assert transport not in reactor.getWriters()  # sent, not queued for the next poll
+        await eventually(lambda: bytes(client.got) == b"hello")
+        # A client that does not read: the kernel takes what it can, Twisted the rest.
+        client.transport.pauseProducing()
+        chunks = [b"%08d" % i * 128 for i in range(4000)]  # 4 MB, numbered
+        for chunk in chunks:
+            writeNow(transport, chunk)
+        assert transport in reactor.getWriters()  # the rest waits in Twisted's buffer
+        client.transport.resumeProducing()
+        expected = b"hello" + b"".join(chunks)
+        await eventually(lambda: len(client.got) == len(expected), timeout=20)
+        assert bytes(client.got) == expected
+    finally:
+        client.transport.loseConnection()
+        transport.loseConnection()
+        await port.stopListening()

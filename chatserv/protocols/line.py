@@ -22,7 +22,7 @@ from chatserv.protocols import (
     released,
 )
 from chatserv.protocols.framing import LineFramer
-from chatserv.protocols.output import ConnectionOutput, Flusher
+from chatserv.protocols.output import ConnectionOutput, Flusher, writeNow
 from chatserv.service import ChatService
 from chatserv.session import Session
 from chatserv.wires import BY_KIND
@@ -109,7 +109,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
         return b"".join(pending)
 
     def _write(self, data: bytes) -> None:
-        self.transport.write(data)
+        writeNow(self.transport, data)
 
     def farewell(self, reason: str) -> bytes:
         """What the client is told as the server closes its connection."""

@@ -10,6 +10,13 @@ in one go. That adds no latency: a transport writes nothing before the reactor n
 polls its socket anyway, and the scheduled call runs just before that poll. Anything
 that must leave before a close (a farewell notice) is flushed at once.
 
+Straight to the socket. With many small rooms nothing coalesces: a connection gets one
+message per turn, and C{transport.write} registers the socket as a writer for the next
+poll, which writes it and unregisters it (two C{epoll_ctl} calls, and Twisted's buffer
+bookkeeping, around the one C{send}). When a plain TCP transport holds nothing
+unwritten, L{writeNow} calls C{send} at once instead; whatever the kernel does not take
+is handed to C{transport.write}, so order, slow-reader pauses and errors stay Twisted's.
+
 Slow readers. The protocol registers itself as its transport's streaming producer, so
 Twisted pauses it when the transport's buffer fills (the client is not reading) and
 resumes it when the buffer drains. Bytes sent while paused are counted, whatever
@@ -21,11 +28,32 @@ lives in class defaults until it changes, so an idle connection pays nothing for
 
 from __future__ import annotations
 
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
 _log = Logger()
+
+
+def writeNow(transport, data: bytes) -> None:
+    """C{transport.write(data)}, but sent at once when the transport is a plain TCP
+    connection with nothing waiting to be written (see the module docstring)."""
+    if (
+        isinstance(transport, tcp.Connection)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not getattr(transport, "_tempDataBuffer", True)
+        and not getattr(transport, "TLS", False)
+    ):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int) and sent >= 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # An error (the connection is lost): Twisted finds it, as for any write.
+    transport.write(data)
 
 
 class Flusher:

@@ -25,7 +25,7 @@ from chatserv.errors import BinaryRefused, LineTooLong
 from chatserv.interfaces import IChatClient, IWire
 from chatserv.limits import TokenBucket
 from chatserv.protocols import AdmissionMixin, closedBecause, noDelay, peerText, released
-from chatserv.protocols.output import ConnectionOutput, Flusher
+from chatserv.protocols.output import ConnectionOutput, Flusher, writeNow
 from chatserv.service import ChatService
 from chatserv.session import Session
 
@@ -229,7 +229,12 @@ class WebSocketChatProtocol(ConnectionOutput, WebSocketServerProtocol):
 
     def _write(self, data: bytes) -> None:
         if self.state == WebSocketServerProtocol.STATE_OPEN:
-            super().sendData(data)
+            if self.send_queue:  # Autobahn's own chopped or synchronous writes go first
+                super().sendData(data)
+            else:
+                # What Autobahn's sendData would do, without its per-write debug log and
+                # statistics, straight to the socket when nothing waits (see output.py).
+                writeNow(self.transport, data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         # Autobahn writes its own frames (pongs, closes) through here: what this connection
