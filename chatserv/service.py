@@ -262,6 +262,12 @@ class ChatService(Service):
         state = store.load()
         self._lastId = state.lastId  # ids go on where the stored ones stop
         self.sanctions = Sanctions(state.sanctions)
+        # Which nicknames are registered and which rooms have history: a guest's nickname
+        # and the first join of a new room ask the database nothing (a reconnect storm of
+        # thousands would queue as many queries). This process makes every change to
+        # either, so the view stays true; the store is still asked about the names in it.
+        self._registered: set[str] = set(state.accounts)
+        self._spoken: set[str] = set(state.spoken)
         for record in state.rooms:
             room = self.rooms.get(record.key) or Room(record.name)
             room.topic, room.topicBy, room.topicTs = record.topic, record.topicBy, record.topicTs
@@ -385,7 +391,7 @@ class ChatService(Service):
         self._refuseBanned(key)
         self._refuseTaken(user, key, nick)
         if user.account is None or user.account.key != key:
-            if await self.store.account(key) is not None:
+            if await self._isRegistered(key):
                 raise NickRegistered(
                     f'the nickname "{nick}" is registered: /login {nick} PASSWORD, '
                     "or choose another"
@@ -395,6 +401,14 @@ class ChatService(Service):
                 return
             self._refuseTaken(user, key, nick)  # someone may have taken it meanwhile
         await self._applyNick(user, nick, key)
+
+    async def _isRegistered(self, key: str) -> bool:
+        if key not in self._registered:
+            return False
+        if await self.store.account(key) is not None:
+            return True
+        self._registered.discard(key)  # (gone from the database some other way)
+        return False
 
     def _refuseReserved(self, key: str, nick: str) -> None:
         # An admin named in the config file who has no account yet: whoever took the name
@@ -488,6 +502,7 @@ class ChatService(Service):
         if not added:
             self.registrations.refund(host, self.now())
             raise NickRegistered(f'"{nick}" is already registered: /login {nick} PASSWORD')
+        self._registered.add(key)
         if user not in self.sessions or user.key != key:
             return
         user.account = account
@@ -684,7 +699,7 @@ class ChatService(Service):
         limit = self.settings.history_on_join
         rows: list[ev.RoomMessage] | None = []
         try:
-            if limit:
+            if limit and room.key in self._spoken:
                 await self.store.flush()  # what the room said before it was last emptied
                 rows = await self.store.history(room.key, limit)
         except StoreUnavailable as e:
@@ -822,6 +837,7 @@ class ChatService(Service):
             source=self.sourceOf(user),
         )
         self.store.addMessage(event)
+        self._spoken.add(room.key)
         if room.recent is not None:
             # Replayed later, maybe to a wire that names people by mask: without one.
             room.recent.append(dataclasses.replace(event, history=True, source=None))
@@ -871,7 +887,7 @@ class ChatService(Service):
         except ChatError:
             raise offline from None
         text = self._cleanText(text)
-        account = await self.store.account(key) if limit else None
+        account = await self.store.account(key) if limit and key in self._registered else None
         if account is None:
             raise offline
         event = ev.PrivateMessage(
@@ -1097,6 +1113,7 @@ class ChatService(Service):
         account = Account(fold(nick), nick, hashed, None, admin, self.now())
         if not await self.store.addAccount(account):
             raise NickRegistered(f'"{nick}" is already registered')
+        self._registered.add(account.key)
         _log.info(
             "{by} created the account {nick}{admin}",
             by=by,
@@ -1122,6 +1139,7 @@ class ChatService(Service):
         by = self.authorize(actor, "deleteaccount")
         account = await self._existingAccount(nick)
         await self.store.deleteAccount(account.key)
+        self._registered.discard(account.key)
         _log.info("{by} deleted the account {nick}", by=by, nick=account.nick)
         for user in list(self.sessions):
             if user.account is not None and user.account.key == account.key:
@@ -1149,6 +1167,8 @@ class ChatService(Service):
         if not await self.store.renameAccount(account.key, newKey, newNick):
             raise NickRegistered(f'the nickname "{newNick}" is registered to another account')
         renamed = dataclasses.replace(account, key=newKey, nick=newNick)
+        self._registered.discard(account.key)
+        self._registered.add(newKey)
         self.sanctions.rename(account.key, newKey, newNick)
         _log.info("{by} renamed the account {old} to {new}", by=by, old=account.nick, new=newNick)
         for user in list(self.sessions):

@@ -83,6 +83,54 @@ def test_a_guest_cannot_take_a_registered_nickname():
     assert service.findUser("bob") is not None
 
 
+class CountingStore(MemoryStore):
+    """Counts the account lookups and history reads the service makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: list[str] = []
+        self.reads: list[str] = []
+
+    def account(self, key):
+        self.lookups.append(key)
+        return super().account(key)
+
+    def history(self, roomKey, limit, span=None):
+        self.reads.append(roomKey)
+        return super().history(roomKey, limit, span)
+
+
+def test_guests_and_new_rooms_ask_the_database_nothing_registered_names_still_do():
+    store = CountingStore()
+    service, _ = makeService(store=store)
+    guest = named(service, "guest")
+    guest.send("/join fresh\n/msg nobody hi\n")
+    assert store.lookups == [] and store.reads == []  # nothing registered, nothing said
+    guest.send("first words\n/join lobby\n")
+    alice = registered(service, "alice", 5001)
+    deleted = registered(service, "dora", 5002)
+    for conn in (alice, deleted):
+        conn.send("/quit\n")
+    resultOf(defer.ensureDeferred(service.deleteAccount(CONSOLE, "dora")))
+    store.lookups.clear()
+    late = LineConnection(service, port=5003)
+    late.send("/join fresh\n")  # no nickname yet: refused, nothing read
+    late.send("alice\n")
+    assert "is registered" in late.output() and store.lookups == ["alice"]
+    late.send("dora\n")  # deleted: free again, and not asked about
+    assert "Welcome, dora" in late.output() and store.lookups == ["alice"]
+    late.send("/join fresh\n")
+    assert store.reads == ["fresh"]  # spoken in since it was made
+    # A restart knows the same from the store.
+    again, _ = makeService(store=store)
+    store.lookups.clear()
+    other = LineConnection(again, port=5004)
+    other.send("alice\n")
+    assert "is registered" in other.output() and store.lookups == ["alice"]
+    other.send("erin\n")
+    assert "Welcome, erin" in other.output() and store.lookups == ["alice"]
+
+
 def test_wrong_password_and_unknown_nick_read_the_same():
     service, _ = makeService()
     registered(service, "alice", 5000).send("/quit\n")

@@ -520,7 +520,7 @@ async def test_everything_survives_a_restart(backend):
     await store.addOffline("alice", private(40, to="Alice", color="#0000FF"), 5)
     store = await backend.reopen(store)  # close() commits the queued messages
     state = store.load()
-    assert state == State(lastId=40, rooms=[room], sanctions=[ban])
+    assert state == State(40, [room], [ban], frozenset({"alice"}), frozenset({"lobby"}))
     assert await store.account("alice") == alice
     history = await store.history("lobby", 100)
     assert texts(history) == TRICKY

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 
 from fuzzing import no_unhandled_errors  # noqa: F401 (an autouse fixture)
-from helpers import FAST_HASHER, LineConnection, failureOf, makeService, named, resultOf
+from helpers import FAST_HASHER, NOON, LineConnection, failureOf, makeService, named, resultOf
 from twisted.internet import defer
 from twisted.logger import formatEvent
 
@@ -150,7 +150,10 @@ def test_joining_a_room_whose_history_cannot_be_loaded(logged):
 
 
 def test_choosing_a_nickname_while_account_lookups_fail(logged):
-    service, clock = makeService(store=FullDiskStore("account"))
+    store = FullDiskStore("account")
+    # A registered name: the one kind of nickname whose choice asks the database.
+    store.accounts["alice"] = Account("alice", "alice", "hash", created=NOON)
+    service, clock = makeService(store=store)
     conn = LineConnection(service)
     conn.output()
     conn.send("alice\n")

@@ -92,6 +92,11 @@ class State:
     lastId: int = 0  # the highest message id ever stored (room and offline messages)
     rooms: list[RoomRecord] = field(default_factory=list)
     sanctions: list[Sanction] = field(default_factory=list)  # unexpired only
+    # The keys of every account, and of every room with messages stored: choosing a
+    # nickname nobody registered, or first joining a room nobody spoke in, then asks
+    # the database nothing.
+    accounts: frozenset[str] = frozenset()
+    spoken: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ class MemoryStore:
         )
         now = time.time()  # start-up code, like the database backends' load()
         live = [s for s in self.sanctions.values() if s.until is None or s.until > now]
-        return State(lastId, list(self.rooms.values()), live)
+        spoken = frozenset(key for key, found in self.messages.items() if found)
+        return State(lastId, list(self.rooms.values()), live, frozenset(self.accounts), spoken)
 
     # -- history -----------------------------------------------------------------------
 

@@ -508,6 +508,10 @@ class SQLStore:
             rooms = [RoomRecord(*row) for row in cursor.fetchall()]
             cursor.execute(self._sql(_SANCTIONS), (time.time(),))
             sanctions = [Sanction(*row) for row in cursor.fetchall()]
+            cursor.execute("SELECT nick_key FROM accounts")
+            accounts = frozenset(key for (key,) in cursor.fetchall())
+            cursor.execute("SELECT DISTINCT room_key FROM messages")
+            spoken = frozenset(key for (key,) in cursor.fetchall())
             connection.rollback()  # nothing was written
         except self._dialect.module.Error as e:
             raise StoreError(
@@ -517,7 +521,7 @@ class SQLStore:
             connection.close()
         if self._watch is not None and not self._closing:
             self._watch.start()  # the server is committed to this database now
-        return State(lastId=lastId, rooms=rooms, sanctions=sanctions)
+        return State(lastId, rooms, sanctions, accounts, spoken)
 
     # -- room messages: the batch ------------------------------------------------------------
 
