@@ -16,10 +16,16 @@ from typing import Any
 from chatserv import events as ev
 from chatserv.text import plain
 
+_clock: tuple[int, str] = (-1, "")  # the last second shown, and how
+
 
 def clockTime(ts: float) -> str:
-    """HH:MM:SS in the server's local time zone."""
-    return time.strftime("%H:%M:%S", time.localtime(ts))
+    """HH:MM:SS in the server's local time zone (made once a second: every line shows it)."""
+    global _clock
+    second = int(ts)
+    if _clock[0] != second:
+        _clock = (second, time.strftime("%H:%M:%S", time.localtime(second)))
+    return _clock[1]
 
 
 def dateTime(ts: float) -> str:

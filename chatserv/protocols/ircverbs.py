@@ -155,19 +155,32 @@ def _room(target: str) -> str:
     return target[1:]
 
 
-def _each(irc: IrcProtocol, message: Message, targets: list[str], act) -> defer.Deferred:
-    """Run C{act(target)} for each target in turn, each one's refusal a numeric of its own."""
+def _each(irc: IrcProtocol, message: Message, targets: list[str], act) -> Any:
+    """Run C{act(target)} for each target in turn, each one's refusal a numeric of its own.
 
-    async def run() -> None:
-        for target in targets:
+    A Deferred only once a target waits (most PRIVMSGs wait on nothing: no coroutine)."""
+
+    def refused(target: str, error: ChatError) -> None:
+        _failed(irc, Message(message.verb, [target] + message.params[1:]), error)
+
+    async def rest(waiting: defer.Deferred, target: str, others: list[str]) -> None:
+        for n, current in enumerate([target, *others]):
             try:
-                result = act(target)
+                result = waiting if n == 0 else act(current)
                 if isinstance(result, defer.Deferred):
                     await result
             except ChatError as e:
-                _failed(irc, Message(message.verb, [target] + message.params[1:]), e)
+                refused(current, e)
 
-    return defer.ensureDeferred(run())
+    for n, target in enumerate(targets):
+        try:
+            result = act(target)
+        except ChatError as e:
+            refused(target, e)
+            continue
+        if isinstance(result, defer.Deferred):
+            return defer.ensureDeferred(rest(result, target, targets[n + 1 :]))
+    return None
 
 
 # -- registration and connection ---------------------------------------------------------
