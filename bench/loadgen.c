@@ -18,15 +18,23 @@
  * over the rooms. A receiver expects every message of every sender in its room except
  * its own (unless --echo).
  *
- * --proto irc: client i is b<i> (NICK b<i>, USER b<i> 0 * :b<i>) and joins #lobby, or
- * #r<room> with --join (as a line client's "/join r<room>"). It is ready when the 366
+ * --proto irc: client i is b<i> (NICK b<i>, USER b<i> 0 * :b<i>) and, once the welcome
+ * (001) arrives, joins #lobby, or #r<room> with --join (as a line client's "/join r<room>";
+ * some servers refuse a JOIN sent before registration is complete). It is ready when the 366
  * (end of NAMES) for that channel arrives (--ready-match and --ready-count are not used).
  * It sends PRIVMSG #channel :MARKER..., answers PING, and counts only PRIVMSG lines: one
  * whose channel is not its own or whose source nick is not the marker's sender is
  * misrouted.
  *
  * --hold: connect, wait until ready, print {"phase":"ready",...}, then hold the
- * connections until standard input is closed (for memory measurements).
+ * connections until standard input is closed (for memory measurements and connect storms).
+ * --max-pending N: how many connects may be in progress at once (default 256).
+ *
+ * Without --hold, {"phase":"measuring"} is printed (and flushed) when sending starts, so
+ * that a profiler can be attached for the measured window. --server-pid PID: the server's
+ * CPU time (user + system, from /proc/PID/stat) over the measured window (from the first
+ * message sent until everything is delivered or the drain time is over) is reported as
+ * server_cpu_s, with the window's length as window_s.
  *
  * Build: gcc -O2 -o loadgen loadgen.c
  */
@@ -67,9 +75,9 @@ static struct {
     int port, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
     double rate, duration, drain, settle, connectTimeout;
     const char *readyMatch;
-    int readyCount, maxPending;
+    int readyCount, maxPending, serverPid;
 } opt = {"127.0.0.1", 10001, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
-         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256};
+         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0};
 
 static Client *cl;
 static int ep;
@@ -207,8 +215,8 @@ static void becomeOpen(Client *c) {
     char name[64];
     if (opt.proto == P_IRC) {
         char buf[256];
-        int n = snprintf(buf, sizeof buf, "NICK b%d\r\nUSER b%d 0 * :b%d\r\nJOIN %s\r\n", c->id,
-                         c->id, c->id, channelOf(c->room));
+        int n = snprintf(buf, sizeof buf, "NICK b%d\r\nUSER b%d 0 * :b%d\r\n", c->id, c->id,
+                         c->id);
         queueRaw(c, buf, n);
         flushOut(c);
         return;
@@ -316,6 +324,10 @@ static void onIrcLine(Client *c, const char *p, size_t n, uint64_t now) {
         char buf[600];
         int k = snprintf(buf, sizeof buf, "PONG %.*s", (int)(end - params), params);
         queueText(c, buf, k < (int)sizeof buf ? k : (int)sizeof buf - 1, 1);
+    } else if (!c->ready && verbLen == 3 && !memcmp(verb, "001", 3)) {
+        char buf[64];
+        int k = snprintf(buf, sizeof buf, "JOIN %s", channelOf(c->room));
+        queueText(c, buf, k, 1);
     } else if (!c->ready && verbLen == 3 && !memcmp(verb, "366", 3)) {
         /* 366 NICK #channel :End of /NAMES list */
         const char *channel = channelOf(c->room);
@@ -356,7 +368,7 @@ static size_t parse(Client *c, char *buf, size_t len, uint64_t now) {
             }
             pos = nl + 1 - buf;
         }
-        if (opt.proto == P_IRC && c->outLen) flushOut(c); /* PONGs */
+        if (opt.proto == P_IRC && c->outLen) flushOut(c); /* JOIN, PONGs */
         return pos;
     }
     while (len - pos >= 2) {
@@ -519,9 +531,11 @@ static void loop(uint64_t until, int (*stop)(void), void (*tick)(uint64_t)) {
 }
 
 static int allReady(void) {
+    /* Neither being ready nor being closed is ever undone: resume where the last call stopped. */
+    static int first;
     if (nextToConnect < opt.clients || pending) return 0;
-    for (int i = 0; i < opt.clients; i++)
-        if (cl[i].state != S_CLOSED && !cl[i].ready) return 0;
+    for (; first < opt.clients; first++)
+        if (cl[first].state != S_CLOSED && !cl[first].ready) return 0;
     return 1;
 }
 
@@ -594,6 +608,22 @@ static double cpuSeconds(void) {
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Another process's CPU time (user + system, every thread) in seconds; -1 if unknown. */
+static double processCpuSeconds(int pid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
 static int countState(int st) {
     int n = 0;
     for (int i = 0; i < opt.clients; i++) n += cl[i].state == st;
@@ -611,7 +641,8 @@ static void usage(void) {
             "usage: loadgen [--host H] --port P [--proto line|ws|wsjson|irc] [--clients N]\n"
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
-            "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n");
+            "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n"
+            "  [--max-pending N] [--server-pid PID]\n");
     exit(2);
 }
 
@@ -623,7 +654,7 @@ int main(int argc, char **argv) {
         {"size", 1, 0, 'z'},      {"rooms", 1, 0, 'R'},       {"nick", 0, 0, 'N'},
         {"join", 0, 0, 'J'},      {"echo", 0, 0, 'e'},        {"ready-match", 1, 0, 'm'},
         {"ready-count", 1, 0, 'k'}, {"connect-timeout", 1, 0, 'T'}, {"hold", 0, 0, 'H'},
-        {0, 0, 0, 0}};
+        {"max-pending", 1, 0, 'M'}, {"server-pid", 1, 0, 'C'}, {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -651,10 +682,14 @@ int main(int argc, char **argv) {
         case 'k': opt.readyCount = atoi(optarg); break;
         case 'T': opt.connectTimeout = atof(optarg); break;
         case 'H': opt.hold = 1; break;
+        case 'M': opt.maxPending = atoi(optarg); break;
+        case 'C': opt.serverPid = atoi(optarg); break;
         default: usage();
         }
     }
-    if (opt.senders > opt.clients || opt.rooms < 1 || opt.size > 4000 || opt.rate <= 0) usage();
+    if (opt.senders > opt.clients || opt.rooms < 1 || opt.size > 4000 || opt.rate <= 0 ||
+        opt.maxPending < 1)
+        usage();
     if (opt.proto == P_IRC && opt.size > 400) usage(); /* an IRC line is at most 512 bytes */
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
@@ -701,8 +736,11 @@ int main(int argc, char **argv) {
     }
 
     uint64_t closedBefore = closedCount;
+    printf("{\"phase\":\"measuring\"}\n");
+    fflush(stdout);
     measuring = 1;
     double cpu0 = cpuSeconds();
+    double serverCpu0 = opt.serverPid ? processCpuSeconds(opt.serverPid) : -1;
     uint64_t start = nowNs();
     interval = (uint64_t)(1e9 / opt.rate);
     for (int s = 0; s < opt.senders; s++)
@@ -714,6 +752,8 @@ int main(int argc, char **argv) {
     loop(sendStop + (uint64_t)(opt.drain * 1e9), allDelivered, NULL);
     uint64_t stop = nowNs();
     double cpu = cpuSeconds() - cpu0;
+    double serverCpu1 = opt.serverPid ? processCpuSeconds(opt.serverPid) : -1;
+    double serverCpu = serverCpu0 >= 0 && serverCpu1 >= 0 ? serverCpu1 - serverCpu0 : -1;
 
     uint64_t sent = 0, uniq = 0, dup = 0, mis = 0;
     for (int s = 0; s < opt.senders; s++) sent += sentBy[s];
@@ -733,7 +773,8 @@ int main(int argc, char **argv) {
            "\"connect_errors\":%llu,\"late_sends\":%llu,"
            "\"offered_msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"gen_cpu_s\":%.3f,\"gen_cpu_share\":%.3f,\"bytes_in\":%llu}\n",
+           "\"gen_cpu_s\":%.3f,\"gen_cpu_share\":%.3f,\"bytes_in\":%llu,"
+           "\"window_s\":%.3f,\"server_cpu_s\":%.3f}\n",
            (const char *[]){"line", "ws", "wsjson", "irc"}[opt.proto], opt.clients,
            ready, opt.rooms, opt.senders, opt.rate, opt.size, sendSecs, totalSecs, connectSecs,
            (unsigned long long)sent, (unsigned long long)expected, (unsigned long long)uniq,
@@ -741,6 +782,6 @@ int main(int argc, char **argv) {
            (unsigned long long)(closedCount - closedBefore), (unsigned long long)connectErrors,
            (unsigned long long)lateSends, sent / sendSecs, uniq / sendSecs, PCT(0.5), PCT(0.9),
            PCT(0.99), latLen ? lat[latLen - 1] / 1000.0 : 0.0, cpu, cpu / totalSecs,
-           (unsigned long long)bytesIn);
+           (unsigned long long)bytesIn, totalSecs, serverCpu);
     return 0;
 }
