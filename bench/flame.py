@@ -24,13 +24,20 @@ FRAME_H = 16
 FONT_W = 6.6  # average width of a character at font-size 11, for cutting labels
 
 
+# A thread blocked in one of these waits for work (the database's thread pool): idle, even
+# when py-spy does not see it so.
+WAITING = ("Condition.wait (threading.py:", "Event.wait (threading.py:")
+
+
 def parse(text: str) -> Counter:
-    """Collapsed stacks: {(frame, frame, ...): samples}."""
+    """Collapsed stacks: {(frame, frame, ...): samples}, without threads waiting for work."""
     stacks: Counter = Counter()
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if stack and count.isdigit():
-            stacks[tuple(stack.split(";"))] += int(count)
+            frames = tuple(stack.split(";"))
+            if not frames[-1].startswith(WAITING):
+                stacks[frames] += int(count)
     return stacks
 
 
@@ -43,16 +50,32 @@ def package(frame: str) -> str:
     return "python and other"
 
 
+def trunk(stacks: Counter, share: float = 0.8) -> set[str]:
+    """The frames nearly every sample passes through (twistd's start-up, the reactor loop):
+    from the main thread's first frame, down the biggest callee while it holds `share` of
+    its caller's samples."""
+    node, frames = _tree(stacks), set()
+    while node["kids"]:
+        biggest = max(node["kids"].values(), key=lambda k: k["n"])
+        if biggest["n"] < (share if frames else 0.5) * node["n"]:
+            break
+        frames.add(biggest["name"])
+        node = biggest
+    return frames
+
+
 def summary(stacks: Counter, top: int = 12) -> dict:
-    """The costliest frames, self (innermost) and inclusive, with their share of samples."""
+    """The costliest frames, self (innermost) and inclusive, with their share of samples.
+    The inclusive list leaves out the trunk (see `trunk`), which would head it with 90%."""
     total = sum(stacks.values())
+    skip = trunk(stacks)
     selfTime: Counter = Counter()
     inclusive: Counter = Counter()
     packages: Counter = Counter()
     for stack, n in stacks.items():
         selfTime[stack[-1]] += n
         packages[package(stack[-1])] += n
-        for frame in set(stack):
+        for frame in set(stack) - skip:
             inclusive[frame] += n
 
     def share(counter: Counter, limit: int) -> list[dict]:
@@ -65,13 +88,15 @@ def summary(stacks: Counter, top: int = 12) -> dict:
         "samples": total,
         "self": share(selfTime, top),
         "inclusive": share(inclusive, top * 2),
+        "trunk": sorted(skip),
         "packages": share(packages, 4),
     }
 
 
 def formatSummary(s: dict) -> str:
     lines = [f"{s['samples']} samples"]
-    for title, key in (("self (where the CPU was)", "self"), ("inclusive", "inclusive")):
+    titles = (("self (where the CPU was)", "self"), ("inclusive, below the reactor", "inclusive"))
+    for title, key in titles:
         lines.append(f"\n{title}:")
         lines += [f"  {e['share']:6.1%}  {e['frame']}" for e in s[key]]
     lines.append("\nself time by package:")

@@ -28,7 +28,9 @@
  *
  * --hold: connect, wait until ready, print {"phase":"ready",...}, then hold the
  * connections until standard input is closed (for memory measurements and connect storms).
- * --max-pending N: how many connects may be in progress at once (default 256).
+ * --max-pending N: how many TCP connects may be in progress at once (default 256).
+ * --max-unready N: how many clients may be connecting or logging in at once (default: no
+ * limit): with N under the server's listen backlog, its accept queue cannot overflow.
  *
  * Without --hold, {"phase":"measuring"} is printed (and flushed) when sending starts, so
  * that a profiler can be attached for the measured window. --server-pid PID: the server's
@@ -75,9 +77,9 @@ static struct {
     int port, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
     double rate, duration, drain, settle, connectTimeout;
     const char *readyMatch;
-    int readyCount, maxPending, serverPid;
+    int readyCount, maxPending, maxUnready, serverPid;
 } opt = {"127.0.0.1", 10001, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
-         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0};
+         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0, 0};
 
 static Client *cl;
 static int ep;
@@ -109,12 +111,20 @@ static void setEvents(Client *c) {
     if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0) die("epoll_ctl mod");
 }
 
+static int settled; /* clients that are ready, or were closed before they were */
+
+static void setReady(Client *c) {
+    if (!c->ready) settled++;
+    c->ready = 1;
+}
+
 static void closeClient(Client *c) {
     if (c->state == S_CLOSED) return;
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->state = S_CLOSED;
     closedCount++;
+    if (!c->ready) settled++;
 }
 
 static void flushOut(Client *c) {
@@ -229,7 +239,7 @@ static void becomeOpen(Client *c) {
         snprintf(name, sizeof name, "r%d", c->room);
         queueRequest(c, "join", "room", name, "/join ");
     }
-    if (!opt.readyMatch) c->ready = 1;
+    if (!opt.readyMatch) setReady(c);
     flushOut(c);
 }
 
@@ -282,7 +292,7 @@ static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
     const char *m = memchr(p, '~', n);
     if (!m || !measuring) {
         if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch)))
-            if (++c->readySeen >= opt.readyCount) c->ready = 1;
+            if (++c->readySeen >= opt.readyCount) setReady(c);
         if (!m) {
             otherFrames++;
             return;
@@ -335,7 +345,7 @@ static void onIrcLine(Client *c, const char *p, size_t n, uint64_t now) {
         const char *chan = memchr(params, ' ', end - params);
         if (chan && (size_t)(end - chan) > cn + 1 && !memcmp(chan + 1, channel, cn) &&
             chan[cn + 1] == ' ')
-            c->ready = 1;
+            setReady(c);
     }
     otherFrames++;
 }
@@ -459,6 +469,7 @@ static void startConnect(Client *c) {
         connectErrors++;
         close(fd);
         c->state = S_CLOSED;
+        settled++;
         return;
     }
     struct epoll_event e = {.events = EPOLLIN | EPOLLOUT, .data.u32 = c->id};
@@ -501,7 +512,8 @@ static void loop(uint64_t until, int (*stop)(void), void (*tick)(uint64_t)) {
     for (;;) {
         uint64_t now = nowNs();
         if (now >= until || (stop && stop())) return;
-        while (nextToConnect < opt.clients && pending < opt.maxPending)
+        while (nextToConnect < opt.clients && pending < opt.maxPending &&
+               (!opt.maxUnready || nextToConnect - settled < opt.maxUnready))
             startConnect(&cl[nextToConnect++]);
         int timeout = tick ? 1 : (int)((until - now) / 1000000 + 1);
         if (timeout > 100) timeout = 100;
@@ -642,7 +654,7 @@ static void usage(void) {
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
             "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n"
-            "  [--max-pending N] [--server-pid PID]\n");
+            "  [--max-pending N] [--max-unready N] [--server-pid PID]\n");
     exit(2);
 }
 
@@ -654,7 +666,8 @@ int main(int argc, char **argv) {
         {"size", 1, 0, 'z'},      {"rooms", 1, 0, 'R'},       {"nick", 0, 0, 'N'},
         {"join", 0, 0, 'J'},      {"echo", 0, 0, 'e'},        {"ready-match", 1, 0, 'm'},
         {"ready-count", 1, 0, 'k'}, {"connect-timeout", 1, 0, 'T'}, {"hold", 0, 0, 'H'},
-        {"max-pending", 1, 0, 'M'}, {"server-pid", 1, 0, 'C'}, {0, 0, 0, 0}};
+        {"max-pending", 1, 0, 'M'}, {"max-unready", 1, 0, 'U'}, {"server-pid", 1, 0, 'C'},
+        {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
@@ -683,6 +696,7 @@ int main(int argc, char **argv) {
         case 'T': opt.connectTimeout = atof(optarg); break;
         case 'H': opt.hold = 1; break;
         case 'M': opt.maxPending = atoi(optarg); break;
+        case 'U': opt.maxUnready = atoi(optarg); break;
         case 'C': opt.serverPid = atoi(optarg); break;
         default: usage();
         }
