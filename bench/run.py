@@ -484,7 +484,7 @@ def stormOnce(run: Runner, kind: str, proto: str, profile: str | None = None) ->
         "proto": proto,
         "clients": a.storm_clients,
         "rooms": a.storm_rooms,
-        "inflight": a.storm_inflight or a.storm_clients,
+        "inflight": min(a.storm_inflight or a.storm_clients, a.storm_clients),
         "ready": ready["ready"],
         "open": ready["open"],
         "connect_errors": ready["connect_errors"],
