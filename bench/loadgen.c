@@ -737,9 +737,9 @@ int main(int argc, char **argv) {
 
     if (opt.hold) {
         printf("{\"phase\":\"ready\",\"clients\":%d,\"open\":%d,\"ready\":%d,"
-               "\"connect_errors\":%llu,\"connect_s\":%.3f}\n",
+               "\"connect_errors\":%llu,\"connect_s\":%.3f,\"bytes_in\":%llu}\n",
                opt.clients, opt.clients - countState(S_CLOSED), ready,
-               (unsigned long long)connectErrors, connectSecs);
+               (unsigned long long)connectErrors, connectSecs, (unsigned long long)bytesIn);
         fflush(stdout);
         struct epoll_event e = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
         epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e);

@@ -492,6 +492,7 @@ def stormOnce(run: Runner, kind: str, proto: str, profile: str | None = None) ->
         "open": ready["open"],
         "connect_errors": ready["connect_errors"],
         "seconds": ready["connect_s"],
+        "bytes_in_per_client": round(ready["bytes_in"] / max(ready["ready"], 1)),
         "server_cpu_s": round(cpu1 - cpu0, 2),
         "rss_before_kib": rss0,
         "rss_after_kib": rss1,
