@@ -21,8 +21,8 @@ compiled with gcc -O2 into bench/build/) on core 1. Scenarios:
             Server CPU seconds are taken over the measured window only (first message
             sent to the last delivered), and given per incoming message.
   storm     --storm-clients (10,000) connect as fast as the server takes them, choose a
-            nickname and join one of 100 rooms (chatserv on --storm-protos, the IRC peers
-            on irc); seconds until every one is in, server CPU seconds, and RSS per
+            nickname and join one of 100 rooms (chatserv on --storm-protos, InspIRCd on
+            irc: --storm-peers); seconds until every one is in, server CPU seconds, RSS per
             logged-in user. Baseline: bare Twisted accepting and greeting the same number
             (baseline_line.py --greet). At most --storm-inflight (1000) clients are
             connecting or logging in at a time, under the listen backlog (1024): an
