@@ -1,7 +1,10 @@
 """A bare Twisted line broadcast server: the floor chatserv's line protocol is compared with.
 
 Each line received is sent to every other connected client. No nicknames, no rooms, no
-limits. Usage: python bench/baseline_line.py PORT
+limits. Usage: python bench/baseline_line.py PORT [--greet]
+
+With --greet each new connection is sent one line ("hello") when it is accepted: the
+connect storm's baseline (accept + greet), which a client takes as its sign of being in.
 """
 
 import sys
@@ -18,6 +21,8 @@ class Broadcast(LineReceiver):
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)
         self.factory.clients.add(self)
+        if self.factory.greet:
+            self.transport.write(b"hello\r\n")
 
     def connectionLost(self, reason=None):
         self.factory.clients.discard(self)
@@ -33,13 +38,15 @@ class BroadcastFactory(Factory):
     protocol = Broadcast
     noisy = False
 
-    def __init__(self):
+    def __init__(self, greet=False):
         self.clients = set()
+        self.greet = greet
 
 
 def main():
     port = int(sys.argv[1])
-    reactor.listenTCP(port, BroadcastFactory(), backlog=1024, interface="127.0.0.1")
+    factory = BroadcastFactory(greet="--greet" in sys.argv[2:])
+    reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")
     print(f"listening on {port}", flush=True)
     reactor.run()
 

@@ -18,15 +18,25 @@
  * over the rooms. A receiver expects every message of every sender in its room except
  * its own (unless --echo).
  *
- * --proto irc: client i is b<i> (NICK b<i>, USER b<i> 0 * :b<i>) and joins #lobby, or
- * #r<room> with --join (as a line client's "/join r<room>"). It is ready when the 366
+ * --proto irc: client i is b<i> (NICK b<i>, USER b<i> 0 * :b<i>) and, once the welcome
+ * (001) arrives, joins #lobby, or #r<room> with --join (as a line client's "/join r<room>";
+ * some servers refuse a JOIN sent before registration is complete). It is ready when the 366
  * (end of NAMES) for that channel arrives (--ready-match and --ready-count are not used).
  * It sends PRIVMSG #channel :MARKER..., answers PING, and counts only PRIVMSG lines: one
  * whose channel is not its own or whose source nick is not the marker's sender is
  * misrouted.
  *
  * --hold: connect, wait until ready, print {"phase":"ready",...}, then hold the
- * connections until standard input is closed (for memory measurements).
+ * connections until standard input is closed (for memory measurements and connect storms).
+ * --max-pending N: how many TCP connects may be in progress at once (default 256).
+ * --max-unready N: how many clients may be connecting or logging in at once (default: no
+ * limit): with N under the server's listen backlog, its accept queue cannot overflow.
+ *
+ * Without --hold, {"phase":"measuring"} is printed (and flushed) when sending starts, so
+ * that a profiler can be attached for the measured window. --server-pid PID: the server's
+ * CPU time (user + system, from /proc/PID/stat) over the measured window (from the first
+ * message sent until everything is delivered or the drain time is over) is reported as
+ * server_cpu_s, with the window's length as window_s.
  *
  * Build: gcc -O2 -o loadgen loadgen.c
  */
@@ -67,9 +77,9 @@ static struct {
     int port, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
     double rate, duration, drain, settle, connectTimeout;
     const char *readyMatch;
-    int readyCount, maxPending;
+    int readyCount, maxPending, maxUnready, serverPid;
 } opt = {"127.0.0.1", 10001, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
-         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256};
+         5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0, 0};
 
 static Client *cl;
 static int ep;
@@ -101,12 +111,20 @@ static void setEvents(Client *c) {
     if (epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e) < 0) die("epoll_ctl mod");
 }
 
+static int settled; /* clients that are ready, or were closed before they were */
+
+static void setReady(Client *c) {
+    if (!c->ready) settled++;
+    c->ready = 1;
+}
+
 static void closeClient(Client *c) {
     if (c->state == S_CLOSED) return;
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->state = S_CLOSED;
     closedCount++;
+    if (!c->ready) settled++;
 }
 
 static void flushOut(Client *c) {
@@ -207,8 +225,8 @@ static void becomeOpen(Client *c) {
     char name[64];
     if (opt.proto == P_IRC) {
         char buf[256];
-        int n = snprintf(buf, sizeof buf, "NICK b%d\r\nUSER b%d 0 * :b%d\r\nJOIN %s\r\n", c->id,
-                         c->id, c->id, channelOf(c->room));
+        int n = snprintf(buf, sizeof buf, "NICK b%d\r\nUSER b%d 0 * :b%d\r\n", c->id, c->id,
+                         c->id);
         queueRaw(c, buf, n);
         flushOut(c);
         return;
@@ -221,7 +239,7 @@ static void becomeOpen(Client *c) {
         snprintf(name, sizeof name, "r%d", c->room);
         queueRequest(c, "join", "room", name, "/join ");
     }
-    if (!opt.readyMatch) c->ready = 1;
+    if (!opt.readyMatch) setReady(c);
     flushOut(c);
 }
 
@@ -274,7 +292,7 @@ static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
     const char *m = memchr(p, '~', n);
     if (!m || !measuring) {
         if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch)))
-            if (++c->readySeen >= opt.readyCount) c->ready = 1;
+            if (++c->readySeen >= opt.readyCount) setReady(c);
         if (!m) {
             otherFrames++;
             return;
@@ -316,6 +334,10 @@ static void onIrcLine(Client *c, const char *p, size_t n, uint64_t now) {
         char buf[600];
         int k = snprintf(buf, sizeof buf, "PONG %.*s", (int)(end - params), params);
         queueText(c, buf, k < (int)sizeof buf ? k : (int)sizeof buf - 1, 1);
+    } else if (!c->ready && verbLen == 3 && !memcmp(verb, "001", 3)) {
+        char buf[64];
+        int k = snprintf(buf, sizeof buf, "JOIN %s", channelOf(c->room));
+        queueText(c, buf, k, 1);
     } else if (!c->ready && verbLen == 3 && !memcmp(verb, "366", 3)) {
         /* 366 NICK #channel :End of /NAMES list */
         const char *channel = channelOf(c->room);
@@ -323,7 +345,7 @@ static void onIrcLine(Client *c, const char *p, size_t n, uint64_t now) {
         const char *chan = memchr(params, ' ', end - params);
         if (chan && (size_t)(end - chan) > cn + 1 && !memcmp(chan + 1, channel, cn) &&
             chan[cn + 1] == ' ')
-            c->ready = 1;
+            setReady(c);
     }
     otherFrames++;
 }
@@ -356,7 +378,7 @@ static size_t parse(Client *c, char *buf, size_t len, uint64_t now) {
             }
             pos = nl + 1 - buf;
         }
-        if (opt.proto == P_IRC && c->outLen) flushOut(c); /* PONGs */
+        if (opt.proto == P_IRC && c->outLen) flushOut(c); /* JOIN, PONGs */
         return pos;
     }
     while (len - pos >= 2) {
@@ -447,6 +469,7 @@ static void startConnect(Client *c) {
         connectErrors++;
         close(fd);
         c->state = S_CLOSED;
+        settled++;
         return;
     }
     struct epoll_event e = {.events = EPOLLIN | EPOLLOUT, .data.u32 = c->id};
@@ -489,7 +512,8 @@ static void loop(uint64_t until, int (*stop)(void), void (*tick)(uint64_t)) {
     for (;;) {
         uint64_t now = nowNs();
         if (now >= until || (stop && stop())) return;
-        while (nextToConnect < opt.clients && pending < opt.maxPending)
+        while (nextToConnect < opt.clients && pending < opt.maxPending &&
+               (!opt.maxUnready || nextToConnect - settled < opt.maxUnready))
             startConnect(&cl[nextToConnect++]);
         int timeout = tick ? 1 : (int)((until - now) / 1000000 + 1);
         if (timeout > 100) timeout = 100;
@@ -519,9 +543,11 @@ static void loop(uint64_t until, int (*stop)(void), void (*tick)(uint64_t)) {
 }
 
 static int allReady(void) {
+    /* Neither being ready nor being closed is ever undone: resume where the last call stopped. */
+    static int first;
     if (nextToConnect < opt.clients || pending) return 0;
-    for (int i = 0; i < opt.clients; i++)
-        if (cl[i].state != S_CLOSED && !cl[i].ready) return 0;
+    for (; first < opt.clients; first++)
+        if (cl[first].state != S_CLOSED && !cl[first].ready) return 0;
     return 1;
 }
 
@@ -594,6 +620,22 @@ static double cpuSeconds(void) {
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Another process's CPU time (user + system, every thread) in seconds; -1 if unknown. */
+static double processCpuSeconds(int pid) {
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / sysconf(_SC_CLK_TCK);
+}
+
 static int countState(int st) {
     int n = 0;
     for (int i = 0; i < opt.clients; i++) n += cl[i].state == st;
@@ -611,7 +653,8 @@ static void usage(void) {
             "usage: loadgen [--host H] --port P [--proto line|ws|wsjson|irc] [--clients N]\n"
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
-            "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n");
+            "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n"
+            "  [--max-pending N] [--max-unready N] [--server-pid PID]\n");
     exit(2);
 }
 
@@ -623,6 +666,7 @@ int main(int argc, char **argv) {
         {"size", 1, 0, 'z'},      {"rooms", 1, 0, 'R'},       {"nick", 0, 0, 'N'},
         {"join", 0, 0, 'J'},      {"echo", 0, 0, 'e'},        {"ready-match", 1, 0, 'm'},
         {"ready-count", 1, 0, 'k'}, {"connect-timeout", 1, 0, 'T'}, {"hold", 0, 0, 'H'},
+        {"max-pending", 1, 0, 'M'}, {"max-unready", 1, 0, 'U'}, {"server-pid", 1, 0, 'C'},
         {0, 0, 0, 0}};
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -651,10 +695,15 @@ int main(int argc, char **argv) {
         case 'k': opt.readyCount = atoi(optarg); break;
         case 'T': opt.connectTimeout = atof(optarg); break;
         case 'H': opt.hold = 1; break;
+        case 'M': opt.maxPending = atoi(optarg); break;
+        case 'U': opt.maxUnready = atoi(optarg); break;
+        case 'C': opt.serverPid = atoi(optarg); break;
         default: usage();
         }
     }
-    if (opt.senders > opt.clients || opt.rooms < 1 || opt.size > 4000 || opt.rate <= 0) usage();
+    if (opt.senders > opt.clients || opt.rooms < 1 || opt.size > 4000 || opt.rate <= 0 ||
+        opt.maxPending < 1)
+        usage();
     if (opt.proto == P_IRC && opt.size > 400) usage(); /* an IRC line is at most 512 bytes */
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
@@ -688,9 +737,9 @@ int main(int argc, char **argv) {
 
     if (opt.hold) {
         printf("{\"phase\":\"ready\",\"clients\":%d,\"open\":%d,\"ready\":%d,"
-               "\"connect_errors\":%llu,\"connect_s\":%.3f}\n",
+               "\"connect_errors\":%llu,\"connect_s\":%.3f,\"bytes_in\":%llu}\n",
                opt.clients, opt.clients - countState(S_CLOSED), ready,
-               (unsigned long long)connectErrors, connectSecs);
+               (unsigned long long)connectErrors, connectSecs, (unsigned long long)bytesIn);
         fflush(stdout);
         struct epoll_event e = {.events = EPOLLIN, .data.u32 = UINT32_MAX};
         epoll_ctl(ep, EPOLL_CTL_ADD, 0, &e);
@@ -701,8 +750,11 @@ int main(int argc, char **argv) {
     }
 
     uint64_t closedBefore = closedCount;
+    printf("{\"phase\":\"measuring\"}\n");
+    fflush(stdout);
     measuring = 1;
     double cpu0 = cpuSeconds();
+    double serverCpu0 = opt.serverPid ? processCpuSeconds(opt.serverPid) : -1;
     uint64_t start = nowNs();
     interval = (uint64_t)(1e9 / opt.rate);
     for (int s = 0; s < opt.senders; s++)
@@ -714,6 +766,8 @@ int main(int argc, char **argv) {
     loop(sendStop + (uint64_t)(opt.drain * 1e9), allDelivered, NULL);
     uint64_t stop = nowNs();
     double cpu = cpuSeconds() - cpu0;
+    double serverCpu1 = opt.serverPid ? processCpuSeconds(opt.serverPid) : -1;
+    double serverCpu = serverCpu0 >= 0 && serverCpu1 >= 0 ? serverCpu1 - serverCpu0 : -1;
 
     uint64_t sent = 0, uniq = 0, dup = 0, mis = 0;
     for (int s = 0; s < opt.senders; s++) sent += sentBy[s];
@@ -733,7 +787,8 @@ int main(int argc, char **argv) {
            "\"connect_errors\":%llu,\"late_sends\":%llu,"
            "\"offered_msgs_per_s\":%.1f,\"deliveries_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"gen_cpu_s\":%.3f,\"gen_cpu_share\":%.3f,\"bytes_in\":%llu}\n",
+           "\"gen_cpu_s\":%.3f,\"gen_cpu_share\":%.3f,\"bytes_in\":%llu,"
+           "\"window_s\":%.3f,\"server_cpu_s\":%.3f}\n",
            (const char *[]){"line", "ws", "wsjson", "irc"}[opt.proto], opt.clients,
            ready, opt.rooms, opt.senders, opt.rate, opt.size, sendSecs, totalSecs, connectSecs,
            (unsigned long long)sent, (unsigned long long)expected, (unsigned long long)uniq,
@@ -741,6 +796,6 @@ int main(int argc, char **argv) {
            (unsigned long long)(closedCount - closedBefore), (unsigned long long)connectErrors,
            (unsigned long long)lateSends, sent / sendSecs, uniq / sendSecs, PCT(0.5), PCT(0.9),
            PCT(0.99), latLen ? lat[latLen - 1] / 1000.0 : 0.0, cpu, cpu / totalSecs,
-           (unsigned long long)bytesIn);
+           (unsigned long long)bytesIn, totalSecs, serverCpu);
     return 0;
 }
