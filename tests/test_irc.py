@@ -948,3 +948,21 @@ def test_irc_settings_are_checked():
         makeSettings({"irc_server_name": "chatserv"})
     with pytest.raises(ConfigError, match="irc.network"):
         makeSettings({"irc_network": "two words"})
+
+
+def test_lusers_counts_the_admins_at_most_once_a_second():
+    from helpers import IrcConnection, makeService
+
+    service, clock = makeService(irc_rate_burst=100)
+    factory = IrcFactory(service)
+    counted = []
+    isAdmin = service.isAdmin
+    service.isAdmin = lambda user: counted.append(user) or isAdmin(user)
+    for n in range(50):  # a storm of registrations: one pass over the users, not fifty
+        conn = IrcConnection(factory=factory, host=f"10.1.0.{n}", port=6000 + n)
+        assert any(" 252 " in line for line in conn.register(f"user{n}"))
+    assert len(counted) <= 1
+    clock.advance(1)
+    conn.sendLine("LUSERS")
+    assert any(" 252 user49 0 " in line for line in conn.lines())
+    assert len(counted) == 1 + 50

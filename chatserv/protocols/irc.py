@@ -380,7 +380,7 @@ class IrcProtocol(LineChatProtocol):
     def lusers(self) -> None:
         service = self.service
         users = len(service.users)
-        admins = sum(1 for u in service.users.values() if service.isAdmin(u))
+        admins = self.factory.adminsOnline()
         unknown = len(service.sessions) - users
         self.numeric("251", f"There are {users} users and 0 invisible on 1 servers")
         self.numeric("252", str(admins), "operator(s) online")
@@ -472,6 +472,18 @@ class IrcFactory(LineChatFactory):
 
     def refusal(self, reason: str) -> bytes:
         return line(None, "ERROR", f"Closing link: {reason}").encode("utf-8")
+
+    _admins: tuple[int, int] = (-1, 0)  # (the second counted, how many)
+
+    def adminsOnline(self) -> int:
+        """How many admins are online (LUSERS' 252), counted at most once a second: each
+        registration shows it, and counting is a pass over every user (a storm of logins
+        would make it quadratic)."""
+        second = int(self.service.now())
+        if self._admins[0] != second:
+            service = self.service
+            self._admins = (second, sum(1 for u in service.users.values() if service.isAdmin(u)))
+        return self._admins[1]
 
 
 def _readMotd(settings) -> list[str]:
