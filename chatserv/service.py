@@ -766,6 +766,9 @@ class ChatService(Service):
 
     def _memberRoom(self, user: User, name: str) -> Room:
         """Room C{name}, which C{user} must be in."""
+        room = user.rooms.get(fold(name))
+        if room is not None:  # (a room's key is a valid name: nothing to check)
+            return room
         name = self._roomName(name)
         room = user.rooms.get(fold(name))
         if room is None:
@@ -840,7 +843,11 @@ class ChatService(Service):
         self._spoken.add(room.key)
         if room.recent is not None:
             # Replayed later, maybe to a wire that names people by mask: without one.
-            room.recent.append(dataclasses.replace(event, history=True, source=None))
+            room.recent.append(
+                ev.RoomMessage(
+                    kind, room.name, user.nick, text, event.ts, event.id, user.color, True
+                )
+            )
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
 

@@ -106,7 +106,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
     # send() and flush() come from ConnectionOutput.
 
     def _joined(self, pending: list[bytes]) -> bytes:
-        return b"".join(pending)
+        return pending[0] if len(pending) == 1 else b"".join(pending)
 
     def _write(self, data: bytes) -> None:
         writeNow(self.transport, data)

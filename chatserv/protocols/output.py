@@ -47,12 +47,15 @@ def writeNow(transport, data: bytes) -> None:
         and not getattr(transport, "_tempDataBuffer", True)
         and not getattr(transport, "TLS", False)
     ):
-        sent = transport.writeSomeData(data)
-        if isinstance(sent, int) and sent >= 0:
-            if sent == len(data):
-                return
-            data = data[sent:]
-        # An error (the connection is lost): Twisted finds it, as for any write.
+        try:
+            sent = transport.socket.send(data)  # (Python retries it when interrupted)
+        except OSError:
+            # Full (it would block), or the connection is lost: Twisted writes it or
+            # finds the error, as for any write.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
     transport.write(data)
 
 
