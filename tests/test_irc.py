@@ -966,3 +966,20 @@ def test_lusers_counts_the_admins_at_most_once_a_second():
     conn.sendLine("LUSERS")
     assert any(" 252 user49 0 " in line for line in conn.lines())
     assert len(counted) == 1 + 50
+
+
+def test_the_welcome_burst_fits_512_bytes_whatever_the_nickname(tmp_path):
+    from helpers import IrcConnection, makeService
+
+    motd = tmp_path / "motd.txt"
+    motd.write_text("é" * 400 + "\nshort line\n", encoding="utf-8")  # 800 bytes: cut
+    service, _ = makeService(irc_motd_file=str(motd))
+    factory = IrcFactory(service)
+    for n, nick in enumerate(["a", "b" * 32]):
+        conn = IrcConnection(factory=factory, host=f"10.2.0.{n}", port=6000 + n)
+        burst = conn.register(nick)
+        assert any(f" 376 {nick} " in line for line in burst)
+        assert any(line.endswith(f" 372 {nick} :- short line") for line in burst)
+        for line in burst:
+            assert len(line.encode("utf-8")) <= 510, line
+            assert line.split(" ")[2] in (nick, "*") or not line.startswith(":irc"), line

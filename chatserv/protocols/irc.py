@@ -15,6 +15,7 @@ what the service sends it is held back and follows the welcome.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -338,10 +339,18 @@ class IrcProtocol(LineChatProtocol):
             "%Y-%m-%d %H:%M:%S UTC", time.gmtime(service.startedAt or service.now())
         )
         self.numeric("001", f"Welcome to the {network} IRC network, {self.mask()}")
-        self.numeric("002", f"Your host is {server}, running version chatserv-{__version__}")
-        self.numeric("003", f"This server was created {created}")
-        self.numeric("004", server, f"chatserv-{__version__}", "o", "bnt")
-        self.isupport()
+        self.write(
+            self.factory.fixed(
+                "welcome",
+                lambda: [
+                    ("002", f"Your host is {server}, running version chatserv-{__version__}"),
+                    ("003", f"This server was created {created}"),
+                    ("004", server, f"chatserv-{__version__}", "o", "bnt"),
+                    *self._isupport(),
+                ],
+                self.nick,
+            )
+        )
         self.lusers()
         self.motd()
         held, self._held = self._held, None
@@ -349,6 +358,9 @@ class IrcProtocol(LineChatProtocol):
             self._out(payload)
 
     def isupport(self) -> None:
+        self.write(self.factory.fixed("isupport", self._isupport, self.nick))
+
+    def _isupport(self) -> list[tuple[str, ...]]:
         settings = self.service.settings
         tokens = [
             f"AWAYLEN={AWAYLEN}",
@@ -374,8 +386,10 @@ class IrcProtocol(LineChatProtocol):
             "UTF8ONLY",
             "WHOX",
         ]
-        for i in range(0, len(tokens), 12):
-            self.numeric("005", *tokens[i : i + 12], "are supported by this server")
+        return [
+            ("005", *tokens[i : i + 12], "are supported by this server")
+            for i in range(0, len(tokens), 12)
+        ]
 
     def lusers(self) -> None:
         service = self.service
@@ -391,14 +405,18 @@ class IrcProtocol(LineChatProtocol):
         self.numeric("266", str(users), str(users), f"Current global users {users}")
 
     def motd(self) -> None:
+        self.write(self.factory.fixed("motd", self._motd, self.nick))
+
+    def _motd(self) -> list[tuple[str, ...]]:
         lines = self.factory.motdLines
         if not lines:
-            self.numeric("422", "MOTD File is missing")
-            return
-        self.numeric("375", f"- {self.service.settings.irc_server_name} Message of the day - ")
-        for text in lines:
-            self.numeric("372", f"- {text}")
-        self.numeric("376", "End of /MOTD command.")
+            return [("422", "MOTD File is missing")]
+        server = self.service.settings.irc_server_name
+        return [
+            ("375", f"- {server} Message of the day - "),
+            *(("372", f"- {text}") for text in lines),
+            ("376", "End of /MOTD command."),
+        ]
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -458,6 +476,7 @@ class IrcFactory(LineChatFactory):
         super().__init__(service, kind)
         settings = service.settings
         self.wires = IrcWires(settings.irc_server_name)
+        self._fixed: dict[str, list[tuple[str, str]]] = {}
         self.motdLines = _readMotd(settings)
         clock = service.clock
         self.registering: Deadlines[IrcProtocol] = Deadlines(
@@ -472,6 +491,21 @@ class IrcFactory(LineChatFactory):
 
     def refusal(self, reason: str) -> bytes:
         return line(None, "ERROR", f"Closing link: {reason}").encode("utf-8")
+
+    def fixed(self, name: str, numerics: Callable[[], list[tuple[str, ...]]], nick: str) -> str:
+        """Numerics that are the same for everyone but for the nickname they are sent to
+        (the welcome burst, ISUPPORT, the MOTD): formatted once, then only addressed."""
+        template = self._fixed.get(name)
+        if template is None:
+            server = self.service.settings.irc_server_name
+            template = self._fixed[name] = []
+            # Made for the longest nickname, so that no line is cut too little for it.
+            longest = "x" * MAX_NAME_LENGTH
+            for code, *params in numerics():
+                text = line(server, code, longest, *params)
+                head = f":{server} {code} "
+                template.append((head, text[len(head) + len(longest) + 1 :]))
+        return "".join([f"{head}{nick} {rest}" for head, rest in template])
 
     _admins: tuple[int, int] = (-1, 0)  # (the second counted, how many)
 
