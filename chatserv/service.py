@@ -499,10 +499,10 @@ class ChatService(Service):
         except Exception:
             self.registrations.refund(host, self.now())
             raise
+        self._registered.add(key)  # (by someone else, if not added: the view learns it)
         if not added:
             self.registrations.refund(host, self.now())
             raise NickRegistered(f'"{nick}" is already registered: /login {nick} PASSWORD')
-        self._registered.add(key)
         if user not in self.sessions or user.key != key:
             return
         user.account = account
@@ -1118,9 +1118,10 @@ class ChatService(Service):
         self._checkPassword(password)
         hashed = await self.passwords.hash(password)
         account = Account(fold(nick), nick, hashed, None, admin, self.now())
-        if not await self.store.addAccount(account):
-            raise NickRegistered(f'"{nick}" is already registered')
+        added = await self.store.addAccount(account)
         self._registered.add(account.key)
+        if not added:
+            raise NickRegistered(f'"{nick}" is already registered')
         _log.info(
             "{by} created the account {nick}{admin}",
             by=by,
@@ -1172,6 +1173,7 @@ class ChatService(Service):
                 if self.sanctions.active(kind, newKey, now) is not None:
                     raise NotPermitted(f'the nickname "{newNick}" is {what}: /un{kind} it first')
         if not await self.store.renameAccount(account.key, newKey, newNick):
+            self._registered.add(newKey)  # it is: another account's
             raise NickRegistered(f'the nickname "{newNick}" is registered to another account')
         renamed = dataclasses.replace(account, key=newKey, nick=newNick)
         self._registered.discard(account.key)

@@ -61,6 +61,7 @@ _log = Logger()
 MAX_LINE = 8191
 # What of a topic fits in a TOPIC or 332 line (a longer one, set on another wire, is cut).
 TOPICLEN = 390
+_NO_CAPS: frozenset[str] = frozenset()
 LABEL_MAX = 64  # bytes of a labeled-response label; a longer one is not a label
 
 
@@ -93,16 +94,14 @@ class IrcProtocol(LineChatProtocol):
         noDelay(self.transport)
         keepAlive(self.transport, settings.ping_interval, settings.ping_timeout)
         self.startOutput()
-        self.caps: set[str] = set()
+        self.caps: frozenset[str] = _NO_CAPS  # shared until a client negotiates some
         self.wire = factory.wires.forCaps(self.caps)
         self._held = []
         self._heard = service.now()
         session = self.session = Session(
             service, self, greet=False, burst=settings.irc_rate_burst, autojoin=False
         )
-        self._framer = LineFramer(
-            MAX_LINE, self._lineReceived, self._refused, lambda: session.closed
-        )
+        self._framer = LineFramer(MAX_LINE, self._lineReceived, self._refused, session)
         if not session.closed:
             # First the time registration may take; after it, pings (idleCheck).
             self._idleDeadline = (factory.registering, factory.registering.add(self))
@@ -183,7 +182,7 @@ class IrcProtocol(LineChatProtocol):
         return self.service.sourceOf(self.user).mask
 
     def setCaps(self, caps: set[str]) -> None:
-        self.caps = caps
+        self.caps = frozenset(caps)
         self.wire = self.factory.wires.forCaps(caps)
         self.echo = "echo-message" in caps
 

@@ -79,7 +79,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
             settings.max_line_length,
             session.receiveLine,
             session.refuse,
-            lambda: session.closed,
+            session,
             telnet=True,
         )
 
