@@ -288,10 +288,23 @@ static void onMarker(Client *c, const char *m, const char *end, const char *sour
     lat[latLen++] = us > 0xffffffffu ? 0xffffffffu : (uint32_t)us;
 }
 
+/* With --join, a ready match counts only when it names the client's own room: the room
+ * list of #r<room> ("#r5 users (" on the line wire, "room":"r5" in JSON), not of a room
+ * passed through on the way (a server may or may not put a first nickname in its default
+ * room before the /join sent with it). */
+static int inOwnRoom(const Client *c, const char *p, size_t n) {
+    if (!opt.join || opt.proto == P_IRC) return 1;
+    char needle[48];
+    int k = opt.proto == P_WSJSON ? snprintf(needle, sizeof needle, "\"room\":\"r%d\"", c->room)
+                                  : snprintf(needle, sizeof needle, "#r%d ", c->room);
+    return memmem(p, n, needle, (size_t)k) != NULL;
+}
+
 static void onPayload(Client *c, const char *p, size_t n, uint64_t now) {
     const char *m = memchr(p, '~', n);
     if (!m || !measuring) {
-        if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch)))
+        if (opt.readyMatch && !c->ready && memmem(p, n, opt.readyMatch, strlen(opt.readyMatch))
+            && inOwnRoom(c, p, n))
             if (++c->readySeen >= opt.readyCount) setReady(c);
         if (!m) {
             otherFrames++;

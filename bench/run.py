@@ -293,7 +293,7 @@ class Runner:
         elif server.name == "chatserv":
             argv += ["--nick", "--ready-match", '"type":"who"' if proto == "wsjson" else "users ("]
             if rooms > 1:
-                argv += ["--join", "--ready-count", "2"]
+                argv.append("--join")  # ready at its own room's list (see loadgen.c)
             if proto == "wsjson":
                 argv.append("--echo")  # JSON clients get their own messages back
         return pinned(GEN_CORE, argv)

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -78,6 +78,7 @@ class User:
         "seen",
         "formerKeys",
         "autojoin",
+        "joinPending",
         "ident",
         "realname",
         "away",
@@ -89,6 +90,9 @@ class User:
         # A first nickname joins the default room (line and web clients); IRC clients
         # join the channels they ask for, and none by default.
         self.autojoin = autojoin
+        # Chose a first nickname this reactor turn and is to join the default room unless
+        # the client, in what it sent with the nickname, asks for another (see setNick).
+        self.joinPending = False
         self.ident: str | None = None  # the user part of IRC's nick!user@host, if not nick
         self.realname: str | None = None  # IRC's "real name", if not the nickname
         self.away: str | None = None  # why they are away (IRC's AWAY), if they are
@@ -267,6 +271,8 @@ class ChatService(Service):
         # thousands would queue as many queries). This process makes every change to
         # either, so the view stays true; the store is still asked about the names in it.
         self._registered: set[str] = set(state.accounts)
+        self._pendingJoins: list[User] = []  # first nicknames' default-room joins
+        self._pendingCall: IDelayedCall | None = None
         self._spoken: set[str] = set(state.spoken)
         for record in state.rooms:
             room = self.rooms.get(record.key) or Room(record.name)
@@ -454,9 +460,16 @@ class ChatService(Service):
             self.deliver(
                 user, ev.Welcome(nick, f"Welcome, {nick}! Type /help for commands.", self.now())
             )
-            if not user.autojoin:
-                return defer.succeed(None)
-            return self.join(user, self.defaultRoom).addCallback(lambda _: None)
+            if user.autojoin:
+                # At the end of this turn, or before the client's next request that is not
+                # a join: "alice" and "/join dev" sent together go to #dev without passing
+                # through the default room (whose members would see a join and a part;
+                # after a restart, one of each for everyone reconnecting).
+                user.joinPending = True
+                self._pendingJoins.append(user)
+                if self._pendingCall is None:
+                    self._pendingCall = self.clock.callLater(0, self._joinPending)
+            return defer.succeed(None)
         self.logLimit.info(
             _log,
             "{address} renamed {old} -> {nick}",
@@ -646,7 +659,13 @@ class ChatService(Service):
         self, user: User, name: str, since: int | None = None, replay: bool = True
     ) -> Room:
         self._requireNick(user)
-        room = self._roomOrNew(name)
+        # A room of its own choosing: not the default one too (unless this one is refused).
+        pending, user.joinPending = user.joinPending, False
+        try:
+            room = self._roomOrNew(name)
+        except ChatError:
+            user.joinPending = pending
+            raise
         key = room.key
         if since is not None:
             self._sawUpTo(user, key, since)
@@ -671,6 +690,28 @@ class ChatService(Service):
         else:
             self.deliver(user, self.who(user, room.name))
         return room
+
+    def settleJoin(self, user: User) -> defer.Deferred[None] | None:
+        """Join the default room now if C{user}'s first nickname is still to (see
+        L{setNick}); None if there is nothing to join."""
+        if not user.joinPending:
+            return None
+        user.joinPending = False
+        if user not in self.sessions or user.rooms:
+            return None
+        return self.join(user, self.defaultRoom).addCallback(lambda _: None)
+
+    def _joinPending(self) -> None:
+        self._pendingCall = None
+        waiting, self._pendingJoins = self._pendingJoins, []
+        for user in waiting:
+            joined = self.settleJoin(user)
+            if joined is not None:
+                joined.addErrback(self._joinFailed, user)
+
+    @staticmethod
+    def _joinFailed(failure, user: User) -> None:
+        _log.failure("joining {nick} to the default room failed", failure, nick=user.nick)
 
     def markSeen(self, user: User, name: str, since: int) -> None:
         """Note, before C{user} joins room C{name}, that its client has seen it up to message

@@ -25,6 +25,10 @@ from chatserv.service import ChatService
 
 _log = Logger()
 
+# Requests that go before a first nickname's default room is joined (a join of another
+# room instead; a quit, which needs none).
+_BEFORE_THE_DEFAULT_ROOM = frozenset({"join", "quit"})
+
 GREETING = "Welcome to chatserv! Type a nickname to begin, or /help."
 
 
@@ -234,7 +238,15 @@ class Session:
         command = request.command
         if self.user.nick is None and not command.anonymous:
             raise NickRequired("choose a nickname first: type it, or /nick NAME")
-        result = command.run(self, request.args)
+        if self.user.joinPending and command.name not in _BEFORE_THE_DEFAULT_ROOM:
+            # A first nickname's default room, before anything else that may need a room.
+            joined = self.service.settleJoin(self.user)
+            if joined is not None and not joined.called:
+                return joined.addCallback(lambda _: self._runCommand(request))
+        return self._runCommand(request)
+
+    def _runCommand(self, request: Request):
+        result = request.command.run(self, request.args)
         return defer.ensureDeferred(result) if hasattr(result, "__await__") else result
 
     def _resume(self, _: object) -> None:

@@ -94,6 +94,13 @@ def _oneAddress(settings: dict) -> None:
     settings.setdefault("ip_rate_burst", 10_000)
 
 
+def endTurn(service: ChatService) -> None:
+    """Run what the service left for the end of the reactor turn (a first nickname's
+    join of the default room), as the reactor would, on a test's clock."""
+    if isinstance(service.clock, Clock):
+        service.clock.advance(0)
+
+
 def makeService(store=None, **settings) -> tuple[ChatService, Clock]:
     clock = Clock()
     clock.advance(NOON)
@@ -164,6 +171,7 @@ class LineConnection:
 
     def outputBytes(self) -> bytes:
         """Everything written since the last call."""
+        endTurn(self.factory.service)
         self.factory.flusher.flush()  # what the reactor does at the end of a turn
         value = self.transport.value()
         self.transport.clear()

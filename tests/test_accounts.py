@@ -784,8 +784,9 @@ def test_private_messages_wait_for_an_offline_account():
     bob = LineConnection(service, port=5002)
     bob.output()
     bob.send(f"/login bob {PASSWORD}\n")
-    assert bob.lines()[-3:] == [
-        "[12:01:00] -!- 2 private messages arrived while you were away:",
+    shown = bob.lines()
+    kept = shown.index("[12:01:00] -!- 2 private messages arrived while you were away:")
+    assert shown[kept + 1 : kept + 3] == [
         "[2026-11-21 12:00:00] *alice* see you at 5",
         "[2026-11-21 12:01:00] *alice* bring the keys",
     ]

@@ -346,3 +346,26 @@ def test_coming_back_to_a_room_replays_only_what_was_missed():
     carol = LineConnection(service, port=5002)  # a new connection gets the room's history
     carol.send("carol\n")
     assert "[2026-11-21 12:00:00] #lobby <alice> before" in carol.output()
+
+
+def test_a_nickname_sent_with_a_join_goes_straight_to_that_room():
+    service, _ = makeService()
+    watcher = named(service, "watcher")
+    watcher.output()
+    alice = LineConnection(service, port=5001)
+    alice.output()
+    alice.send("alice\n/join dev\n")  # one packet, as a client reconnecting sends them
+    shown = alice.lines()
+    assert not [line for line in shown if "#lobby" in line]
+    assert shown[-2:] == [
+        "[12:00:00] #dev --> alice has joined",
+        "[12:00:00] #dev users (1): alice",
+    ]
+    assert watcher.lines() == []  # the lobby saw nobody come and go
+    # A plain line sent with the nickname is said in the default room, joined first.
+    bob = LineConnection(service, port=5002)
+    bob.send("bob\nhello\n")
+    assert watcher.lines()[-2:] == [
+        "[12:00:00] #lobby --> bob has joined",
+        "[12:00:00] #lobby <bob> hello",
+    ]

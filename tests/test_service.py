@@ -1,5 +1,5 @@
 import pytest
-from helpers import FakeClient, RecordingWire, failureOf, makeService, resultOf
+from helpers import FakeClient, RecordingWire, endTurn, failureOf, makeService, resultOf
 from twisted.internet import defer
 
 from chatserv import events as ev
@@ -21,6 +21,7 @@ def connect(service, nick=None, **kw):
     user = service.connect(client)
     if nick is not None:
         service.setNick(user, nick)
+        endTurn(service)  # a first nickname joins the default room at the turn's end
         client.take()
     return user, client
 
@@ -37,11 +38,30 @@ def test_first_nick_welcomes_and_joins_default_room():
     service, _ = makeService()
     user, client = connect(service)
     service.setNick(user, "alice")
-    welcome, joined, who = client.take()
+    (welcome,) = client.take()  # the default room at the end of the turn
     assert isinstance(welcome, ev.Welcome) and welcome.nick == "alice"
+    endTurn(service)
+    joined, who = client.take()
     assert joined == ev.Joined("lobby", "alice", joined.ts)
     assert who.nicks == ("alice",)
     assert list(user.rooms.values()) == [service.rooms["lobby"]]
+
+
+def test_a_first_nick_sent_with_a_join_does_not_pass_through_the_default_room():
+    service, _ = makeService()
+    watcher, seen = connect(service, "watcher")
+    user, client = connect(service)
+    service.setNick(user, "alice")
+    resultOf(service.join(user, "dev"))  # in the same turn: the client sent both at once
+    endTurn(service)
+    assert list(user.rooms) == ["dev"]
+    assert seen.take() == []  # the lobby saw nobody come and go
+    # A join refused in that turn leaves the default room to be joined.
+    bob, _ = connect(service)
+    service.setNick(bob, "bob")
+    assert isinstance(failure(service.join(bob, "bad room!")), BadName)
+    endTurn(service)
+    assert list(bob.rooms) == ["lobby"]
 
 
 def test_nick_taken_case_insensitively():
@@ -220,6 +240,7 @@ def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
         user = service.connect(client)
         service.markSeen(user, "#LOBBY", since)
         resultOf(service.setNick(user, nick))
+        endTurn(service)
         return replayed(client)
 
     assert back("bob", 2) == ([3], 2)

@@ -16,6 +16,7 @@ import json
 import struct
 from dataclasses import dataclass
 
+from helpers import endTurn
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
@@ -194,6 +195,7 @@ class WSConnection:
     # -- receiving -------------------------------------------------------------------
 
     def _read(self) -> None:
+        endTurn(self.protocol.factory.service)
         self.protocol.factory.flusher.flush()  # what the reactor would do at the turn's end
         data = self._tail + self.transport.value()
         self.transport.clear()
