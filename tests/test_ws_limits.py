@@ -195,3 +195,19 @@ def test_a_refused_frame_or_handshake_is_one_line_of_ours(chat):
         "WebSocket version 7 not supported (supported versions: 13,8)",
     ]
     assert "client has left (protocol error: unmasked client-to-server frame)" in bystander.output()
+
+
+def test_connections_share_the_factory_options_instead_of_copying_them():
+    """Autobahn copies each option missing from a connection onto it: this factory's
+    protocol class has them all, so a connection's dict holds none of them, and options
+    set later reach the connections made after."""
+    service, clock = makeService()
+    factory = ws.makeFactory(service, clock)
+    conn = ws.WSConnection(factory, json=True, port=4001)
+    assert set(vars(conn.protocol)) & set(factory.protocol.CONFIG_ATTRS) == set()
+    assert conn.protocol.maxMessagePayloadSize == service.settings.ws_max_message_size
+    assert conn.protocol.autoPingInterval == service.settings.ping_interval
+    factory.setProtocolOptions(autoPingInterval=7)
+    later = ws.WSConnection(factory, json=True, port=4002)
+    assert later.protocol.autoPingInterval == 7
+    assert later.protocol.perMessageCompressionAccept is factory.perMessageCompressionAccept
