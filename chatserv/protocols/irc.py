@@ -152,6 +152,11 @@ class IrcProtocol(LineChatProtocol):
     def numeric(self, code: str, *params: str) -> None:
         self.write(self.wire.numeric(code, self.nick, *params))
 
+    def fail(self, verb: str, code: str, *context: str) -> None:
+        """An IRCv3 standard reply: C{FAIL VERB CODE [CONTEXT...] :description}, the
+        description last in C{context}."""
+        self.write(line(self.wire.server, "FAIL", verb, code, *context))
+
     def serverNotice(self, text: str) -> None:
         self.write(self.wire.notice(self.nick, text))
 

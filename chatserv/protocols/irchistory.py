@@ -106,7 +106,7 @@ def chathistory(irc: IrcProtocol, message: Message) -> Any:
 
 
 def _fail(irc: IrcProtocol, code: str, context: list[str], text: str) -> None:
-    irc.write(line(irc.wire.server, "FAIL", "CHATHISTORY", code, *context, text))
+    irc.fail("CHATHISTORY", code, *context, text)
 
 
 def _limit(irc: IrcProtocol, text: str) -> int:

@@ -659,14 +659,10 @@ def _setname(irc: IrcProtocol, message: Message) -> None:
         return
     text = message.params[0]
     if len(text) > REALNAME_LENGTH or not cleanRealname(text):
-        irc.write(
-            line(
-                irc.wire.server,
-                "FAIL",
-                "SETNAME",
-                "INVALID_REALNAME",
-                f"Realname is not valid: 1 to {REALNAME_LENGTH} characters",
-            )
+        irc.fail(
+            "SETNAME",
+            "INVALID_REALNAME",
+            f"Realname is not valid: 1 to {REALNAME_LENGTH} characters",
         )
         return
     irc.service.setRealname(irc.user, text)  # the SETNAME echoed confirms it
