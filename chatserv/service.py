@@ -50,6 +50,7 @@ from chatserv.errors import (
     WeakPassword,
 )
 from chatserv.hostmasks import Hostmasks
+from chatserv.ids import MessageIds
 from chatserv.interfaces import IChatClient, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
@@ -264,7 +265,9 @@ class ChatService(Service):
         self._defaultKey = fold(self.defaultRoom)
         self.rooms[self._defaultKey] = Room(self.defaultRoom)  # always listed
         state = store.load()
-        self._lastId = state.lastId  # ids go on where the stored ones stop
+        # Ids go on above the stored ones, with this process's slot: see chatserv.ids.
+        self.ids = MessageIds(clock, state.node, state.lastId)
+        store.watchNode(self.ids.setSlot)
         self.sanctions = Sanctions(state.sanctions)
         # Which nicknames are registered and which rooms have history: a guest's nickname
         # and the first join of a new room ask the database nothing (a reconnect storm of
@@ -301,10 +304,6 @@ class ChatService(Service):
     def isoTime(self) -> str:
         """The server's time, ISO 8601 with its UTC offset."""
         return datetime.fromtimestamp(self.now()).astimezone().isoformat(timespec="seconds")
-
-    def _nextId(self) -> int:
-        self._lastId += 1
-        return self._lastId
 
     # -- delivery ------------------------------------------------------------------
 
@@ -722,8 +721,8 @@ class ChatService(Service):
     def _sawUpTo(self, user: User, key: str, since: int) -> None:
         """Note that C{user}'s client has seen room C{key} up to message C{since}: joining
         it replays only newer ones. An id above any this server has given out is none of
-        its own (it kept nothing and restarted, counting from 1 again): it is ignored."""
-        if since > self._lastId:
+        its own (it kept nothing and restarted): it is ignored."""
+        if since > self.ids.last:
             return
         if user.seen is None:
             user.seen = {}
@@ -876,7 +875,7 @@ class ChatService(Service):
             user.nick,
             text,
             self.now(),
-            self._nextId(),
+            self.ids.next(),
             user.color,
             source=self.sourceOf(user),
         )
@@ -916,7 +915,7 @@ class ChatService(Service):
             target.nick,
             text,
             self.now(),
-            self._nextId(),
+            self.ids.next(),
             color=user.color,
             notice=notice,
             source=self.sourceOf(user),
@@ -939,7 +938,7 @@ class ChatService(Service):
         if account is None:
             raise offline
         event = ev.PrivateMessage(
-            user.nick, account.nick, text, self.now(), self._nextId(), color=user.color
+            user.nick, account.nick, text, self.now(), self.ids.next(), color=user.color
         )
         if not await self.store.addOffline(key, event, limit):
             raise MailboxFull(f"{account.nick} has {limit} messages waiting; try again later")

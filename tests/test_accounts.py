@@ -707,8 +707,10 @@ def test_json_join_since():
     service, clock = makeService(max_line_length=8192, rate_burst=100, ip_rate_burst=100)
     alice = named(service, "alice")
     alice.send("/join dev\n")
+    m = []
     for i in range(3):
-        alice.send(f"m{i}\n")  # ids 1, 2, 3
+        alice.send(f"m{i}\n")
+        m.append(service.ids.last)
     bob = jsonClient(service, clock)
     bob.request(type="nick", nick="bob")
     bob.take()
@@ -720,12 +722,12 @@ def test_json_join_since():
         bob.take()
         return [(kind, text) for kind, text in got if kind not in ("join", "who", "leave")]
 
-    assert joined(since=2) == [
+    assert joined(since=m[1]) == [
         ("history-start", "#dev --- history: the last 1 message ---"),
         ("message", "m2"),
         ("history-end", "#dev --- end of history ---"),
     ]
-    assert joined(since="3") == []  # nothing newer: no history at all
+    assert joined(since=str(m[2])) == []  # nothing newer: no history at all
     assert joined(since=None) == []  # (what this connection saw when it left counts too)
     # Not a message id: refused, and bob stays where he is.
     for since in ("x", "", " 1", "-1", "1.0", "²", "1e3", str(2**63), "9" * 5000, -1):
@@ -742,21 +744,23 @@ def test_json_nick_and_login_since_are_for_the_default_room():
     service, clock = makeService()
     registered(service, "bob", 5001).send("/quit\n")
     alice = named(service, "alice")
+    m = []
     for i in range(3):
-        alice.send(f"m{i}\n")  # in the lobby: ids 1, 2, 3
+        alice.send(f"m{i}\n")  # in the lobby
+        m.append(service.ids.last)
 
     def replayed(client) -> list[str]:
         return [e["text"] for e in client.take() if e.get("history") or "count" in e]
 
     carol = jsonClient(service, clock, port=4001)
-    carol.request(type="nick", nick="carol", since=2)
+    carol.request(type="nick", nick="carol", since=m[1])
     assert replayed(carol) == [
         "#lobby --- history: the last 1 message ---",
         "m2",
         "#lobby --- end of history ---",
     ]
     bob = jsonClient(service, clock, port=4002)
-    bob.request(type="login", nick="bob", password=PASSWORD, since="3")
+    bob.request(type="login", nick="bob", password=PASSWORD, since=str(m[2]))
     assert replayed(bob) == []
     dave = jsonClient(service, clock, port=4003)
     dave.request(type="nick", nick="dave", since="soon")

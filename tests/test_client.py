@@ -645,9 +645,15 @@ def test_after_a_reconnect_the_server_sends_only_what_was_missed():
     service, clock = makeService()
     bob = named(service, "bob", port=5001)  # line users
     carol = named(service, "carol", port=5002)
-    bob.send("lobby 1\n")
+    said: dict[str, int] = {}  # message id by text
+
+    def say(client, text: str) -> None:
+        client.send(text + "\n")
+        said[text] = service.ids.last
+
+    say(bob, "lobby 1")
     carol.send("/join dev\n")
-    carol.send("dev 1\n")
+    say(carol, "dev 1")
     state = ChatState(nick="alice")
     sockets: list[MemorySocket] = []
 
@@ -656,9 +662,9 @@ def test_after_a_reconnect_the_server_sends_only_what_was_missed():
 
     # Per connection: what happens before it (alice is away), and while it is quiet.
     script = [
-        ([], [typed("/join dev"), lambda: carol.send("dev 2\n")]),
+        ([], [typed("/join dev"), lambda: say(carol, "dev 2")]),
         ([], []),  # nothing said while alice was away
-        ([lambda: bob.send("lobby 2\n"), lambda: carol.send("dev 3\n")], []),
+        ([lambda: say(bob, "lobby 2"), lambda: say(carol, "dev 3")], []),
     ]
 
     class Reconnecting(Connector):
@@ -700,8 +706,8 @@ def test_after_a_reconnect_the_server_sends_only_what_was_missed():
         "#dev --- end of history ---",
     ]
     assert second.sent == [
-        {"type": "nick", "nick": "alice", "since": 1},
-        {"type": "join", "room": "dev", "since": 3},
+        {"type": "nick", "nick": "alice", "since": said["lobby 1"]},
+        {"type": "join", "room": "dev", "since": said["dev 2"]},
     ]
     assert replayed(second) == []  # nothing was said meanwhile: no history at all
     assert replayed(third) == [  # only what was said while alice was away
@@ -713,4 +719,5 @@ def test_after_a_reconnect_the_server_sends_only_what_was_missed():
         "#dev --- end of history ---",
     ]
     assert not [line.text for line in shown if "already shown" in line.text]
-    assert state.rejoin == "dev" and state.newest == {"lobby": 4, "dev": 5}
+    assert state.rejoin == "dev"
+    assert state.newest == {"lobby": said["lobby 2"], "dev": said["dev 3"]}

@@ -121,13 +121,14 @@ def test_echo_clients_get_their_own_messages():
     service, _ = makeService()
     alice, a = connect(service, "alice", echo=True)
     event = service.say(alice, "lobby", "hi")
-    assert a.take() == [event] and event.id == 1
+    assert a.take() == [event] and event.id == service.ids.last
 
 
 def test_message_ids_increase():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
-    assert [service.say(alice, "lobby", str(i)).id for i in range(3)] == [1, 2, 3]
+    ids = [service.say(alice, "lobby", str(i)).id for i in range(3)]
+    assert ids == sorted(set(ids)) and ids[-1] == service.ids.last
 
 
 def test_text_is_sanitised_and_blank_refused():
@@ -189,42 +190,40 @@ def test_join_since_replays_only_the_newer_messages():
     service, _ = makeService(history_on_join=3)
     alice, _ = connect(service, "alice")
     resultOf(service.join(alice, "dev"))
-    ids = [service.say(alice, "dev", f"m{i}").id for i in range(5)]
-    assert ids == [1, 2, 3, 4, 5]  # the room's recent buffer holds 3, 4, 5
+    m = [service.say(alice, "dev", f"m{i}").id for i in range(5)]  # recent: m[2:]
 
     def joiner(nick, since):
         user, client = connect(service, nick)
         resultOf(service.join(user, "dev", since))
         return user, replayed(client)
 
-    assert joiner("bob", 3)[1] == ([4, 5], 2)
-    carol, seen = joiner("carol", 5)  # nothing newer: no history marks at all
+    assert joiner("bob", m[2])[1] == (m[3:], 2)
+    carol, seen = joiner("carol", m[4])  # nothing newer: no history marks at all
     assert seen == ([], 0)
     # Older than the buffer (more than history_on_join missed): the newest ones, as for
     # a join without since.
-    assert joiner("dave", 1)[1] == ([3, 4, 5], 2)
-    assert joiner("erin", 0)[1] == ([3, 4, 5], 2)
+    assert joiner("dave", m[0])[1] == (m[2:], 2)
+    assert joiner("erin", 0)[1] == (m[2:], 2)
     # Not an id this server gave out (a server that keeps nothing restarted): ignored.
-    assert joiner("frank", 6)[1] == ([3, 4, 5], 2)
+    assert joiner("frank", m[4] + 1)[1] == (m[2:], 2)
     # A since older than what this connection saw when it left replays nothing again.
     service.part(carol, "dev")
-    service.say(alice, "dev", "m5")
-    resultOf(service.join(carol, "dev", 2))
-    assert replayed(carol.client) == ([6], 2)
+    newer = service.say(alice, "dev", "m5").id
+    resultOf(service.join(carol, "dev", m[1]))
+    assert replayed(carol.client) == ([newer], 2)
 
 
 def test_history_spans_need_membership_and_a_bounded_limit_and_join_may_skip_replay():
     service, _ = makeService(history_on_join=3, max_history_request=4)
     alice, _ = connect(service, "alice")
     resultOf(service.join(alice, "dev"))
-    for i in range(6):
-        service.say(alice, "dev", f"m{i}")
+    m = [service.say(alice, "dev", f"m{i}").id for i in range(6)]
     bob, client = connect(service, "bob")
     assert isinstance(failure(service.historySpan(bob, "dev", 2, Span())), NotInRoom)
     resultOf(service.join(bob, "dev", replay=False))
     assert replayed(client) == ([], 0)  # none replayed: this client asks for what it lacks
-    found = resultOf(service.historySpan(bob, "dev", 2, Span(after=1, oldest=True)))
-    assert [m.id for m in found] == [2, 3] and all(m.history for m in found)
+    found = resultOf(service.historySpan(bob, "dev", 2, Span(after=m[0], oldest=True)))
+    assert [x.id for x in found] == m[1:3] and all(x.history for x in found)
     for limit in (0, 5):
         assert isinstance(failure(service.historySpan(bob, "dev", limit, Span())), UsageError)
 
@@ -232,8 +231,7 @@ def test_history_spans_need_membership_and_a_bounded_limit_and_join_may_skip_rep
 def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
     service, _ = makeService()
     alice, _ = connect(service, "alice")
-    for i in range(3):
-        service.say(alice, "lobby", f"m{i}")  # in the lobby: ids 1, 2, 3
+    m = [service.say(alice, "lobby", f"m{i}").id for i in range(3)]  # in the lobby
 
     def back(nick, since):
         client = FakeClient(name=nick)
@@ -243,8 +241,8 @@ def test_since_for_the_default_room_counts_for_the_join_of_a_first_nickname():
         endTurn(service)
         return replayed(client)
 
-    assert back("bob", 2) == ([3], 2)
-    assert back("carol", 3) == ([], 0)
+    assert back("bob", m[1]) == ([m[2]], 2)
+    assert back("carol", m[2]) == ([], 0)
 
 
 def test_who_and_rooms():

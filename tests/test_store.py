@@ -720,3 +720,128 @@ def test_batching_settings_are_checked(tmp_path):
         openStore(str(tmp_path / "a.db"), batchSize=0)
     with pytest.raises(StoreError, match="flush interval"):
         openStore(str(tmp_path / "a.db"), flushInterval=-1)
+
+
+# -- ids and node slots: several processes on one database ---------------------------------
+
+shareable = pytest.mark.parametrize("backend", ["sqlite-shared", "postgresql"], indirect=True)
+
+
+def errors(events: list[dict]) -> list[str]:
+    from twisted.logger import LogLevel, formatEvent
+
+    return [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+
+
+@shareable
+@pytest_twisted.ensureDeferred
+async def test_each_store_on_one_database_leases_a_node_slot_of_its_own(backend):
+    first, second = backend.open(), backend.open()
+    assert (first.load().node, second.load().node) == (0, 1)
+    await first.close()  # gives slot 0 back
+    assert backend.open().load().node == 0
+    names = backend.raw("SELECT slot, name FROM node_slots ORDER BY slot")
+    assert [slot for slot, _ in names] == [0, 1] and all(":" in name for _, name in names)
+
+
+@shareable
+@pytest_twisted.ensureDeferred
+async def test_a_lost_lease_is_taken_again_with_another_slot(backend, logged):
+    killed = backend.open()
+    assert killed.load().node == 0
+    backend.raw("UPDATE node_slots SET expires = 0")  # as if its process died long ago
+    survivor = backend.open()
+    assert survivor.load().node == 0  # the expired lease is free
+    moved: list[int] = []
+    killed.watchNode(moved.append)
+    await killed.lease._renew(killed._run)  # it was not dead after all: it renews
+    assert moved == [1] and killed.lease.slot == 1
+    expires = dict(backend.raw("SELECT slot, expires FROM node_slots"))
+    assert sorted(expires) == [0, 1] and min(expires.values()) > time.time()
+    await survivor.lease._renew(survivor._run)
+    assert survivor.lease.slot == 0  # renewed in place
+
+
+@databases
+@pytest_twisted.ensureDeferred
+async def test_a_batch_committed_though_reported_failed_is_stored_once(backend, logged):
+    store = backend.open(flushInterval=0.01, batchSize=5)
+    original, calls = store._insertBatch, []
+
+    def insert(txn, batch):  # commits, then the connection "fails" before saying so
+        calls.append(len(batch))
+        original(txn, batch)
+        if len(calls) == 1:
+            txn._connection.commit()
+            raise store._dialect.module.OperationalError("connection lost (test)")
+
+    store._insertBatch = insert
+    for i in range(1, 6):
+        store.addMessage(message(i))
+    await store.flush()
+    assert [m.id for m in await store.history("lobby", 100)] == [1, 2, 3, 4, 5]
+    assert len(calls) == 2  # then row by row, where each is found stored as it is
+    assert [e for e in errors(logged) if "refused" in e] == []
+
+
+@databases
+@pytest_twisted.ensureDeferred
+async def test_another_message_under_a_taken_id_is_an_error_in_the_log(backend, logged):
+    store = backend.open()
+    store.addMessage(message(1))
+    await store.flush()
+    store.addMessage(message(1, text="someone else's"))
+    store.addMessage(message(2))
+    await store.flush()
+    assert [m.text for m in await store.history("lobby", 100)] == ["line 1", "line 2"]
+    assert errors(logged) == [
+        f"{store._dialect.name} refused room message 1, left out of history:"
+        " its id is another message's"
+    ]
+    assert await store.addOffline("bob", private(7), 5)
+    with pytest.raises(StoreError):
+        await store.addOffline("bob", private(7, text="another"), 5)
+    assert "private message 7" in errors(logged)[-1]
+
+
+@shareable
+@pytest_twisted.ensureDeferred
+async def test_two_services_on_one_database_lose_no_message(backend, logged):
+    # Each process used to count ids from the largest stored one: both made the same
+    # id, and one of the two messages was dropped without a word.
+    from helpers import FakeClient, endTurn, makeService
+    from twisted.internet import reactor
+
+    talkers = []
+    for nick in ("alice", "bob"):  # both start before either speaks
+        service, _ = makeService(store=backend.open())  # the same moment on both clocks
+        user = service.connect(FakeClient(name=nick))
+        service.setNick(user, nick)
+        endTurn(service)
+        talkers.append((service, user))
+    said = []
+    for service, user in talkers:
+        for _ in range(500):  # the join waits for the room's history from the database
+            if "lobby" in user.rooms:
+                break
+            await task.deferLater(reactor, 0.01)
+        said.append(service.say(user, "lobby", f"hello from {user.nick}"))
+        await service.store.flush()
+    assert said[0].id != said[1].id
+    history = await backend.open().history("lobby", 10)
+    assert [m.text for m in history] == ["hello from alice", "hello from bob"]
+    assert errors(logged) == []
+
+
+@shareable
+@pytest_twisted.ensureDeferred
+async def test_a_process_beyond_the_last_slot_refuses_to_start(backend):
+    backend.open().load()  # migrated, with slot 0 leased
+    for slot in range(1, 64):
+        backend.raw(
+            "INSERT INTO node_slots (slot, holder, name, expires) VALUES (?, ?, ?, ?)",
+            (slot, f"h{slot}", f"other:{slot}", time.time() + 60),
+        )
+    with pytest.raises(StoreError) as raised:
+        backend.open().load()
+    assert "all 64 node slots of this database are leased" in oneLine(raised.value)

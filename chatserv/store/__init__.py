@@ -97,6 +97,7 @@ class State:
     # the database nothing.
     accounts: frozenset[str] = frozenset()
     spoken: frozenset[str] = frozenset()
+    node: int = 0  # the slot this process's message ids carry (chatserv.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +126,14 @@ class IStore(Interface):
     """What the chat service keeps. Room and nick keys are C{names.fold()}ed."""
 
     def load():
-        """Return the L{State} to start with. Blocking: called once, before the reactor runs."""
+        """Return the L{State} to start with. Blocking: called once, before the reactor runs.
+
+        A store that other processes may write to leases its node slot here."""
+
+    def watchNode(callback):
+        """Call C{callback(slot)} whenever this process's node slot changes after
+        L{load} (its lease was lost while the database was unreachable, and another
+        process took the slot)."""
 
     def addMessage(message):
         """Queue a L{RoomMessage} (never C{history}) for the next batch. Never fails."""

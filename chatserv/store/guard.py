@@ -189,6 +189,9 @@ class GuardedStore:
     def load(self):
         return self.store.load()
 
+    def watchNode(self, callback) -> None:
+        self.store.watchNode(callback)
+
     def addMessage(self, message) -> None:
         self.store.addMessage(message)
 

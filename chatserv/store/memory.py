@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -39,6 +40,9 @@ class MemoryStore:
         return State(lastId, list(self.rooms.values()), live, frozenset(self.accounts), spoken)
 
     # -- history -----------------------------------------------------------------------
+
+    def watchNode(self, callback: Callable[[int], object]) -> None:
+        pass  # no other process writes here: the slot is always 0
 
     def addMessage(self, message: RoomMessage) -> None:
         self.messages[fold(message.room)].append(message)

@@ -42,7 +42,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
             ts DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (kind, nick_key)
         )""",
-        # Message ids come from the service's counter and are unique across rooms.
+        # Message ids are unique across rooms (chatserv.ids says how they are made).
         """CREATE TABLE messages (
             id BIGINT PRIMARY KEY,
             room_key TEXT NOT NULL,
@@ -67,6 +67,16 @@ MIGRATIONS: list[tuple[str, ...]] = [
         )""",
         "CREATE INDEX offline_messages_to_id ON offline_messages (to_key, id)",
         "CREATE INDEX offline_messages_ts ON offline_messages (ts)",
+    ),
+    # 2: the processes writing to this database, each with the slot its message ids carry
+    # (chatserv.store.nodes).
+    (
+        """CREATE TABLE node_slots (
+            slot INTEGER PRIMARY KEY,
+            holder TEXT NOT NULL,
+            name TEXT NOT NULL,
+            expires DOUBLE PRECISION NOT NULL
+        )""",
     ),
 ]
 

@@ -44,6 +44,7 @@ from zope.interface import implementer
 from chatserv.events import PrivateMessage, RoomMessage
 from chatserv.names import fold
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span, State, StoreError
+from chatserv.store.nodes import NodeLease
 from chatserv.store.schema import MIGRATIONS, SCHEMA_VERSION_TABLE, VERSION
 from chatserv.store.sqlitefile import ALARM_REPEAT, FileWatch, fsync, identity, remove, unwritable
 
@@ -108,10 +109,10 @@ def _postgresqlDialect(psycopg: ModuleType) -> Dialect:
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, room_key, room, kind, sender, text, ts, color)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-    # A batch whose commit was reported failed may have been committed after all
-    # (connection lost during COMMIT): retrying it must not fail on its own rows.
-    " ON CONFLICT (id) DO NOTHING"
+    # No ON CONFLICT: an id already taken is an error, found and logged row by row (see
+    # _insertCarefully), never a message dropped without a word.
 )
+_MESSAGE_ROW = "SELECT id, room_key, room, kind, sender, text, ts, color FROM messages WHERE id = ?"
 _HISTORY = "SELECT id, room, kind, sender, text, ts, color FROM messages WHERE room_key = ?"
 # A Span's bounds, each a condition of the query when given.
 _SPAN = (("after", " AND id > ?"), ("before", " AND id < ?"), ("since", " AND ts >= ?"),
@@ -145,7 +146,6 @@ _ADD_OFFLINE = (
     "INSERT INTO offline_messages (id, to_key, sender, recipient, text, ts, color)"
     " SELECT ?, ?, ?, ?, ?, ?, ?"
     " WHERE (SELECT COUNT(*) FROM offline_messages WHERE to_key = ?) < ?"
-    " ON CONFLICT (id) DO NOTHING"
 )
 _TAKE_OFFLINE = (
     "DELETE FROM offline_messages WHERE to_key = ? RETURNING id, sender, recipient, text, ts, color"
@@ -429,6 +429,7 @@ class SQLStore:
         self._closed = False
         self._closeDeadline = 0.0
         self._onClosed: list[defer.Deferred[None]] = []
+        self.lease = NodeLease(self._sql, reactor)
 
     def __repr__(self) -> str:
         return f"<SQLStore {self._dialect.name}>"
@@ -513,15 +514,24 @@ class SQLStore:
             cursor.execute("SELECT DISTINCT room_key FROM messages")
             spoken = frozenset(key for (key,) in cursor.fetchall())
             connection.rollback()  # nothing was written
+            if self._dialect.beginWrite:
+                cursor.execute(self._dialect.beginWrite)
+            node = self.lease.claim(cursor)
+            connection.commit()
         except self._dialect.module.Error as e:
             raise StoreError(
                 f"cannot read the {self._dialect.name} database: {_oneLine(e)}"
             ) from None
         finally:
             connection.close()
-        if self._watch is not None and not self._closing:
-            self._watch.start()  # the server is committed to this database now
-        return State(lastId, rooms, sanctions, accounts, spoken)
+        if not self._closing:
+            self.lease.start(self._run)
+            if self._watch is not None:
+                self._watch.start()  # the server is committed to this database now
+        return State(lastId, rooms, sanctions, accounts, spoken, node)
+
+    def watchNode(self, callback: Callable[[int], object]) -> None:
+        self.lease.watch(callback)
 
     # -- room messages: the batch ------------------------------------------------------------
 
@@ -596,7 +606,13 @@ class SQLStore:
         return []
 
     def _insertCarefully(self, txn: Any, batch: list[tuple]) -> list[tuple[int, str]]:
-        """Insert row by row, each in a savepoint, leaving out the rows refused."""
+        """Insert row by row, each in a savepoint, leaving out the rows refused.
+
+        A row already stored as it is was committed by an earlier attempt whose commit
+        was reported failed (the connection was lost during COMMIT): it is not refused.
+        Another message under its id is: ids are unique (L{chatserv.ids}), so that is a
+        fault to log, such as two processes sharing one node slot.
+        """
         insert = self._sql(_INSERT_MESSAGE)
         refused = []
         for row in batch:
@@ -607,7 +623,11 @@ class SQLStore:
                 if not self._dialect.rowError(e):
                     raise
                 txn.execute("ROLLBACK TO SAVEPOINT one_message")
-                refused.append((row[0], _oneLine(e)[:200]))
+                txn.execute(self._sql(_MESSAGE_ROW), (row[0],))
+                stored = txn.fetchone()
+                if stored is None or tuple(stored) != tuple(row):
+                    reason = "its id is another message's" if stored else _oneLine(e)[:200]
+                    refused.append((row[0], reason))
             txn.execute("RELEASE SAVEPOINT one_message")
         return refused
 
@@ -809,13 +829,24 @@ class SQLStore:
     def addOffline(self, toKey: str, message: PrivateMessage, limit: int) -> defer.Deferred[bool]:
         m = message
         row = (m.id, toKey, m.sender, m.to, m.text, m.ts, m.color, toKey, limit)
-        return self._run(self._addOffline, toKey, row)
+        d = self._run(self._addOffline, toKey, row)
+        d.addErrback(self._offlineRefused, m.id)
+        return d
 
     def _addOffline(self, txn: Any, toKey: str, row: tuple) -> bool:
         if self._dialect.lockMailbox:
             txn.execute(self._sql(self._dialect.lockMailbox), (toKey,))
         txn.execute(self._sql(_ADD_OFFLINE), row)
         return txn.rowcount > 0
+
+    def _offlineRefused(self, failure: Any, messageId: int) -> Any:
+        failure.trap(self._dialect.module.IntegrityError)
+        log.error(
+            "{database} refused private message {id} kept for later: its id is another message's",
+            database=self._dialect.name,
+            id=messageId,
+        )
+        raise StoreError(f"message id {messageId} is taken")
 
     def takeOffline(self, toKey: str) -> defer.Deferred[list[PrivateMessage]]:
         return self._run(self._takeOffline, self._sql(_TAKE_OFFLINE), toKey)
@@ -910,6 +941,7 @@ class SQLStore:
             self._closing = True
             self._closeDeadline = self._reactor.seconds() + CLOSE_GIVE_UP
             flushed = self.flush()
+            flushed.addBoth(lambda _: self.lease.stop(self._run))
             if self._watch is not None:
                 # A last look at the file, once everything is committed: one deleted since
                 # the last check is written anew before the connection lets go of it.
