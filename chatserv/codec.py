@@ -118,6 +118,8 @@ def _decoderFor(hint: Any) -> Callable[[Any], Any]:
 def _makeDecoder(hint: Any) -> Callable[[Any], Any]:
     if hint is typing.Any:
         return lambda plain: plain
+    if hint is object:  # any registered type: the value says which
+        return _decodeTagged
     if hint in (str, bool):
         return _exactly(hint)
     if hint is int:

@@ -37,14 +37,16 @@ class IChatClient(Interface):
 
 
 class IEventBus(Interface):
-    """Where events go to reach their recipients.
-
-    Today one process delivers locally; a cluster later implements this to carry events
-    between nodes. Rooms and users are named by their case-folded keys.
+    """Where events go to reach their recipients, on this process and on the others of
+    a cluster. Rooms and users are named by their case-folded keys.
     """
 
     def publish(event, rooms=(), users=(), skip=None):
-        """Deliver C{event} to the members of C{rooms} and to C{users}, each once.
-
-        C{skip} is a user key not to deliver to (a sender that wants no echo).
+        """Hand C{event} for the members of C{rooms} and for C{users} (each once) to
+        every receiver, on every process. C{skip} is a user key not to deliver to (a
+        sender that wants no echo). This process's receivers get it before this returns.
         """
+
+    def subscribe(receiver):
+        """Call C{receiver(event, rooms, users, skip)} for every event published (rooms
+        and users as tuples)."""

@@ -19,11 +19,11 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
+from chatserv.bus import LocalBus
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -183,33 +183,6 @@ class Room:
         return f"<Room #{self.name} ({len(self.members)})>"
 
 
-@implementer(IEventBus)
-class LocalBus:
-    """Delivers events to the users connected to this process."""
-
-    def __init__(self, service: ChatService) -> None:
-        self._service = service
-
-    def publish(self, event, rooms: Iterable[str] = (), users: Iterable[str] = (), skip=None):
-        service = self._service
-        recipients = service.recipients(rooms, users)
-        service.counters.deliveries += len(recipients)
-        cache = {}
-        for user in recipients:
-            if user.key == skip:
-                continue
-            client = user.client
-            try:
-                wire = client.wire
-                payload = cache.get(wire)
-                if payload is None:
-                    payload = cache[wire] = wire.render(event)
-                client.send(payload)
-            except Exception:
-                # One broken recipient must not cost the others their copy.
-                _log.failure("delivery to {address} failed", address=client.address)
-
-
 class ChatService(Service):
     """Owns users and rooms and enforces the rules; every protocol is an adapter to it."""
 
@@ -233,7 +206,7 @@ class ChatService(Service):
             store = MemoryStore()
         self.settings = settings or Settings()
         self.clock = clock
-        self.bus: IEventBus = bus if bus is not None else LocalBus(self)
+        self.bus: IEventBus = bus if bus is not None else LocalBus()
         self.store = store
         self.passwords = passwords or Passwords(maxWaiting=self.settings.max_password_queue)
         self.throttle = LoginThrottle(
@@ -291,6 +264,13 @@ class ChatService(Service):
         if not isinstance(store, GuardedStore):
             self.store = GuardedStore(store, clock, self.settings.db_timeout, self.logLimit)
         self.startedAt: float | None = None
+        # What an event published on the bus changes, applied on receipt on every process
+        # (this one included): the state every node must agree on follows the bus.
+        self._appliers: dict[type, Callable[[object, tuple[str, ...]], None]] = {
+            ev.RoomMessage: self._applyMessage,
+            ev.Topic: self._applyTopic,
+        }
+        self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
         self.nickDeadlines: Deadlines[Callable[[], object]] = Deadlines(
             clock, self.settings.nick_timeout, lambda expire: expire()
@@ -324,6 +304,56 @@ class ChatService(Service):
             if user is not None:
                 found[key] = user
         return list(found.values())
+
+    def received(
+        self, event, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
+    ) -> None:
+        """An event from the bus (published here or by another process): apply what it
+        changes, then deliver it to the local members of C{rooms} and to C{users}."""
+        apply = self._appliers.get(type(event))
+        if apply is not None:
+            apply(event, rooms)
+        recipients = self.recipients(rooms, users)
+        self.counters.deliveries += len(recipients)
+        cache = {}
+        for user in recipients:
+            if user.key == skip:
+                continue
+            client = user.client
+            try:
+                wire = client.wire
+                payload = cache.get(wire)
+                if payload is None:
+                    payload = cache[wire] = wire.render(event)
+                client.send(payload)
+            except Exception:
+                # One broken recipient must not cost the others their copy.
+                _log.failure("delivery to {address} failed", address=client.address)
+
+    def _applyMessage(self, event: ev.RoomMessage, rooms: tuple[str, ...]) -> None:
+        key = rooms[0]
+        self._spoken.add(key)
+        room = self.rooms.get(key)
+        if room is not None and room.recent is not None:
+            # Replayed later, maybe to a wire that names people by mask: without one.
+            room.recent.append(
+                ev.RoomMessage(
+                    event.kind,
+                    event.room,
+                    event.sender,
+                    event.text,
+                    event.ts,
+                    event.id,
+                    event.color,
+                    True,
+                )
+            )
+
+    def _applyTopic(self, event: ev.Topic, rooms: tuple[str, ...]) -> None:
+        room = self.rooms.get(rooms[0])
+        if room is None:  # a topic makes a room permanent on every node (the limit on
+            room = self.rooms[rooms[0]] = Room(event.room)  # rooms was checked where set)
+        room.topic, room.topicBy, room.topicTs = event.topic, event.by, event.setAt
 
     def deliver(self, user: User, event: ev.Event) -> None:
         """Send one event to one local session (replies, errors, private notices)."""
@@ -880,14 +910,6 @@ class ChatService(Service):
             source=self.sourceOf(user),
         )
         self.store.addMessage(event)
-        self._spoken.add(room.key)
-        if room.recent is not None:
-            # Replayed later, maybe to a wire that names people by mask: without one.
-            room.recent.append(
-                ev.RoomMessage(
-                    kind, room.name, user.nick, text, event.ts, event.id, user.color, True
-                )
-            )
         self.bus.publish(event, rooms=(room.key,), skip=None if user.client.echo else user.key)
         return event
 
@@ -1274,10 +1296,10 @@ class ChatService(Service):
         by = self.authorize(actor, "topic")
         topic = self._cleanText(topic)  # before the room exists: a refusal leaves none
         found = self._roomOrNew(room)
-        found.topic, found.topicBy, found.topicTs = topic, by, self.now()
         source = self.sourceOf(actor) if isinstance(actor, User) else None
-        event = dataclasses.replace(self._topicEvent(found), source=source)
-        self.bus.publish(event, rooms=(found.key,))
+        now = self.now()
+        event = ev.Topic(found.name, topic, by, now, now, source)
+        self.bus.publish(event, rooms=(found.key,))  # which sets it (_applyTopic)
         await self.store.saveRoom(
             RoomRecord(found.key, found.name, found.topic, found.topicBy, found.topicTs)
         )

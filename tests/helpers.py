@@ -101,11 +101,13 @@ def endTurn(service: ChatService) -> None:
         service.clock.advance(0)
 
 
-def makeService(store=None, **settings) -> tuple[ChatService, Clock]:
+def makeService(store=None, bus=None, **settings) -> tuple[ChatService, Clock]:
     clock = Clock()
     clock.advance(NOON)
     _oneAddress(settings)
-    service = ChatService(Settings(**settings), clock=clock, store=store, passwords=fastPasswords())
+    service = ChatService(
+        Settings(**settings), clock=clock, bus=bus, store=store, passwords=fastPasswords()
+    )
     return service, clock
 
 

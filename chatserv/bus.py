@@ -1,0 +1,58 @@
+"""The event bus: how what happens reaches every process that serves its recipients.
+
+Everything the service publishes goes to every receiver subscribed to the bus, on this
+process and, in a cluster (L{chatserv.cluster}), on the others. The service is one such
+receiver: it applies what an event changes (a room's recent history, its topic) and
+delivers the event to its local recipients. Because the process that made the change
+applies it the same way as every other process, room state that every node must know
+stays the same on all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from zope.interface import implementer
+
+from chatserv import codec
+from chatserv.interfaces import IEventBus
+
+# receiver(event, rooms, users, skip): rooms and users are case-folded keys.
+Receiver = Callable[[object, tuple[str, ...], tuple[str, ...], str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One publication, as it travels between processes."""
+
+    event: object  # an event of chatserv.events (or a control message)
+    rooms: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    skip: str | None = None
+    node: str = ""  # the process that published it
+
+
+codec.register(Delivery)
+
+
+@implementer(IEventBus)
+class LocalBus:
+    """One process: every publication goes straight to this process's receivers."""
+
+    def __init__(self) -> None:
+        self._receivers: list[Receiver] = []
+
+    def subscribe(self, receiver: Receiver) -> None:
+        self._receivers.append(receiver)
+
+    def publish(
+        self,
+        event: object,
+        rooms: Iterable[str] = (),
+        users: Iterable[str] = (),
+        skip: str | None = None,
+    ) -> None:
+        rooms, users = tuple(rooms), tuple(users)
+        for receiver in self._receivers:
+            receiver(event, rooms, users, skip)
