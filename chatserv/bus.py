@@ -33,7 +33,19 @@ class Delivery:
     node: str = ""  # the process that published it
 
 
-codec.register(Delivery)
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """A control message: the node where user C{key} is connected ends that session
+    (C{why} for its rooms and the log, C{farewell} for the user). C{unless} is a node
+    whose session to keep (the one a login took the name for)."""
+
+    key: str
+    why: str
+    farewell: str
+    unless: str = ""
+
+
+codec.register(Delivery, EndSession)
 
 
 @implementer(IEventBus)

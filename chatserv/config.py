@@ -101,6 +101,11 @@ class Settings:
     irc_cloak_key: str = ""  # keys the cloaks; empty: a random key, new at each start
     irc_motd_file: str = ""  # the MOTD IRC clients are shown; empty: [chat] motd
     irc_rate_burst: int = 60  # requests at once (an IRC client joining ten channels sends ~40)
+    # -- a cluster of nodes (chatserv.cluster)
+    cluster: str = ""  # redis://HOST:PORT/DB joins one; empty: a single node
+    cluster_node_name: str = ""  # unique per node; empty: HOSTNAME-PORT of the first listener
+    cluster_presence_timeout: float = 15.0  # a dead node's users are gone after this long
+    cluster_password: str = ""  # Redis's password, if not in the URL
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -185,6 +190,12 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "cloak_key": "irc_cloak_key",
         "motd_file": "irc_motd_file",
         "rate_burst": "irc_rate_burst",
+    },
+    "cluster": {
+        "redis": "cluster",
+        "node_name": "cluster_node_name",
+        "presence_timeout": "cluster_presence_timeout",
+        "password": "cluster_password",
     },
     "proxy": {
         "trusted": "trusted_proxies",
@@ -360,7 +371,7 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
             checkNick(admin)
         except BadName as e:
             raise ConfigError(f"admins: {e}") from None
-    problems = _proxyProblems(settings) + _ircProblems(settings)
+    problems = _proxyProblems(settings) + _ircProblems(settings) + _clusterProblems(settings)
     problems += [
         f"{name} must be at least {least}"
         for name, least in _AT_LEAST.items()
@@ -375,6 +386,29 @@ def makeSettings(overrides: dict[str, Any]) -> Settings:
     if problems:
         raise ConfigError("; ".join(problems))
     return settings
+
+
+def _clusterProblems(settings: Settings) -> list[str]:
+    if not settings.cluster:
+        return []
+    from chatserv.cluster.address import ClusterConfigError, parseRedisURL
+
+    problems = []
+    try:
+        parseRedisURL(settings.cluster)
+    except ClusterConfigError as e:
+        problems.append(str(e))
+    if not settings.db.startswith(("postgresql://", "postgres://")):
+        problems.append(
+            "--cluster needs a PostgreSQL --db, the one store every node shares"
+            f" (not {'memory' if settings.db == 'memory' else 'SQLite'})"
+        )
+    name = settings.cluster_node_name
+    if name and (not name.isascii() or not name.replace("-", "").replace(".", "").isalnum()):
+        problems.append("cluster.node_name must be letters, digits, dots and dashes")
+    if settings.cluster_presence_timeout < 3:
+        problems.append("cluster.presence_timeout must be at least 3 (seconds)")
+    return problems
 
 
 def _ircProblems(settings: Settings) -> list[str]:

@@ -155,3 +155,8 @@ class StoreUnavailable(ChatError):
     may still happen."""
 
     code = "unavailable"
+
+
+class ClusterUnavailable(StoreUnavailable):
+    """A cluster's directory (Redis) cannot be reached: what needs every node's
+    agreement, such as a new nickname, cannot be done right now."""

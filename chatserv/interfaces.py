@@ -50,3 +50,26 @@ class IEventBus(Interface):
     def subscribe(receiver):
         """Call C{receiver(event, rooms, users, skip)} for every event published (rooms
         and users as tuples)."""
+
+
+class IDirectory(Interface):
+    """Who holds which nickname across the nodes of a cluster (keys are case-folded).
+    A single node has none: its own dictionary of users is the whole truth."""
+
+    node = Attribute("This node's name.")
+
+    def claim(key):
+        """Deferred C{None} once this node holds C{key}, or the name of the node that
+        does. Fails with L{chatserv.errors.ClusterUnavailable} when it cannot tell."""
+
+    def take(key):
+        """Deferred C{None} once this node holds C{key}, whoever held it (a login: the
+        account's owner takes their name back)."""
+
+    def release(key):
+        """Let go of C{key} (no answer awaited)."""
+
+    def serve(localKeys, lost):
+        """C{localKeys()} lists the names this node's users hold, claimed again when the
+        cluster comes back after an outage; C{lost(key, holder)} is called for one that
+        another node gave out meanwhile."""

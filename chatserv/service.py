@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
-from chatserv.bus import LocalBus
+from chatserv.bus import EndSession, LocalBus
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -51,7 +51,7 @@ from chatserv.errors import (
 )
 from chatserv.hostmasks import Hostmasks
 from chatserv.ids import MessageIds
-from chatserv.interfaces import IChatClient, IEventBus
+from chatserv.interfaces import IChatClient, IDirectory, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
@@ -195,6 +195,7 @@ class ChatService(Service):
         bus: IEventBus | None = None,
         store: IStore | None = None,
         passwords: Passwords | None = None,
+        directory: IDirectory | None = None,
     ) -> None:
         """C{store} defaults to an in-memory one. Its L{IStore.load} is called here: make the
         service before the reactor runs (as the twistd plugin does)."""
@@ -208,6 +209,10 @@ class ChatService(Service):
         self.clock = clock
         self.bus: IEventBus = bus if bus is not None else LocalBus()
         self.store = store
+        # A cluster's directory of nicknames (None on a single node: self.users is all).
+        self.directory = directory
+        if directory is not None:
+            directory.serve(lambda: list(self.users), self._nickLost)
         self.passwords = passwords or Passwords(maxWaiting=self.settings.max_password_queue)
         self.throttle = LoginThrottle(
             self.settings.max_login_failures,
@@ -269,6 +274,7 @@ class ChatService(Service):
         self._appliers: dict[type, Callable[[object, tuple[str, ...]], None]] = {
             ev.RoomMessage: self._applyMessage,
             ev.Topic: self._applyTopic,
+            EndSession: self._applyEnd,
         }
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -355,6 +361,31 @@ class ChatService(Service):
             room = self.rooms[rooms[0]] = Room(event.room)  # rooms was checked where set)
         room.topic, room.topicBy, room.topicTs = event.topic, event.by, event.setAt
 
+    def busResumed(self) -> None:
+        """The bus between nodes is back after an outage, in which messages from other
+        nodes were missed: each room's recent history is read from the store again
+        when it is next needed, rather than replayed with a gap."""
+        for room in self.rooms.values():
+            if room.loading is None:
+                room.recent = None
+
+    def _nickLost(self, key: str, holder: str) -> None:
+        user = self.users.get(key)
+        if user is not None:
+            self.end(
+                user,
+                f"nickname given out on {holder} while this node was cut off",
+                "disconnected: while this server was cut off from the others, your nickname"
+                " was given to someone else; connect again and choose one",
+            )
+
+    def _applyEnd(self, event: EndSession, rooms: tuple[str, ...]) -> None:
+        if self.directory is not None and event.unless == self.directory.node:
+            return
+        user = self.users.get(event.key)
+        if user is not None:
+            self.end(user, event.why, event.farewell)
+
     def deliver(self, user: User, event: ev.Event) -> None:
         """Send one event to one local session (replies, errors, private notices)."""
         self.counters.deliveries += 1
@@ -397,6 +428,8 @@ class ChatService(Service):
                 self._forget(user, room)
         if user.key is not None and self.users.get(user.key) is user:
             del self.users[user.key]
+            if self.directory is not None:
+                self.directory.release(user.key)
 
     def findUser(self, nick: str) -> User | None:
         return self.users.get(fold(nick))
@@ -435,6 +468,15 @@ class ChatService(Service):
             if user not in self.sessions:
                 return
             self._refuseTaken(user, key, nick)  # someone may have taken it meanwhile
+        if self.directory is not None:
+            holder = await self.directory.claim(key)
+            if user not in self.sessions or holder is not None:
+                if holder is None and key not in self.users:
+                    self.directory.release(key)
+                if holder is not None:
+                    raise NickTaken(f'the nickname "{nick}" is taken; choose another')
+                return
+            self._refuseTaken(user, key, nick)
         await self._applyNick(user, nick, key)
 
     async def _isRegistered(self, key: str) -> bool:
@@ -475,6 +517,8 @@ class ChatService(Service):
         before = self.sourceOf(user) if old is not None else None
         if oldKey is not None:
             del self.users[oldKey]
+            if self.directory is not None and oldKey != key:
+                self.directory.release(oldKey)
             kept = tuple(k for k in user.formerKeys if k != key and k != oldKey)
             user.formerKeys = (kept + (oldKey,))[-_FORMER_NICKS:]
         user.nick, user.key = nick, key
@@ -581,6 +625,20 @@ class ChatService(Service):
         holder = self.users.get(key)
         if holder is not None and holder is not user:
             self.end(holder, "logged in elsewhere", "disconnected: you logged in from elsewhere")
+        if self.directory is not None and holder is None:
+            # On another node, perhaps: the owner takes the name, that session ends.
+            await self.directory.take(key)
+            self.bus.publish(
+                EndSession(
+                    key,
+                    "logged in elsewhere",
+                    "disconnected: you logged in from elsewhere",
+                    self.directory.node,
+                )
+            )
+            if user not in self.sessions:
+                self.directory.release(key)
+                return
         user.account, user.color = account, account.color
         self.logLimit.info(
             _log, "{address} logged in as {nick}", address=user.client.address, nick=account.nick

@@ -7,6 +7,8 @@ holding the L{ChatService} and one listener per endpoint.
 from __future__ import annotations
 
 import faulthandler
+import os
+import socket
 import sys
 
 from twisted.application.service import MultiService
@@ -54,6 +56,14 @@ class Options(usage.Options):
             "first start), a postgresql://USER:PASSWORD@HOST/DB URL, or 'memory' (nothing "
             "kept) [default: chatserv.db].",
         ],
+        [
+            "cluster",
+            None,
+            None,
+            "Join the cluster whose nodes share rooms through the Redis server at "
+            "redis://HOST:PORT/DB (needs a PostgreSQL --db).",
+        ],
+        ["node-name", None, None, "This node's name in the cluster [default: HOST-PORT]."],
         ["tls-cert", None, None, "PEM certificate (then its chain) for --tls and --wss."],
         ["tls-key", None, None, "PEM private key for --tls-cert [default: in the cert file]."],
         [
@@ -128,6 +138,10 @@ class Options(usage.Options):
                 overrides["db"] = self["db"]
             if self["max-line-length"] is not None:
                 overrides["max_line_length"] = self["max-line-length"]
+            if self["cluster"] is not None:
+                overrides["cluster"] = self["cluster"]
+            if self["node-name"] is not None:
+                overrides["cluster_node_name"] = self["node-name"]
             self["settings"] = makeSettings(overrides)
             # Full ssl: descriptions carry their own certificate; everything else uses ours.
             cert = self["tls-cert"] or config.tlsCert
@@ -192,7 +206,15 @@ def makeService(options: Options, reactor=None) -> MultiService:
             settings.sqlite_exclusive,
             settings.db_check_interval,
         )
-        chat = ChatService(settings, clock=reactor, store=store)
+        cluster = _clusterNode(settings, options, reactor)
+        if cluster is not None:
+            cluster.setServiceParent(top)  # stops after the chat, which releases names
+            chat = ChatService(
+                settings, clock=reactor, store=store, bus=cluster.bus, directory=cluster.directory
+            )
+            cluster.link.onUp.append(chat.busResumed)
+        else:
+            chat = ChatService(settings, clock=reactor, store=store)
     except StoreError as e:
         raise SystemExit(f"chatserv: error: {e}") from None
     # First child: stops last, after the listeners, so it can say goodbye to everyone.
@@ -237,6 +259,28 @@ def makeService(options: Options, reactor=None) -> MultiService:
         description = options["metrics"]
         makeMetricsService(reactor, chat, plain(description), description).setServiceParent(top)
     return top
+
+
+def _clusterNode(settings, options: Options, reactor):
+    """This node's part of a cluster (C{--cluster}), or None for a single node."""
+    if not settings.cluster:
+        return None
+    try:
+        from chatserv.cluster.node import ClusterNode
+    except ImportError as e:
+        raise SystemExit(
+            f"chatserv: error: --cluster needs txredisapi ({e}): pip install 'chatserv[cluster]'"
+        ) from None
+    name = settings.cluster_node_name
+    if not name:
+        # Stable across restarts (a restarted node takes its names back at once), and
+        # different for two nodes on one machine.
+        first = next((d for kind in KINDS for d in options[kind]), "")
+        port = next((part for part in first.split(":") if part.isdigit()), "0")
+        if port == "0":  # a port the system chooses: the process tells nodes apart
+            port = f"pid{os.getpid()}"
+        name = f"{socket.gethostname().split('.')[0]}-{port}"
+    return ClusterNode(settings, name, reactor)
 
 
 def _readingProxyHeaders(endpoint, chat, wire: Wire, description: str):

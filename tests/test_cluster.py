@@ -1,0 +1,222 @@
+"""Two real chatserv nodes (twistd subprocesses) sharing rooms through a real redis-server,
+with one PostgreSQL database as their store: clients on different nodes, over the line,
+IRC and websocket wires; nickname races; a node killed with SIGKILL; Redis restarted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from contextlib import ExitStack, contextmanager
+
+import pgserver
+import pytest
+from redisserver import RedisServer
+from servers import TWISTD, readUntil, runServer
+
+LOOPBACK = "tcp:0:interface=127.0.0.1"
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database():
+    with pgserver.freshDatabase() as url:
+        yield url
+
+
+@contextmanager
+def nodes(tmp_path, redis, database, count=2, presence=3.0):
+    """C{count} nodes of one cluster, each with line, websocket and IRC listeners."""
+    config = tmp_path / "cluster.toml"
+    config.write_text(f"[cluster]\npresence_timeout = {presence}\n")
+    with ExitStack() as stack:
+        started = []
+        for i in range(count):
+            name = f"node{i}"
+            (tmp_path / name).mkdir(exist_ok=True)
+            started.append(
+                stack.enter_context(
+                    runServer(
+                        tmp_path / name,
+                        "--config", str(config), "--db", database, "--cluster", redis.url,
+                        "--node-name", name, "--tcp", LOOPBACK, "--ws", LOOPBACK,
+                        "--irc", LOOPBACK,
+                        listeners=3,
+                    )
+                )
+            )  # fmt: skip
+        for server in started:  # both in the cluster (connected to Redis) before the test
+            waitFor(lambda server=server: "connected to Redis" in "".join(server.output))
+        yield started
+
+
+def waitFor(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def line(port: int, nick: str) -> tuple[socket.socket, bytes]:
+    """A line client that chose C{nick}: the socket and what it got until it was told."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    readUntil(sock, b"Type a nickname")
+    sock.sendall(nick.encode() + b"\n")
+    got = readUntil(sock, b"\n", 10)
+    while b"Welcome," not in got and b"error:" not in got:
+        got += sock.recv(65536)
+    return sock, got
+
+
+def irc(port: int, nick: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #lobby\r\n".encode())
+    readUntil(sock, b"366 ")  # end of NAMES: in the channel
+    return sock
+
+
+@contextmanager
+def websocketJSON(port: int, nick: str):
+    from websockets.sync.client import connect
+
+    url = f"ws://127.0.0.1:{port}/ws"
+    with connect(url, subprotocols=["chatserv.v1.json"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "nick", "nick": nick}))
+        while json.loads(ws.recv(timeout=10))["type"] != "who":
+            pass
+        yield ws
+
+
+def test_room_messages_reach_members_on_every_node_over_every_wire(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database) as (a, b):
+        alice, _ = line(a.tcp, "alice")
+        bob, _ = line(b.tcp, "bob")
+        dave = irc(b.irc, "dave")
+        with websocketJSON(a.ws, "erin") as erin:
+            alice.sendall(b"hello from node a\n")
+            assert b"#lobby <alice> hello from node a" in readUntil(bob, b"hello from node a")
+            assert b":alice!" in readUntil(dave, b"hello from node a")
+            dave.sendall(b"PRIVMSG #lobby :and from IRC on node b\r\n")
+            readUntil(alice, b"#lobby <dave> and from IRC on node b")
+            seen = []
+            while not any(e.get("text") == "and from IRC on node b" for e in seen):
+                seen.append(json.loads(erin.recv(timeout=10)))
+            said = [e for e in seen if e.get("type") == "message"]
+            assert [e["from"] for e in said] == ["alice", "dave"]  # each once, in order
+        for sock in (alice, bob, dave):
+            sock.close()
+
+
+def test_a_nickname_is_never_given_to_two_people_on_two_nodes(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database) as (a, b):
+        for i in range(25):
+            nick = f"racer{i}"
+            socks = []
+            for port in (a.tcp, b.tcp):  # both ask at (nearly) the same moment
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                readUntil(sock, b"Type a nickname")
+                socks.append(sock)
+            for sock in socks:
+                sock.sendall(nick.encode() + b"\n")
+            answers = []
+            for sock in socks:
+                got = b""
+                while b"Welcome," not in got and b"error:" not in got:
+                    got += sock.recv(65536)
+                answers.append(b"Welcome," in got)
+            assert sorted(answers) == [False, True], (nick, answers)
+            for sock in socks:
+                sock.close()
+        # Let go on disconnect: the name is free again, on the other node too.
+        waitFor(lambda: redis.command("EXISTS", "chatserv:nick:racer0") == ":0")
+        sock, got = line(b.tcp, "racer0")
+        assert b"Welcome, racer0!" in got
+        sock.close()
+
+
+def test_a_login_ends_the_accounts_session_on_the_other_node(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database) as (a, b):
+        first, _ = line(a.tcp, "frank")
+        first.sendall(b"/register wonderland-42\n")
+        readUntil(first, b"registered frank")
+        second = socket.create_connection(("127.0.0.1", b.tcp), timeout=10)
+        readUntil(second, b"Type a nickname")
+        second.sendall(b"/login frank wonderland-42\n")
+        readUntil(second, b"you are logged in as frank")
+        assert b"you logged in from elsewhere" in readUntil(first, b"from elsewhere")
+        first.close(), second.close()
+
+
+def test_a_killed_nodes_users_are_released_within_the_presence_timeout(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database, presence=3.0) as (a, b):
+        gina, _ = line(b.tcp, "gina")
+        alice, _ = line(a.tcp, "alice")
+        b.process.send_signal(signal.SIGKILL)
+        b.process.wait()
+        killedAt = time.monotonic()
+        sock, got = line(a.tcp, "gina")
+        assert b'"gina" is taken' in got  # node b's heartbeat has not expired yet
+        sock.close()
+        while True:
+            sock, got = line(a.tcp, "gina")
+            sock.close()
+            if b"Welcome, gina!" in got:
+                break
+            assert time.monotonic() - killedAt < 3.0 + 2.0, "still held"
+            time.sleep(0.2)
+        alice.sendall(b"node a goes on\n")  # the survivor kept serving throughout
+        alice.sendall(b"/who\n")
+        readUntil(alice, b"users (1): alice")
+        gina.close(), alice.close()
+
+
+def test_redis_restarted_mid_conversation(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database) as (a, b):
+        alice, _ = line(a.tcp, "alice")
+        bob, _ = line(b.tcp, "bob")
+        alice.sendall(b"before\n")
+        readUntil(bob, b"<alice> before")
+        redis.stop()
+        waitFor(lambda: "lost Redis" in "".join(a.output))
+        alice.sendall(b"during\n")  # local users are served; other nodes miss it
+        sock, got = line(a.tcp, "hank")
+        assert b"the cluster cannot be reached just now" in got
+        sock.close()
+        redis.start()
+        for node in (a, b):
+            waitFor(lambda node=node: "reachable again" in "".join(node.output))
+        waitFor(lambda: redis.command("EXISTS", "chatserv:nick:bob") == ":1")  # claimed again
+        sock, got = line(a.tcp, "bob")
+        assert b'"bob" is taken' in got
+        sock.close()
+        alice.sendall(b"after\n")
+        got = readUntil(bob, b"<alice> after")
+        assert b"during" not in got  # dropped, as the README says, not queued
+        # History (the shared database) has it all, once node a has committed "after"
+        # (within its flush_interval, 0.1 s).
+        time.sleep(0.5)
+        bob.sendall(b"/history 5\n")
+        history = readUntil(bob, b"end of history")
+        assert all(word in history for word in (b"before", b"during", b"after"))
+        alice.close(), bob.close()
+
+
+@pytest.mark.parametrize("db", ["memory", "chatserv.db"])
+def test_a_cluster_needs_postgresql(tmp_path, db):
+    result = subprocess.run(
+        [str(TWISTD), "-n", "--pidfile=", "chatserv", "--cluster", "redis://127.0.0.1:1/0",
+         "--db", db, "--tcp", LOOPBACK],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = [text for text in result.stderr.splitlines() if text.strip()]
+    assert len(lines) == 1 and "--cluster needs a PostgreSQL --db" in lines[0], lines
