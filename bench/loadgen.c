@@ -74,11 +74,11 @@ typedef struct {
 
 static struct {
     const char *host;
-    int port, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
+    int port, port2, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
     double rate, duration, drain, settle, connectTimeout;
     const char *readyMatch;
     int readyCount, maxPending, maxUnready, serverPid;
-} opt = {"127.0.0.1", 10001, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
+} opt = {"127.0.0.1", 10001, 0, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
          5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0, 0};
 
 static Client *cl;
@@ -468,7 +468,7 @@ static void onReadable(Client *c, uint64_t now) {
     }
 }
 
-static struct sockaddr_in addr;
+static struct sockaddr_in addr, addr2; /* --port2: where the receivers connect */
 static int nextToConnect, pending;
 
 static void startConnect(Client *c) {
@@ -478,7 +478,9 @@ static void startConnect(Client *c) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->state = S_CONNECTING;
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS) {
+    /* With --port2 the senders (the first --senders clients) use --port, the others it. */
+    struct sockaddr_in *to = opt.port2 && c->id >= opt.senders ? &addr2 : &addr;
+    if (connect(fd, (struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         connectErrors++;
         close(fd);
         c->state = S_CLOSED;
@@ -663,7 +665,8 @@ static int countReady(void) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen [--host H] --port P [--proto line|ws|wsjson|irc] [--clients N]\n"
+            "usage: loadgen [--host H] --port P [--port2 P2] [--proto line|ws|wsjson|irc]\n"
+            "  [--clients N]\n"
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
             "  [--ready-match TEXT] [--ready-count K] [--connect-timeout S] [--hold]\n"
@@ -674,6 +677,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     static struct option lo[] = {
         {"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},        {"proto", 1, 0, 'P'},
+        {"port2", 1, 0, '2'},
         {"clients", 1, 0, 'n'},   {"senders", 1, 0, 's'},     {"rate", 1, 0, 'r'},
         {"duration", 1, 0, 'd'},  {"drain", 1, 0, 'D'},       {"settle", 1, 0, 'S'},
         {"size", 1, 0, 'z'},      {"rooms", 1, 0, 'R'},       {"nick", 0, 0, 'N'},
@@ -686,6 +690,7 @@ int main(int argc, char **argv) {
         switch (ch) {
         case 'h': opt.host = optarg; break;
         case 'p': opt.port = atoi(optarg); break;
+        case '2': opt.port2 = atoi(optarg); break;
         case 'P':
             if (!strcmp(optarg, "line")) opt.proto = P_LINE;
             else if (!strcmp(optarg, "ws")) opt.proto = P_WS;
@@ -727,6 +732,8 @@ int main(int argc, char **argv) {
     addr.sin_family = AF_INET;
     addr.sin_port = htons(opt.port);
     if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1) usage();
+    addr2 = addr;
+    addr2.sin_port = htons(opt.port2);
     ep = epoll_create1(0);
     cl = calloc(opt.clients, sizeof *cl);
     sentBy = calloc(opt.senders ? opt.senders : 1, sizeof *sentBy);

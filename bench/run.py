@@ -30,6 +30,9 @@ compiled with gcc -O2 into bench/build/) on core 1. Scenarios:
             which measures the kernel's timers, not the server (0: all 10,000 at once).
             The kernel's listen-overflow and SYN-retransmit counters are reported.
   capacity  10,000 idle connections held; server RSS per connection (VmRSS before/after).
+  cluster   two nodes sharing rooms through Redis (bench/cluster.py): senders on one,
+            receivers on the other, against one node with the same load; needs --pg
+            (or CHATSERV_TEST_PG) and redis-server. Not in the default set.
 
 --profile DIR records py-spy profiles of chatserv (an extra run of each rooms wire at the
 common rate, and an extra storm per storm wire, neither of them counted in the tables):
@@ -54,6 +57,7 @@ import time
 from pathlib import Path
 from string import Template
 
+import cluster as clusterbench
 import flame
 
 HERE = Path(__file__).resolve().parent
@@ -290,7 +294,7 @@ class Runner:
                 argv += ["--max-unready", "8"]
         elif server.name == "baseline_greet":
             argv += ["--ready-match", "hello"]
-        elif server.name == "chatserv":
+        elif server.name.startswith("chatserv"):  # (the cluster's nodes too)
             argv += ["--nick", "--ready-match", '"type":"who"' if proto == "wsjson" else "users ("]
             if rooms > 1:
                 argv.append("--join")  # ready at its own room's list (see loadgen.c)
@@ -744,7 +748,8 @@ def table(results: dict) -> str:
             "irc rows: the baseline is baseline_line.py (bare Twisted line broadcast), "
             "as for line rows"
         )
-    for extra in (roomTable(results), stormTable(results)):
+    clusters = clusterbench.clusterTable(results, columns, ratio, best)
+    for extra in (roomTable(results), stormTable(results), clusters):
         if extra:
             lines += ["", extra] if lines else [extra]
     return "\n".join(lines)
@@ -798,6 +803,12 @@ def parseArgs(argv=None):
         help="the IRC peers' connection limits (chatserv's are in etc/bench.toml)",
     )  # fmt: skip
     p.add_argument("--idle", type=int, default=10000, help="connections for capacity")
+    p.add_argument("--pg", help="PostgreSQL URL for cluster [default: $CHATSERV_TEST_PG]")
+    p.add_argument("--cluster-rooms", type=int, default=20, help="rooms, one sender each")
+    p.add_argument("--cluster-room-size", type=int, default=10, help="clients per room")
+    p.add_argument(
+        "--cluster-start-rate", type=float, default=20.0, help="msg/s per sender, first step"
+    )
     p.add_argument("--profile", metavar="DIR", help="record py-spy profiles of chatserv here")
     p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples a second")
     p.add_argument(
@@ -812,6 +823,7 @@ def parseArgs(argv=None):
         a.clients = 5 if a.smoke else a.clients
         a.senders = str(a.clients)
         a.room_clients, a.rooms, a.idle = 40, 4, 200
+        a.cluster_rooms, a.cluster_room_size = 4, 5
         a.profile_duration = 2.0
     if a.storm_clients is None:
         a.storm_clients = 300 if a.quick else 10000
@@ -853,6 +865,8 @@ def main(argv=None) -> int:
                 storm(run, results)
             if "capacity" in a.scenarios:
                 capacity(run, results)
+            if "cluster" in a.scenarios:
+                clusterbench.clusterScenario(run, results, sys.modules[__name__])
         finally:
             run.stopAll()
     Path(a.output).write_text(json.dumps(results, indent=1) + "\n")

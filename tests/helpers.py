@@ -101,12 +101,17 @@ def endTurn(service: ChatService) -> None:
         service.clock.advance(0)
 
 
-def makeService(store=None, bus=None, **settings) -> tuple[ChatService, Clock]:
+def makeService(store=None, bus=None, directory=None, **settings) -> tuple[ChatService, Clock]:
     clock = Clock()
     clock.advance(NOON)
     _oneAddress(settings)
     service = ChatService(
-        Settings(**settings), clock=clock, bus=bus, store=store, passwords=fastPasswords()
+        Settings(**settings),
+        clock=clock,
+        bus=bus,
+        store=store,
+        passwords=fastPasswords(),
+        directory=directory,
     )
     return service, clock
 

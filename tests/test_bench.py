@@ -111,6 +111,26 @@ def test_inspircd_peer_smoke_run(tmp_path):
     assert "inspircd irc" in table and "chatserv irc / inspircd irc" in table
 
 
+@needsCompiler
+def test_cluster_smoke_run(tmp_path):
+    """Two nodes through a real Redis, senders on one and receivers on the other, beside
+    one node: every message arrives, once; Redis is told each room message once."""
+    import pgserver
+    from redisserver import RedisServer
+
+    RedisServer(tmp_path)  # skips (fails on CI) without redis-server
+    with pgserver.freshDatabase() as url:
+        results, table = runBench(tmp_path, "--quick", "--scenarios", "cluster", "--pg", url)
+    assert set(results) == {"cluster/single", "cluster/two-node"}
+    for key, entry in results.items():
+        common = entry["common"]
+        assert common["ready"] == common["clients"] == 20, key
+        assert common["received"] == common["expected"] > 0, key
+        assert (common["lost"], common["dup"], common["misrouted"]) == (0, 0, 0), key
+    assert results["cluster/two-node"]["redis_calls_per_message"]["publish"] == 1
+    assert "cluster: senders on node A, receivers on B" in table
+
+
 def test_flame_graph_and_summary(tmp_path):
     """bench/flame.py: shares from collapsed stacks; the SVG is well-formed XML."""
     import importlib.util

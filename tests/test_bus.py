@@ -4,14 +4,16 @@ encoded, as a cluster's transport does."""
 
 from __future__ import annotations
 
-from helpers import FakeClient, endTurn, makeService, resultOf
+from helpers import FakeClient, endTurn, failureOf, makeService, resultOf
 from twisted.internet import defer
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from chatserv import codec
 from chatserv import events as ev
 from chatserv.bus import Delivery, LocalBus
-from chatserv.interfaces import IEventBus
+from chatserv.errors import ClusterUnavailable, NickTaken
+from chatserv.interfaces import IDirectory, IEventBus
 from chatserv.service import CONSOLE
 
 
@@ -110,3 +112,84 @@ def test_a_topic_set_on_one_node_holds_on_the_other():
     resultOf(b.join(erin, "#plans"))
     shown = [e for e in erins.take() if isinstance(e, ev.Topic)]
     assert [t.topic for t in shown] == ["the roadmap"]
+
+
+# -- the directory: one holder per nickname across nodes --------------------------------
+
+
+@implementer(IDirectory)
+class SharedDirectory:
+    """The directory's contract, in memory, for the nodes of one test."""
+
+    def __init__(self, names: dict[str, str], node: str) -> None:
+        self.names, self.node = names, node  # key -> node, shared by every node's copy
+        self.reachable = True
+        self.localKeys = self.lost = None
+
+    def claim(self, key):
+        if not self.reachable:
+            return defer.fail(ClusterUnavailable("the cluster cannot be reached"))
+        holder = self.names.setdefault(key, self.node)
+        return defer.succeed(None if holder == self.node else holder)
+
+    def take(self, key):
+        self.names[key] = self.node
+        return defer.succeed(None)
+
+    def release(self, key):
+        if self.names.get(key) == self.node:
+            del self.names[key]
+
+    def serve(self, localKeys, lost):
+        self.localKeys, self.lost = localKeys, lost
+
+
+def clustered():
+    hub, names = Hub(), {}
+    services = []
+    for node in ("a", "b"):
+        directory = SharedDirectory(names, node)
+        service, _ = makeService(bus=hub.bus(node), directory=directory)
+        services.append(service)
+    return names, services
+
+
+def test_a_nickname_held_on_one_node_is_refused_on_the_other_and_freed_on_quit():
+    names, (a, b) = clustered()
+    alice, _ = connect(a, "alice")
+    assert verifyObject(IDirectory, a.directory)
+    other = b.connect(FakeClient(name="x"))
+    assert isinstance(failureOf(b.setNick(other, "ALICE"), NickTaken).value, NickTaken)
+    resultOf(a.setNick(alice, "alicia"))  # a rename lets the old name go
+    assert names == {"alicia": "a"}
+    resultOf(b.setNick(other, "alice"))
+    a.disconnect(alice, "bye")
+    assert names == {"alice": "b"}
+
+
+def test_while_the_directory_is_unreachable_no_nickname_is_given_out():
+    names, (a, b) = clustered()
+    a.directory.reachable = False
+    user = a.connect(FakeClient(name="x"))
+    assert "cannot be reached" in str(failureOf(a.setNick(user, "zed"), ClusterUnavailable).value)
+    assert names == {} and a.findUser("zed") is None
+
+
+def test_a_name_given_out_elsewhere_during_an_outage_ends_the_local_session():
+    names, (a, b) = clustered()
+    erin, erins = connect(a, "erin")
+    assert a.directory.localKeys() == ["erin"]
+    a.directory.lost("erin", "b")  # what the directory reports after resynchronising
+    assert erin not in a.sessions and "your nickname was given" in erins.closedWith
+
+
+def test_a_login_takes_the_name_and_ends_the_accounts_session_on_the_other_node():
+    names, (a, b) = clustered()
+    owner, owners = connect(a, "frank")
+    resultOf(defer.ensureDeferred(a.register(owner, "wonderland-42")))
+    b._registered.add("frank")  # (b learns of accounts from the shared database)
+    b.store = a.store
+    again = b.connect(FakeClient(name="y"))
+    resultOf(defer.ensureDeferred(b.login(again, "frank", "wonderland-42")))
+    assert names == {"frank": "b"} and b.findUser("frank") is again
+    assert owner not in a.sessions and "logged in from elsewhere" in owners.closedWith

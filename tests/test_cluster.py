@@ -220,3 +220,32 @@ def test_a_cluster_needs_postgresql(tmp_path, db):
     assert result.returncode != 0
     lines = [text for text in result.stderr.splitlines() if text.strip()]
     assert len(lines) == 1 and "--cluster needs a PostgreSQL --db" in lines[0], lines
+
+
+def test_cluster_settings_are_checked_at_start_up():
+    from chatserv.config import ConfigError, makeSettings
+
+    pg = "postgresql://chatserv@127.0.0.1/chatserv"
+    good = makeSettings({"cluster": "redis://:s3cret@10.0.0.5:6380/2", "db": pg})
+    from chatserv.cluster.address import parseRedisURL
+
+    address = parseRedisURL(good.cluster)
+    assert (address.host, address.port, address.db, address.password) == (
+        "10.0.0.5",
+        6380,
+        2,
+        "s3cret",
+    )
+    assert "s3cret" not in str(address)  # never shown
+    for overrides, why in (
+        ({"cluster": "http://x/0", "db": pg}, "--cluster needs redis://HOST:PORT/DB"),
+        ({"cluster": "redis://x/zero", "db": pg}, "database number must be a whole number"),
+        ({"cluster": "redis://x/0", "db": "memory"}, "needs a PostgreSQL --db"),
+        ({"cluster": "redis://x/0", "db": pg, "cluster_presence_timeout": 1.0},
+         "presence_timeout must be at least 3"),
+        ({"cluster": "redis://x/0", "db": pg, "cluster_node_name": "a b"},
+         "node_name must be letters"),
+    ):  # fmt: skip
+        with pytest.raises(ConfigError) as raised:
+            makeSettings(overrides)
+        assert why in str(raised.value), overrides

@@ -90,8 +90,11 @@ class RedisLink:
 
     def start(self) -> defer.Deferred[None]:
         """Connect; the Deferred fires once both connections are up the first time."""
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+        from twisted.internet.ssl import optionsForClientTLS
+
         a = self.address
-        ssl = True if a.tls else None
         commands = txredisapi.RedisFactory(
             str(a), a.db, 1, isLazy=True, charset=None, password=a.password,
             replyTimeout=REPLY_TIMEOUT, convertNumbers=False,
@@ -104,7 +107,10 @@ class RedisLink:
         subscriber.dbid = a.db
         for factory in (commands, subscriber):
             factory.link = self
-            factory.startConnecting(txredisapi._makeEndpoint(a.host, a.port, CONNECT_TIMEOUT, ssl))
+            endpoint = HostnameEndpoint(reactor, a.host, a.port, timeout=CONNECT_TIMEOUT)
+            if a.tls:  # the server's certificate is checked against the system's roots
+                endpoint = wrapClientTLS(optionsForClientTLS(a.host), endpoint)
+            factory.startConnecting(endpoint)
             self._factories.append(factory)
         self.commands = commands.handler
         return self._ready
