@@ -194,7 +194,7 @@ def clusterTable(results: dict, columns, ratio, best) -> str:
         x, y = two["common"][field], single["common"][field]
         rows.append((f"line @{two['common']['rate']:g}/s per sender {label}", f"{x:.2f}",
                      f"{y:.2f}", ratio(x, y)))  # fmt: skip
-    bx, by = best(two.get("max")), best(single.get("max"))
+    bx, by = best(two), best(single)
     if bx and by:
         rows.append(("max deliveries/s", f"{bx['deliveries_per_s']:.0f}",
                      f"{by['deliveries_per_s']:.0f}",

@@ -26,7 +26,7 @@ class ClusterNode(Service):
     def __init__(self, settings: Settings, nodeName: str, clock: Any) -> None:
         self.nodeName = nodeName
         address = parseRedisURL(settings.cluster, settings.cluster_password or None)
-        self.bus = RedisBus(nodeName)
+        self.bus = RedisBus(nodeName, clock)
         self.link = RedisLink(address, (self.bus.channel,), self.bus.messageFromRedis, clock)
         self.bus.attach(self.link)
         self.directory = RedisDirectory(
@@ -43,6 +43,7 @@ class ClusterNode(Service):
 
     def stopService(self) -> defer.Deferred[Any]:
         super().stopService()
+        self.bus.flush()  # the quits of the users the chat service just let go
         d = self.directory.stop()
         d.addBoth(lambda _: self.link.stop())
         d.addErrback(lambda failure: None)
