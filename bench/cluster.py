@@ -120,22 +120,11 @@ class ClusterBench:
 
     def maxRate(self, a, b) -> dict:
         args = self.run.args
-        rate, best, failed, steps = args.cluster_start_rate, None, None, []
-        while len(steps) < args.max_steps:
-            r = self.measure(a, b, rate, args.step_duration)
-            steps.append(r)
-            if r["ok"]:
-                best = r
-                if failed is None:
-                    rate *= 2
-                    continue
-            else:
-                failed = rate
-            low = best["rate"] if best else 0.0
-            if failed - low <= max(0.08 * failed, 0.5):
-                break
-            rate = round((low + failed) / 2, 2)
-        return {"best": best, "steps": steps}
+        return self.r.searchRate(
+            lambda rate: self.measure(a, b, rate, args.step_duration),
+            args.cluster_start_rate,
+            args.max_steps,
+        )
 
     def scenario(self, results: dict) -> None:
         args = self.run.args

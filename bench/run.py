@@ -366,22 +366,31 @@ class Runner:
         """Highest per-sender rate that passes: double from the start rate, then bisect."""
         a = self.args
         # The start rate is given for 100 senders: fewer senders start proportionally higher.
-        rate, best, failed, steps = round(a.start_rate * 100 / senders, 2), None, None, []
-        while len(steps) < a.max_steps:
-            r = self.measure(kind, proto, clients, senders, rate, a.step_duration, rooms)
-            steps.append(r)
-            if r["ok"]:
-                best = r
-                if failed is None:
-                    rate *= 2
-                    continue
-            else:
-                failed = rate
-            low = best["rate"] if best else 0.0
-            if failed - low <= max(0.08 * failed, 0.5):
-                break
-            rate = round((low + failed) / 2, 2)
-        return {"best": best, "steps": steps}
+        return searchRate(
+            lambda rate: self.measure(kind, proto, clients, senders, rate, a.step_duration, rooms),
+            round(a.start_rate * 100 / senders, 2),
+            a.max_steps,
+        )
+
+
+def searchRate(step, rate: float, maxSteps: int) -> dict:
+    """The highest rate at which C{step(rate)} passes: double from C{rate}, then bisect."""
+    best, failed, steps = None, None, []
+    while len(steps) < maxSteps:
+        r = step(rate)
+        steps.append(r)
+        if r["ok"]:
+            best = r
+            if failed is None:
+                rate *= 2
+                continue
+        else:
+            failed = rate
+        low = best["rate"] if best else 0.0
+        if failed - low <= max(0.08 * failed, 0.5):
+            break
+        rate = round((low + failed) / 2, 2)
+    return {"best": best, "steps": steps}
 
 
 def fanout(run: Runner, protos, results: dict) -> None:

@@ -65,6 +65,11 @@ class LocalBus:
         users: Iterable[str] = (),
         skip: str | None = None,
     ) -> None:
-        rooms, users = tuple(rooms), tuple(users)
+        self._here(event, tuple(rooms), tuple(users), skip)
+
+    def _here(
+        self, event: object, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
+    ) -> None:
+        """To this process's receivers."""
         for receiver in self._receivers:
             receiver(event, rooms, users, skip)

@@ -625,8 +625,9 @@ class ChatService(Service):
         holder = self.users.get(key)
         if holder is not None and holder is not user:
             self.end(holder, "logged in elsewhere", "disconnected: you logged in from elsewhere")
-        if self.directory is not None and holder is None:
-            # On another node, perhaps: the owner takes the name, that session ends.
+        if self.directory is not None:
+            # The owner takes the name (ending the session above let go of it), and its
+            # session on any other node ends.
             await self.directory.take(key)
             self.bus.publish(
                 EndSession(
@@ -637,7 +638,8 @@ class ChatService(Service):
                 )
             )
             if user not in self.sessions:
-                self.directory.release(key)
+                if key not in self.users:
+                    self.directory.release(key)
                 return
         user.account, user.color = account, account.color
         self.logLimit.info(
@@ -1292,6 +1294,16 @@ class ChatService(Service):
             for kind, what in (("ban", "banned"), ("mute", "muted")):
                 if self.sanctions.active(kind, newKey, now) is not None:
                     raise NotPermitted(f'the nickname "{newNick}" is {what}: /un{kind} it first')
+        claimed = self.directory is not None and newKey != account.key
+        if claimed and await self.directory.claim(newKey) is not None:
+            raise NickTaken(f'the nickname "{newNick}" is in use by someone online')
+        try:
+            return await self._renameAccount(by, account, newKey, newNick)
+        finally:
+            if claimed and newKey not in self.users:
+                self.directory.release(newKey)  # nobody here took it
+
+    async def _renameAccount(self, by: str, account: Account, newKey: str, newNick: str):
         if not await self.store.renameAccount(account.key, newKey, newNick):
             self._registered.add(newKey)  # it is: another account's
             raise NickRegistered(f'the nickname "{newNick}" is registered to another account')

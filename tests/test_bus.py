@@ -193,3 +193,24 @@ def test_a_login_takes_the_name_and_ends_the_accounts_session_on_the_other_node(
     resultOf(defer.ensureDeferred(b.login(again, "frank", "wonderland-42")))
     assert names == {"frank": "b"} and b.findUser("frank") is again
     assert owner not in a.sessions and "logged in from elsewhere" in owners.closedWith
+
+
+def test_a_login_on_the_same_node_keeps_the_name_claimed():
+    names, (a, b) = clustered()
+    owner, owners = connect(a, "frank")
+    resultOf(defer.ensureDeferred(a.register(owner, "wonderland-42")))
+    again = a.connect(FakeClient(name="y"))
+    resultOf(defer.ensureDeferred(a.login(again, "frank", "wonderland-42")))
+    assert owner not in a.sessions and a.findUser("frank") is again
+    assert names == {"frank": "a"}  # the ended session's release did not free it
+
+
+def test_an_account_is_not_renamed_to_a_name_held_on_another_node():
+    names, (a, b) = clustered()
+    owner, _ = connect(a, "frank")
+    resultOf(defer.ensureDeferred(a.register(owner, "wonderland-42")))
+    connect(b, "grace")
+    renaming = defer.ensureDeferred(a.renameAccount(CONSOLE, "frank", "grace"))
+    assert "in use by someone online" in str(failureOf(renaming, NickTaken).value)
+    resultOf(defer.ensureDeferred(a.renameAccount(CONSOLE, "frank", "francis")))
+    assert names == {"francis": "a", "grace": "b"}

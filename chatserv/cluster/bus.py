@@ -62,8 +62,7 @@ class RedisBus(LocalBus):
         skip: str | None = None,
     ) -> None:
         rooms, users = tuple(rooms), tuple(users)
-        for receiver in self._receivers:
-            receiver(event, rooms, users, skip)
+        self._here(event, rooms, users, skip)  # first: a node's own users never wait
         link = self.link
         if link is None or not link.up:
             self.dropped += 1
@@ -117,10 +116,7 @@ class RedisBus(LocalBus):
         if delivery.node == self.node:
             return  # applied when it was published
         self.received += 1
-        for receiver in self._receivers:
-            try:
-                receiver(delivery.event, delivery.rooms, delivery.users, delivery.skip)
-            except Exception:
-                log.failure(
-                    "cluster: applying a publication from {node} failed", node=delivery.node
-                )
+        try:
+            self._here(delivery.event, delivery.rooms, delivery.users, delivery.skip)
+        except Exception:
+            log.failure("cluster: applying a publication from {node} failed", node=delivery.node)
