@@ -69,6 +69,9 @@ class IDirectory(Interface):
     def release(key):
         """Let go of C{key} (no answer awaited)."""
 
+    def locate(key):
+        """Deferred name of the node where C{key} is connected, or C{None}."""
+
     def serve(localKeys, lost):
         """C{localKeys()} lists the names this node's users hold, claimed again when the
         cluster comes back after an outage; C{lost(key, holder)} is called for one that

@@ -985,11 +985,11 @@ class ChatService(Service):
         self._refuseMuted(user)
         target = self.findUser(nick)
         if target is None:
-            if notice:
-                raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
-            if action:
-                text = f"* {user.nick} {text}"
-            return defer.ensureDeferred(self._privmsgOffline(user, nick, text))
+            if self.directory is not None:  # on another node, perhaps
+                return defer.ensureDeferred(
+                    self._privmsgElsewhere(user, nick, text, notice, action)
+                )
+            return self._privmsgNobodyHere(user, nick, text, notice, action)
         text = self._cleanText(text)
         self.counters.messages += 1
         event = ev.PrivateMessage(
@@ -1006,6 +1006,48 @@ class ChatService(Service):
         self.bus.publish(event, users=(target.key,))
         if target is not user:
             self.deliver(user, dataclasses.replace(event, outgoing=True))
+        return event
+
+    def _privmsgNobodyHere(self, user: User, nick: str, text: str, notice: bool, action: bool):
+        if notice:
+            raise NoSuchUser(f'no user "{sanitize(nick)}" is online')
+        if action:
+            text = f"* {user.nick} {text}"
+        return defer.ensureDeferred(self._privmsgOffline(user, nick, text))
+
+    async def _privmsgElsewhere(
+        self, user: User, nick: str, text: str, notice: bool, action: bool
+    ) -> ev.PrivateMessage:
+        """To C{nick} on whichever node of the cluster they are on, or as to someone
+        offline (kept for later, or L{NoSuchUser})."""
+        try:
+            nick = checkNick(nick)
+        except ChatError:
+            raise NoSuchUser(f'no user "{sanitize(nick)}" is online') from None
+        key = fold(nick)
+        assert self.directory is not None
+        holder = await self.directory.locate(key)
+        if holder is None or holder == self.directory.node or key in self.users:
+            target = self.users.get(key)  # (one may have arrived here meanwhile)
+            if target is None:
+                return await self._privmsgNobodyHere(user, nick, text, notice, action)
+            sent = self.privmsg(user, target.nick, text, notice, action)
+            return await sent if isinstance(sent, defer.Deferred) else sent
+        text = self._cleanText(text)
+        self.counters.messages += 1
+        event = ev.PrivateMessage(
+            user.nick,
+            nick,  # as the sender spelled it: the directory keeps keys, not spellings
+            text,
+            self.now(),
+            self.ids.next(),
+            color=user.color,
+            notice=notice,
+            source=self.sourceOf(user),
+            action=action,
+        )
+        self.bus.publish(event, users=(key,))
+        self.deliver(user, dataclasses.replace(event, outgoing=True))
         return event
 
     async def _privmsgOffline(self, user: User, nick: str, text: str) -> ev.PrivateMessage:

@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 from chatserv import codec
 from chatserv import events as ev
 from chatserv.bus import Delivery, LocalBus
-from chatserv.errors import ClusterUnavailable, NickTaken
+from chatserv.errors import ClusterUnavailable, NickTaken, NoSuchUser
 from chatserv.interfaces import IDirectory, IEventBus
 from chatserv.service import CONSOLE
 
@@ -143,6 +143,9 @@ class SharedDirectory:
     def serve(self, localKeys, lost):
         self.localKeys, self.lost = localKeys, lost
 
+    def locate(self, key):
+        return defer.succeed(self.names.get(key))
+
 
 def clustered():
     hub, names = Hub(), {}
@@ -214,3 +217,19 @@ def test_an_account_is_not_renamed_to_a_name_held_on_another_node():
     assert "in use by someone online" in str(failureOf(renaming, NickTaken).value)
     resultOf(defer.ensureDeferred(a.renameAccount(CONSOLE, "frank", "francis")))
     assert names == {"francis": "a", "grace": "b"}
+
+
+def test_a_private_message_reaches_its_recipient_on_the_other_node():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    bob, bobs = connect(b, "bob")
+    sent = resultOf(a.privmsg(alice, "BOB", "psst"))
+    assert [(e.sender, e.to, e.text) for e in bobs.take(ev.PrivateMessage)] == [
+        ("alice", "BOB", "psst")
+    ]
+    assert [e.outgoing for e in alices.take(ev.PrivateMessage)] == [True]
+    assert sent.id > 0
+    # Nobody anywhere: as on one node.
+    assert isinstance(failureOf(a.privmsg(alice, "nobody", "hi?"), NoSuchUser).value, NoSuchUser)
+    with_notice = a.privmsg(alice, "nobody", "hi?", notice=True)
+    assert isinstance(failureOf(with_notice, NoSuchUser).value, NoSuchUser)

@@ -112,6 +112,15 @@ def test_room_messages_reach_members_on_every_node_over_every_wire(tmp_path, red
                 seen.append(json.loads(erin.recv(timeout=10)))
             said = [e for e in seen if e.get("type") == "message"]
             assert [e["from"] for e in said] == ["alice", "dave"]  # each once, in order
+            # Private messages, to whichever node the recipient is on, over any wire.
+            alice.sendall(b"/msg dave psst, dave\n")
+            assert b"PRIVMSG dave :psst, dave" in readUntil(dave, b"psst, dave")
+            dave.sendall(b"PRIVMSG erin :hello erin\r\n")
+            while True:
+                event = json.loads(erin.recv(timeout=10))
+                if event.get("type") == "msg":
+                    break
+            assert (event["from"], event["text"]) == ("dave", "hello erin")
         for sock in (alice, bob, dave):
             sock.close()
 

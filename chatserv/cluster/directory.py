@@ -51,6 +51,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('SREM', ARGV[2] .. 'names:' .. ARGV[1], KEYS[1])
 return 1
 """
+# KEYS[1]: the name's key. ARGV[1]: the key prefix. The live node holding it, or nil.
+_LOCATE = """
+local owner = redis.call('GET', KEYS[1])
+if owner and redis.call('EXISTS', ARGV[1] .. 'node:' .. owner) == 1 then return owner end
+return false
+"""
 # Everything this node held (a previous run of it, killed): released at start.
 _RESET = """
 local names = ARGV[2] .. 'names:' .. ARGV[1]
@@ -139,6 +145,13 @@ class RedisDirectory:
                     "cluster: releasing a nickname failed: {why}", why=f.getErrorMessage()
                 )
             )
+
+    def locate(self, key: str) -> defer.Deferred[str | None]:
+        if not self.link.up:
+            return defer.succeed(None)  # nobody elsewhere can be reached now
+        d = self.link.commands.eval(_LOCATE, [PREFIX + "nick:" + key], [PREFIX])
+        d.addCallback(lambda holder: None if holder is None else _text(holder))
+        return d
 
     def _eval(self, script: str, key: str) -> defer.Deferred[Any]:
         keys = [PREFIX + "nick:" + key] if key else [PREFIX + "nick:"]
