@@ -233,3 +233,19 @@ def test_a_private_message_reaches_its_recipient_on_the_other_node():
     assert isinstance(failureOf(a.privmsg(alice, "nobody", "hi?"), NoSuchUser).value, NoSuchUser)
     with_notice = a.privmsg(alice, "nobody", "hi?", notice=True)
     assert isinstance(failureOf(with_notice, NoSuchUser).value, NoSuchUser)
+
+
+def test_a_message_to_an_account_offline_everywhere_waits_for_its_login_on_any_node():
+    names, (a, b) = clustered()
+    b.store = a.store  # one database, as a cluster has
+    owner, _ = connect(a, "frank")
+    resultOf(defer.ensureDeferred(a.register(owner, "wonderland-42")))
+    a.disconnect(owner, "gone")
+    b._registered.add("frank")  # (b learns of accounts from the shared database)
+    alice, _ = connect(b, "alice")
+    kept = resultOf(b.privmsg(alice, "frank", "while you were out"))
+    assert kept.text == "while you were out" and names == {"alice": "b"}
+    back = FakeClient(name="f")
+    resultOf(defer.ensureDeferred(a.login(a.connect(back), "frank", "wonderland-42")))
+    got = [(e.sender, e.text, e.offline) for e in back.take(ev.PrivateMessage)]
+    assert got == [("alice", "while you were out", True)]
