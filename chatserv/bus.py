@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from chatserv import codec
 from chatserv.interfaces import IEventBus
+from chatserv.store import Sanction
 
 # receiver(event, rooms, users, skip): rooms and users are case-folded keys.
 Receiver = Callable[[object, tuple[str, ...], tuple[str, ...], str | None], None]
@@ -45,7 +46,24 @@ class EndSession:
     unless: str = ""
 
 
-codec.register(Delivery, EndSession)
+@dataclass(frozen=True, slots=True)
+class SanctionAdded:
+    """A control message: a ban or mute is in force, on every node (which ends a banned
+    user's session, or tells a muted one, wherever they are connected)."""
+
+    sanction: Sanction
+
+
+@dataclass(frozen=True, slots=True)
+class SanctionLifted:
+    """A control message: the ban or mute (C{kind}) of C{key} is lifted, by C{by}."""
+
+    kind: str
+    key: str
+    by: str
+
+
+codec.register(Delivery, EndSession, Sanction, SanctionAdded, SanctionLifted)
 
 
 @implementer(IEventBus)

@@ -212,8 +212,8 @@ def _color(ctx: Context, args: dict[str, str]):
 # -- admin commands ---------------------------------------------------------------------
 
 
-def _kick(ctx: Context, args: dict[str, str]) -> None:
-    ctx.service.kick(ctx.user, args["nick"], args.get("reason", ""))
+def _kick(ctx: Context, args: dict[str, str]) -> defer.Deferred[None] | None:
+    return ctx.service.kick(ctx.user, args["nick"], args.get("reason", ""))
 
 
 def _sanctionTerms(args: dict[str, str]) -> tuple[float | None, str]:

@@ -577,10 +577,11 @@ def namespace(chat) -> dict[str, Any]:
         chat.tellUser(CONSOLE, nick, text)
         print(f"told {nick}")
 
-    def kick(nick: str, reason: str = "") -> None:
+    def kick(nick: str, reason: str = ""):
         """Disconnect a user; their rooms see "kicked: reason"."""
-        chat.kick(CONSOLE, nick, reason)
+        done = chat.kick(CONSOLE, nick, reason)  # (a Deferred for a cluster's other nodes)
         print(f"kicked {nick}" + (f": {reason}" if reason else ""))
+        return done
 
     def close_room(room: str, reason: str = "room closed") -> int:
         """Disconnect everyone in room (which then disappears); returns how many."""

@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
-from chatserv.bus import EndSession, LocalBus
+from chatserv.bus import EndSession, LocalBus, SanctionAdded, SanctionLifted
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -275,6 +275,8 @@ class ChatService(Service):
             ev.RoomMessage: self._applyMessage,
             ev.Topic: self._applyTopic,
             EndSession: self._applyEnd,
+            SanctionAdded: self._applySanction,
+            SanctionLifted: self._applyLift,
         }
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -385,6 +387,24 @@ class ChatService(Service):
         user = self.users.get(event.key)
         if user is not None:
             self.end(user, event.why, event.farewell)
+
+    def _applySanction(self, event: SanctionAdded, rooms: tuple[str, ...]) -> None:
+        sanction, now = event.sanction, self.now()
+        self.sanctions.add(sanction)
+        target = self._personByKey(sanction.key)
+        if target is None:
+            return
+        if sanction.kind == "ban":
+            why = f"banned by {sanction.by}" + (f": {sanction.reason}" if sanction.reason else "")
+            self.end(target, why, f"disconnected: you are banned {describeSanction(sanction, now)}")
+        else:
+            self.notice(target, f"{sanction.by} muted you {describeSanction(sanction, now)}")
+
+    def _applyLift(self, event: SanctionLifted, rooms: tuple[str, ...]) -> None:
+        self.sanctions.remove(event.kind, event.key)
+        target = self.users.get(event.key)
+        if target is not None and event.kind == "mute":
+            self.notice(target, f"{event.by} unmuted you")
 
     def deliver(self, user: User, event: ev.Event) -> None:
         """Send one event to one local session (replies, errors, private notices)."""
@@ -1125,13 +1145,26 @@ class ChatService(Service):
         user = self._named(nick)
         self.deliver(user, ev.Notice(sanitize(text), self.now()))
 
-    def kick(self, actor: Actor, nick: str, reason: str = "") -> None:
-        """Disconnect a user; their rooms see why."""
+    def kick(self, actor: Actor, nick: str, reason: str = "") -> defer.Deferred[None] | None:
+        """Disconnect a user; their rooms see why. (A Deferred for a cluster's user who
+        may be on another node.)"""
         by = self.authorize(actor, "kick")
-        user = self._named(nick)
         who = "kicked" if actor is CONSOLE else f"kicked by {by}"
         why = f"{who}: {sanitize(reason)}" if reason else who
-        self.end(user, why, f"disconnected: you were {why}")
+        user = self.findUser(nick)
+        if user is None and self.directory is not None:  # on another node, perhaps
+            return defer.ensureDeferred(self._kickElsewhere(nick, why))
+        self.end(self._named(nick), why, f"disconnected: you were {why}")
+        return None
+
+    async def _kickElsewhere(self, nick: str, why: str) -> None:
+        assert self.directory is not None
+        key = fold(checkNick(nick))
+        holder = await self.directory.locate(key)
+        if holder is None or holder == self.directory.node:
+            self.end(self._named(nick), why, f"disconnected: you were {why}")  # or NoSuchUser
+            return
+        self.bus.publish(EndSession(key, why, f"disconnected: you were {why}"))
 
     def kickFromRoom(self, actor: Actor, room: str, nick: str, reason: str = "") -> ev.Kicked:
         """Put C{nick} out of one room (IRC's KICK); they stay connected, and may come
@@ -1230,7 +1263,6 @@ class ChatService(Service):
             by,
             now,
         )
-        self.sanctions.add(ban)
         _log.info(
             "{by} banned {nick} ({host}) {span}",
             by=by,
@@ -1238,9 +1270,7 @@ class ChatService(Service):
             host=ban.host or "-",
             span=describeSanction(ban, now),
         )
-        if target is not None:
-            why = f"banned by {by}" + (f": {ban.reason}" if ban.reason else "")
-            self.end(target, why, f"disconnected: you are banned {describeSanction(ban, now)}")
+        self.bus.publish(SanctionAdded(ban))  # in force everywhere: _applySanction
         await self.store.addSanction(ban)
         return ban
 
@@ -1252,10 +1282,8 @@ class ChatService(Service):
         now = self.now()
         name = target.nick if target is not None else nick
         mute = Sanction("mute", key, name, None, now + duration if duration else None, "", by, now)
-        self.sanctions.add(mute)
         _log.info("{by} muted {nick} {span}", by=by, nick=name, span=describeSanction(mute, now))
-        if target is not None:
-            self.notice(target, f"{by} muted you {describeSanction(mute, now)}")
+        self.bus.publish(SanctionAdded(mute))  # in force everywhere: _applySanction
         await self.store.addSanction(mute)
         return mute
 
@@ -1268,9 +1296,7 @@ class ChatService(Service):
         if held is None and not stored:
             raise NotSanctioned(f'"{nick}" is not {"banned" if kind == "ban" else "muted"}')
         _log.info("{by} lifted the {kind} of {nick}", by=by, kind=kind, nick=nick)
-        target = self.users.get(key)
-        if target is not None and kind == "mute":
-            self.notice(target, f"{by} unmuted you")
+        self.bus.publish(SanctionLifted(kind, key, by))  # lifted everywhere: _applyLift
 
     async def createAccount(
         self, actor: Actor, nick: str, password: str, admin: bool = False
@@ -1490,7 +1516,9 @@ class ChatService(Service):
     def _person(self, nick: str) -> User | None:
         """Who a ban or mute of C{nick} is for: its holder, or else whoever held it last
         on a connection still open (someone who renamed to get out of the way)."""
-        key = fold(checkNick(nick))
+        return self._personByKey(fold(checkNick(nick)))
+
+    def _personByKey(self, key: str) -> User | None:
         holder = self.users.get(key)
         if holder is not None:
             return holder

@@ -4,6 +4,7 @@ encoded, as a cluster's transport does."""
 
 from __future__ import annotations
 
+import pytest
 from helpers import FakeClient, endTurn, failureOf, makeService, resultOf
 from twisted.internet import defer
 from zope.interface import implementer
@@ -12,7 +13,7 @@ from zope.interface.verify import verifyObject
 from chatserv import codec
 from chatserv import events as ev
 from chatserv.bus import Delivery, LocalBus
-from chatserv.errors import ClusterUnavailable, NickTaken, NoSuchUser
+from chatserv.errors import Banned, ClusterUnavailable, Muted, NickTaken, NoSuchUser
 from chatserv.interfaces import IDirectory, IEventBus
 from chatserv.service import CONSOLE
 
@@ -249,3 +250,35 @@ def test_a_message_to_an_account_offline_everywhere_waits_for_its_login_on_any_n
     resultOf(defer.ensureDeferred(a.login(a.connect(back), "frank", "wonderland-42")))
     got = [(e.sender, e.text, e.offline) for e in back.take(ev.PrivateMessage)]
     assert got == [("alice", "while you were out", True)]
+
+
+# -- moderation across nodes --------------------------------------------------------------
+
+
+def test_a_kick_and_a_ban_on_one_node_end_the_session_on_the_other():
+    names, (a, b) = clustered()
+    mallory, mallorys = connect(b, "mallory")
+    trudy, trudys = connect(b, "trudy")
+    resultOf(a.kick(CONSOLE, "mallory", "spamming"))
+    assert mallory not in b.sessions and "you were kicked: spamming" in mallorys.closedWith
+    ban = resultOf(defer.ensureDeferred(a.ban(CONSOLE, "trudy", 3600, "again")))
+    assert trudy not in b.sessions and "you are banned" in trudys.closedWith
+    for service in (a, b):  # in force on both: the name cannot be taken back anywhere
+        assert service.sanctions.active("ban", "trudy", service.now()) == ban
+        user = service.connect(FakeClient(name="t"))
+        assert isinstance(failureOf(service.setNick(user, "trudy"), Banned).value, Banned)
+    assert isinstance(failureOf(a.kick(CONSOLE, "nobody"), NoSuchUser).value, NoSuchUser)
+    resultOf(defer.ensureDeferred(a.lift(CONSOLE, "ban", "trudy")))
+    assert b.sanctions.active("ban", "trudy", b.now()) is None
+
+
+def test_a_mute_on_one_node_holds_on_the_other_until_lifted():
+    names, (a, b) = clustered()
+    bob, bobs = connect(b, "bob")
+    resultOf(defer.ensureDeferred(a.mute(CONSOLE, "bob", 600)))
+    assert any("console muted you" in e.text for e in bobs.take(ev.Notice))
+    with pytest.raises(Muted):
+        b.say(bob, "lobby", "let me speak")
+    resultOf(defer.ensureDeferred(a.lift(CONSOLE, "mute", "bob")))
+    assert any("console unmuted you" in e.text for e in bobs.take(ev.Notice))
+    b.say(bob, "lobby", "thanks")

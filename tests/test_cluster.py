@@ -165,6 +165,33 @@ def test_a_login_ends_the_accounts_session_on_the_other_node(tmp_path, redis, da
         first.close(), second.close()
 
 
+def test_a_kick_and_a_ban_on_one_node_end_sessions_on_the_other(tmp_path, redis, database):
+    import psycopg
+    from argon2 import PasswordHasher
+
+    with nodes(tmp_path, redis, database) as (a, b):
+        with psycopg.connect(database) as db:  # an admin's account, as the console makes
+            db.execute(
+                "INSERT INTO accounts (nick_key, nick, password_hash, color, admin, created)"
+                " VALUES ('root', 'root', %s, NULL, 1, 0)",
+                (PasswordHasher().hash("wonderland-42"),),
+            )
+        root = socket.create_connection(("127.0.0.1", a.tcp), timeout=10)
+        readUntil(root, b"Type a nickname")
+        root.sendall(b"/login root wonderland-42\n")
+        readUntil(root, b"you are logged in as root")
+        mallory, _ = line(b.tcp, "mallory")
+        trudy, _ = line(b.tcp, "trudy")
+        root.sendall(b"/kick mallory spamming\n")
+        assert b"you were kicked by root: spamming" in readUntil(mallory, b"spamming")
+        root.sendall(b"/ban trudy 1h again\n")
+        assert b"you are banned" in readUntil(trudy, b"banned")
+        sock, got = line(b.tcp, "trudy")  # and the ban holds on node b
+        assert b"banned" in got
+        for s in (root, mallory, trudy, sock):
+            s.close()
+
+
 def test_a_killed_nodes_users_are_released_within_the_presence_timeout(tmp_path, redis, database):
     with nodes(tmp_path, redis, database, presence=3.0) as (a, b):
         gina, _ = line(b.tcp, "gina")

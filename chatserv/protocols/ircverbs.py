@@ -775,9 +775,10 @@ async def _changeModes(irc: IrcProtocol, room: str, changes: list[str]) -> None:
 
 
 @verb("KILL")
-def _kill(irc: IrcProtocol, message: Message) -> None:
+def _kill(irc: IrcProtocol, message: Message) -> defer.Deferred[None] | None:
     if _needs(irc, message, 1):
-        irc.service.kick(irc.user, message.params[0], message.param(1))
+        return irc.service.kick(irc.user, message.params[0], message.param(1))
+    return None
 
 
 # -- about the server ----------------------------------------------------------------------
