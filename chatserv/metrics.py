@@ -116,6 +116,29 @@ class ChatCollector:
             "Seconds since the service started.",
             value=stats["uptime_seconds"],
         )
+        yield from self._cluster()
+
+    def _cluster(self):
+        """A cluster's node: its name (as a label of an info metric, to join on) and bus."""
+        bus = getattr(self.chat.bus, "stats", None)
+        if bus is None:
+            return
+        bus = bus()
+        info = GaugeMetricFamily(
+            "chatserv_cluster_node_info", "This node of a cluster, by name.", labels=["node"]
+        )
+        info.add_metric([bus["node"]], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "chatserv_cluster_redis_up", "1 while Redis is reachable.", value=bus["redis_up"]
+        )
+        for name, text in (
+            ("published", "Publications this node sent to the other nodes."),
+            ("received", "Publications from other nodes applied here."),
+            ("dropped", "Publications not carried to the other nodes (Redis unreachable)."),
+            ("refused", "Messages on the bus that could not be read."),
+        ):
+            yield CounterMetricFamily(f"chatserv_cluster_{name}", text, value=bus[name])
 
 
 class MetricsResource(Resource):

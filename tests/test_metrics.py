@@ -109,3 +109,26 @@ async def test_scrape_after_chat_traffic():
     lag.stopService()
     await chat.stopService()
     chat.stopService()
+
+
+def test_a_cluster_nodes_metrics_name_it_and_count_its_bus():
+    from helpers import FakeClient, endTurn, makeService
+
+    from chatserv.cluster.bus import RedisBus
+    from chatserv.metrics import ChatCollector
+
+    bus = RedisBus("chat-7", Clock())
+    chat, _ = makeService(bus=bus)
+    user = chat.connect(FakeClient(name="a"))
+    chat.setNick(user, "alice")
+    endTurn(chat)
+    chat.say(user, "lobby", "while Redis is away")  # not carried: no link yet
+    got = {f.name: f for f in ChatCollector(chat, LagMonitor(Clock())).collect()}
+    assert [s.labels for s in got["chatserv_cluster_node_info"].samples] == [{"node": "chat-7"}]
+    assert got["chatserv_cluster_redis_up"].samples[0].value == 0
+    dropped = got["chatserv_cluster_dropped"].samples[0].value
+    assert dropped == bus.dropped >= 2  # the join and the message
+    assert got["chatserv_cluster_published"].samples[0].value == 0
+    single, _ = makeService()
+    names = {f.name for f in ChatCollector(single, LagMonitor(Clock())).collect()}
+    assert not any(name.startswith("chatserv_cluster") for name in names)

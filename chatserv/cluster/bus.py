@@ -54,6 +54,18 @@ class RedisBus(LocalBus):
     def attach(self, link: Any) -> None:
         self.link = link
 
+    def stats(self) -> dict[str, Any]:
+        """For the metrics: this node's name, whether Redis is reachable, the counters."""
+        up = self.link is not None and self.link.up
+        return {
+            "node": self.node,
+            "redis_up": int(up),
+            "published": self.sent,
+            "received": self.received,
+            "dropped": self.dropped,
+            "refused": self.refused,
+        }
+
     def publish(
         self,
         event: object,
