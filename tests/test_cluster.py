@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pgserver
 import pytest
@@ -285,3 +286,83 @@ def test_cluster_settings_are_checked_at_start_up():
         with pytest.raises(ConfigError) as raised:
             makeSettings(overrides)
         assert why in str(raised.value), overrides
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_two_node_example_behind_haproxy(tmp_path, redis, database):
+    """etc/cluster/: two nodes behind HAProxy, as shipped but for ports and addresses."""
+    import shutil
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (.ci/run installs it)")
+    etc = Path(__file__).resolve().parent.parent / "etc" / "cluster"
+    node = (etc / "node.toml").read_text()
+    node = node.replace("postgresql://chatserv:PASSWORD@127.0.0.1/chatserv", database)
+    node = node.replace("redis://127.0.0.1:6379/0", redis.url)
+    (tmp_path / "node.toml").write_text(node)
+    ports = {old: freePort() for old in (10011, 10012, 6671, 6672, 8771, 8772)}
+    fronts = {old: freePort() for old in (10001, 6667, 8765)}
+    config = (etc / "haproxy.cfg").read_text()
+    for old, new in ports.items():
+        config = config.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    for old, new in fronts.items():
+        config = config.replace(f"bind :{old}", f"bind 127.0.0.1:{new}")
+    config = config.replace("maxconn 20000", "maxconn 200")
+    (tmp_path / "haproxy.cfg").write_text(config)
+    with ExitStack() as stack:
+        nodes = []
+        for name, (tcp, irc_, ws) in {"a": (10011, 6671, 8771), "b": (10012, 6672, 8772)}.items():
+            (tmp_path / name).mkdir()
+            listen = [f"tcp:{ports[p]}:interface=127.0.0.1" for p in (tcp, irc_, ws)]
+            nodes.append(stack.enter_context(runServer(
+                tmp_path / name, "--config", str(tmp_path / "node.toml"), "--node-name", name,
+                "--tcp", listen[0], "--irc", listen[1], "--ws", listen[2], listeners=3,
+            )))  # fmt: skip
+        for server in nodes:
+            waitFor(lambda server=server: "connected to Redis" in "".join(server.output))
+        log = open(tmp_path / "haproxy.log", "wb")
+        proxy = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                                 stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        stack.callback(lambda: (proxy.terminate(), proxy.wait(10), log.close()))
+        waitFor(lambda: _accepts(fronts[10001]) and _accepts(fronts[8765]))
+        # leastconn: the first client goes to one node, the second to the other.
+        alice = sourced(fronts[10001], "127.0.0.3")
+        readUntil(alice, b"Type a nickname")
+        alice.sendall(b"alice\n")
+        readUntil(alice, b"Welcome, alice!")
+        bob = irc(fronts[6667], "bob")
+        with websocketJSON(fronts[8765], "carol") as carol:
+            alice.sendall(b"hello everyone\n")
+            readUntil(bob, b"hello everyone")
+            while json.loads(carol.recv(timeout=10)).get("text") != "hello everyone":
+                pass
+        logs = ["".join(server.output) for server in nodes]
+        home = next(text for text in logs if "is now alice" in text)
+        assert "connect from tcp 127.0.0.3:" in home  # her address, from the PROXY header
+        assert sum("is now alice" in text for text in logs) == 1
+        assert sum("is now bob" in text for text in logs) == 1
+        where = ["is now alice" in text for text in logs], ["is now bob" in text for text in logs]
+        assert where[0] != where[1], "both on one node: the cluster was not exercised"
+        alice.close(), bob.close()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def sourced(port: int, source: str) -> socket.socket:
+    sock = socket.socket()
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
