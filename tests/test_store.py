@@ -845,3 +845,20 @@ async def test_a_process_beyond_the_last_slot_refuses_to_start(backend):
     with pytest.raises(StoreError) as raised:
         backend.open().load()
     assert "all 64 node slots of this database are leased" in oneLine(raised.value)
+
+
+@shareable
+@pytest_twisted.ensureDeferred
+async def test_of_several_processes_on_one_database_one_prunes(backend):
+    first, second = backend.open(), backend.open()
+    assert (first.load().node, second.load().node) == (0, 1)
+    for i in range(1, 11):
+        first.addMessage(message(i))
+    await first.flush()
+    assert await second.prune(NOW, 4, 0) == 0  # slot 1: the process on slot 0 prunes
+    assert await first.prune(NOW, 4, 0) == 6
+    await first.close()  # its lease ends: the next lowest takes over
+    for i in range(11, 15):
+        second.addMessage(message(i))
+    await second.flush()
+    assert await second.prune(NOW, 4, 0) == 4

@@ -893,6 +893,8 @@ class SQLStore:
         return defer.Deferred.fromCoroutine(self._prune(now, maxPerRoom, maxAge))
 
     async def _prune(self, now: float, maxPerRoom: int, maxAge: float) -> int:
+        if not await self._run(self._prunesHere, self._reactor.seconds(), write=False):
+            return 0  # another process on this database does it (see _prunesHere)
         deleted = 0
         if maxPerRoom > 0:
             # Each room's cut-off id is fixed first: messages arriving meanwhile are safe.
@@ -903,6 +905,14 @@ class SQLStore:
                 statement = _PRUNE_OLD.format(table=table)
                 deleted += await self._deleteInChunks(statement, (now - maxAge,))
         return deleted
+
+    def _prunesHere(self, txn: Any, now: float) -> bool:
+        """Whether this process is the one of those writing to the database that prunes
+        it: the one holding the lowest live node slot (so one at a time, however many
+        nodes share it; another takes over when that one's lease ends)."""
+        txn.execute(self._sql("SELECT MIN(slot) FROM node_slots WHERE expires >= ?"), (now,))
+        lowest = txn.fetchone()[0]
+        return lowest is None or lowest == self.lease.slot
 
     def _crowded(self, txn: Any, maxPerRoom: int) -> list[tuple[str, int]]:
         txn.execute(self._sql(_CROWDED_ROOMS), (maxPerRoom,))
