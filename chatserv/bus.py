@@ -19,8 +19,9 @@ from chatserv import codec
 from chatserv.interfaces import IEventBus
 from chatserv.store import Sanction
 
-# receiver(event, rooms, users, skip): rooms and users are case-folded keys.
-Receiver = Callable[[object, tuple[str, ...], tuple[str, ...], str | None], None]
+# receiver(event, rooms, users, skip, node): rooms and users are case-folded keys; node
+# is the process that published it, None for this one.
+Receiver = Callable[[object, tuple[str, ...], tuple[str, ...], str | None, str | None], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,13 @@ class LocalBus:
         self._here(event, tuple(rooms), tuple(users), skip)
 
     def _here(
-        self, event: object, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
+        self,
+        event: object,
+        rooms: tuple[str, ...],
+        users: tuple[str, ...],
+        skip: str | None,
+        node: str | None = None,
     ) -> None:
-        """To this process's receivers."""
+        """To this process's receivers (C{node}: the one that published it elsewhere)."""
         for receiver in self._receivers:
-            receiver(event, rooms, users, skip)
+            receiver(event, rooms, users, skip, node)

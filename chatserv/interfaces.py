@@ -48,8 +48,9 @@ class IEventBus(Interface):
         """
 
     def subscribe(receiver):
-        """Call C{receiver(event, rooms, users, skip)} for every event published (rooms
-        and users as tuples)."""
+        """Call C{receiver(event, rooms, users, skip, node)} for every event published
+        (rooms and users as tuples; C{node} names the process that published it, C{None}
+        for this one)."""
 
 
 class IDirectory(Interface):
@@ -71,6 +72,9 @@ class IDirectory(Interface):
 
     def locate(key):
         """Deferred name of the node where C{key} is connected, or C{None}."""
+
+    def alive(node):
+        """Deferred: whether node C{node}'s heartbeat is current."""
 
     def serve(localKeys, lost):
         """C{localKeys()} lists the names this node's users hold, claimed again when the

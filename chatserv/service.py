@@ -55,6 +55,7 @@ from chatserv.interfaces import IChatClient, IDirectory, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
+from chatserv.roster import ClusterPresence
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
@@ -209,8 +210,14 @@ class ChatService(Service):
         self.clock = clock
         self.bus: IEventBus = bus if bus is not None else LocalBus()
         self.store = store
-        # A cluster's directory of nicknames (None on a single node: self.users is all).
+        # A cluster's directory of nicknames (None on a single node: self.users is all),
+        # and who is where on the other nodes.
         self.directory = directory
+        self.presence = (
+            ClusterPresence(self, directory, clock, self.settings.cluster_presence_timeout / 3)
+            if directory is not None
+            else None
+        )
         if directory is not None:
             directory.serve(lambda: list(self.users), self._nickLost)
         self.passwords = passwords or Passwords(maxWaiting=self.settings.max_password_queue)
@@ -314,13 +321,26 @@ class ChatService(Service):
         return list(found.values())
 
     def received(
-        self, event, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
+        self,
+        event,
+        rooms: tuple[str, ...],
+        users: tuple[str, ...],
+        skip: str | None,
+        node: str | None = None,
     ) -> None:
-        """An event from the bus (published here or by another process): apply what it
+        """An event from the bus (published here, or by node C{node}): apply what it
         changes, then deliver it to the local members of C{rooms} and to C{users}."""
         apply = self._appliers.get(type(event))
         if apply is not None:
             apply(event, rooms)
+        if node is not None and self.presence is not None:
+            self.presence.follow(event, rooms, node)  # who is where, on the other nodes
+        self.deliverHere(event, rooms, users, skip)
+
+    def deliverHere(
+        self, event, rooms: Iterable[str], users: Iterable[str] = (), skip: str | None = None
+    ) -> None:
+        """Deliver C{event} to this process's members of C{rooms} and C{users}, once each."""
         recipients = self.recipients(rooms, users)
         self.counters.deliveries += len(recipients)
         cache = {}
@@ -956,18 +976,38 @@ class ChatService(Service):
             del self.rooms[room.key]
 
     def who(self, user: User, name: str) -> ev.WhoReply:
-        """Who is in room C{name}."""
+        """Who is in room C{name} (on every node of a cluster)."""
         name = self._roomName(name)
-        room = self.rooms.get(fold(name))
-        if room is None:
+        key = fold(name)
+        room = self.rooms.get(key)
+        remote = self.presence.remote.members(key) if self.presence is not None else []
+        if room is None and not remote:
             raise NoSuchRoom(f"there is no room #{name}")
-        members = room.members.values()
+        members = room.members.values() if room is not None else ()
+        nicks = tuple(u.nick for u in members) + tuple(m.nick for m in remote)
         admins = frozenset(u.nick for u in members if u.account is not None and self.isAdmin(u))
-        return ev.WhoReply(room.name, tuple(u.nick for u in members), self.now(), admins)
+        admins |= {m.nick for m in remote if m.admin}
+        shown = room.name if room is not None else self.presence.remote.names.get(key, name)
+        return ev.WhoReply(shown, nicks, self.now(), admins)
 
     def roomList(self) -> ev.RoomsReply:
-        rooms = sorted(self.rooms.values(), key=lambda r: r.key)
-        return ev.RoomsReply(tuple((r.name, len(r.members)) for r in rooms), self.now())
+        """Every room and how many are in it (on every node of a cluster)."""
+        counts = {key: (room.name, len(room.members)) for key, room in self.rooms.items()}
+        if self.presence is not None:
+            remote = self.presence.remote
+            for key, members in remote.rooms.items():
+                name, count = counts.get(key, (remote.names.get(key, key), 0))
+                counts[key] = (name, count + len(members))
+        rooms = tuple(counts[key] for key in sorted(counts))
+        return ev.RoomsReply(rooms, self.now())
+
+    def localMembers(self) -> tuple[tuple[str, str, bool], ...]:
+        """Who is in which room on this node, as C{(room, nick, admin)}s."""
+        return tuple(
+            (room.name, u.nick, self.isAdmin(u))
+            for room in self.rooms.values()
+            for u in room.members.values()
+        )
 
     # -- talking -------------------------------------------------------------------
 
@@ -1552,6 +1592,8 @@ class ChatService(Service):
         super().startService()
         self.startedAt = self.now()
         self._pruner.start(self.settings.retention_interval, now=True)
+        if self.presence is not None:
+            self.presence.start()
         self.checkedAdmins = defer.ensureDeferred(self._warnAdminsWithoutAccounts())
 
     async def _warnAdminsWithoutAccounts(self) -> None:
@@ -1576,6 +1618,8 @@ class ChatService(Service):
         self.nickDeadlines.stop()
         if self._pruner.running:
             self._pruner.stop()
+        if self.presence is not None:
+            self.presence.stop()
         sessions = list(self.sessions)
         self._forgetAll()
         for user in sessions:

@@ -213,6 +213,7 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 settings, clock=reactor, store=store, bus=cluster.bus, directory=cluster.directory
             )
             cluster.link.onUp.append(chat.busResumed)
+            cluster.link.onUp.append(chat.presence.askEveryone)
         else:
             chat = ChatService(settings, clock=reactor, store=store)
     except StoreError as e:

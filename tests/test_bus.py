@@ -15,6 +15,7 @@ from chatserv import events as ev
 from chatserv.bus import Delivery, LocalBus
 from chatserv.errors import Banned, ClusterUnavailable, Muted, NickTaken, NoSuchUser
 from chatserv.interfaces import IDirectory, IEventBus
+from chatserv.roster import NodeGone
 from chatserv.service import CONSOLE
 
 
@@ -44,7 +45,7 @@ class HubBus(LocalBus):
             if other is not self:
                 got = codec.decode(data)
                 for receiver in other._receivers:
-                    receiver(got.event, got.rooms, got.users, got.skip)
+                    receiver(got.event, got.rooms, got.users, got.skip, self.node)
 
 
 def twoNodes(**settings):
@@ -70,7 +71,10 @@ def test_the_local_bus_is_an_event_bus_and_calls_every_receiver():
     bus.subscribe(lambda *args: got.append(("two", *args)))
     bus.publish("event", rooms=["r"], users=iter(["u"]), skip="s")
     assert verifyObject(IEventBus, bus)
-    assert got == [("one", "event", ("r",), ("u",), "s"), ("two", "event", ("r",), ("u",), "s")]
+    assert got == [
+        ("one", "event", ("r",), ("u",), "s", None),
+        ("two", "event", ("r",), ("u",), "s", None),
+    ]
 
 
 def test_a_room_message_reaches_the_rooms_members_on_the_other_node_once():
@@ -126,6 +130,7 @@ class SharedDirectory:
         self.names, self.node = names, node  # key -> node, shared by every node's copy
         self.reachable = True
         self.localKeys = self.lost = None
+        self.dead: set[str] = set()
 
     def claim(self, key):
         if not self.reachable:
@@ -146,6 +151,9 @@ class SharedDirectory:
 
     def locate(self, key):
         return defer.succeed(self.names.get(key))
+
+    def alive(self, node):
+        return defer.succeed(node not in self.dead)
 
 
 def clustered():
@@ -282,3 +290,42 @@ def test_a_mute_on_one_node_holds_on_the_other_until_lifted():
     resultOf(defer.ensureDeferred(a.lift(CONSOLE, "mute", "bob")))
     assert any("console unmuted you" in e.text for e in bobs.take(ev.Notice))
     b.say(bob, "lobby", "thanks")
+
+
+# -- who is where, across nodes ---------------------------------------------------------
+
+
+def test_who_and_rooms_show_every_nodes_members_as_their_events_say():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    bob, _ = connect(b, "bob")
+    resultOf(b.join(bob, "dev"))
+    assert a.who(alice, "lobby").nicks == ("alice", "bob")
+    assert a.who(alice, "dev").nicks == ("bob",)  # a room only node b has
+    assert dict(a.roomList().rooms) == {"dev": 1, "lobby": 2}
+    resultOf(b.setNick(bob, "robert"))
+    assert a.who(alice, "lobby").nicks == ("alice", "robert")
+    b.part(bob, "dev")
+    assert dict(a.roomList().rooms) == {"lobby": 2}
+    # A node that joins later asks; the others answer with who they have.
+    hub = a.bus.hub
+    c, _ = makeService(bus=hub.bus("c"), directory=SharedDirectory(names, "c"))
+    c.presence.askEveryone()
+    carol, _ = connect(c, "carol")
+    assert set(c.who(carol, "lobby").nicks) == {"alice", "robert", "carol"}
+
+
+def test_a_nodes_users_quit_where_they_were_when_it_is_gone():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    bob, _ = connect(b, "bob")
+    alices.take()
+    a.directory.dead.add("b")  # b's heartbeat ended (SIGKILL)
+    a.presence._checkNodes()
+    quits = alices.take(ev.Quit)
+    assert [(q.nick, q.reason) for q in quits] == [("bob", "node b is gone")]
+    assert a.who(alice, "lobby").nicks == ("alice",)
+    # A node that stops says so, and its users quit at once.
+    carol, _ = connect(b, "carol")
+    b.bus.publish(NodeGone("b"))
+    assert [q.nick for q in alices.take(ev.Quit)] == ["carol"]

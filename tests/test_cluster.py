@@ -113,6 +113,24 @@ def test_room_messages_reach_members_on_every_node_over_every_wire(tmp_path, red
                 seen.append(json.loads(erin.recv(timeout=10)))
             said = [e for e in seen if e.get("type") == "message"]
             assert [e["from"] for e in said] == ["alice", "dave"]  # each once, in order
+            # Who is in the room, and which rooms there are: on both nodes alike.
+            for sock in (alice, bob):
+                sock.sendall(b"/who\n")
+                listed = readUntil(sock, b"#lobby users (4):").split(b"users (4): ")[1]
+                names = listed.split(b"\n")[0].decode().strip().split(", ")
+                assert sorted(names) == ["alice", "bob", "dave", "erin"]
+            dave.sendall(b"JOIN #ops\r\n")
+            readUntil(dave, b"366 dave #ops")
+            deadline = time.monotonic() + 5  # (the join reaches node a a moment later)
+            while True:
+                alice.sendall(b"/rooms\n")
+                got = readUntil(alice, b"rooms (")
+                while not got.split(b"rooms (")[-1].count(b"\n"):
+                    got += alice.recv(65536)
+                if b"#ops (1)" in got.split(b"rooms (")[-1]:
+                    break
+                assert time.monotonic() < deadline, got
+                time.sleep(0.05)
             # Private messages, to whichever node the recipient is on, over any wire.
             alice.sendall(b"/msg dave psst, dave\n")
             assert b"PRIVMSG dave :psst, dave" in readUntil(dave, b"psst, dave")
@@ -210,6 +228,8 @@ def test_a_killed_nodes_users_are_released_within_the_presence_timeout(tmp_path,
                 break
             assert time.monotonic() - killedAt < 3.0 + 2.0, "still held"
             time.sleep(0.2)
+        # Node a's users see gina quit, once a sees node b's heartbeat has ended.
+        readUntil(alice, b"gina has left (node node1 is gone)")
         alice.sendall(b"node a goes on\n")  # the survivor kept serving throughout
         alice.sendall(b"/who\n")
         readUntil(alice, b"users (1): alice")

@@ -129,6 +129,6 @@ class RedisBus(LocalBus):
             return  # applied when it was published
         self.received += 1
         try:
-            self._here(delivery.event, delivery.rooms, delivery.users, delivery.skip)
+            self._here(delivery.event, delivery.rooms, delivery.users, delivery.skip, delivery.node)
         except Exception:
             log.failure("cluster: applying a publication from {node} failed", node=delivery.node)

@@ -153,6 +153,13 @@ class RedisDirectory:
         d.addCallback(lambda holder: None if holder is None else _text(holder))
         return d
 
+    def alive(self, node: str) -> defer.Deferred[bool]:
+        if not self.link.up:
+            return defer.fail(ClusterUnavailable("the cluster cannot be reached just now"))
+        d = self.link.commands.execute_command("EXISTS", PREFIX + "node:" + node)
+        d.addCallback(lambda found: int(found) == 1)
+        return d
+
     def _eval(self, script: str, key: str) -> defer.Deferred[Any]:
         keys = [PREFIX + "nick:" + key] if key else [PREFIX + "nick:"]
         return self.link.commands.eval(script, keys, [self.node, PREFIX])

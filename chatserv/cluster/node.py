@@ -14,6 +14,7 @@ from chatserv.cluster.bus import RedisBus
 from chatserv.cluster.directory import RedisDirectory
 from chatserv.cluster.link import RedisLink
 from chatserv.config import Settings
+from chatserv.roster import NodeGone
 
 log = Logger()
 
@@ -43,7 +44,8 @@ class ClusterNode(Service):
 
     def stopService(self) -> defer.Deferred[Any]:
         super().stopService()
-        self.bus.flush()  # the quits of the users the chat service just let go
+        self.bus.publish(NodeGone(self.nodeName))  # the others forget this node's users
+        self.bus.flush()  # with the quits of the users the chat service just let go
         d = self.directory.stop()
         d.addBoth(lambda _: self.link.stop())
         d.addErrback(lambda failure: None)

@@ -389,9 +389,11 @@ def _list(irc: IrcProtocol, message: Message) -> None:
     service = irc.service
     keep = _listFilter(message.param(0), service.now())
     irc.numeric("321", "Channel", "Users  Name")
+    counts = dict(service.roomList().rooms)  # (a cluster's: every node's members)
     for room in sorted(service.rooms.values(), key=lambda r: r.key):
         if keep(room):
-            irc.numeric("322", channel(room.name), str(len(room.members)), room.topic or "")
+            count = counts.get(room.name, len(room.members))
+            irc.numeric("322", channel(room.name), str(count), room.topic or "")
     irc.numeric("323", "End of /LIST")
 
 
