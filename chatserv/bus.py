@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from zope.interface import implementer
 
 from chatserv import codec
+from chatserv import events as ev
 from chatserv.interfaces import IEventBus
 from chatserv.store import Sanction
 
@@ -64,7 +65,51 @@ class SanctionLifted:
     by: str
 
 
-codec.register(Delivery, EndSession, Sanction, SanctionAdded, SanctionLifted)
+@dataclass(frozen=True, slots=True)
+class AdminGranted:
+    """A control message: the account C{key} is now an admin, or no longer (by C{by});
+    the node where it is logged in tells it and its rooms."""
+
+    key: str
+    admin: bool
+    by: str
+    source: ev.Source | None = None  # the admin who did it, as IRC shows them
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A control message: a server notice to every connection on every node."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRoom:
+    """A control message: everyone in room C{key} is disconnected, on every node."""
+
+    key: str
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A control message: every connection on every node is disconnected."""
+
+    reason: str
+
+
+codec.register(
+    Delivery,
+    EndSession,
+    Sanction,
+    SanctionAdded,
+    SanctionLifted,
+    AdminGranted,
+    Broadcast,
+    CloseRoom,
+    Reset,
+)
 
 
 @implementer(IEventBus)

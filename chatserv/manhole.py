@@ -565,7 +565,7 @@ def namespace(chat) -> dict[str, Any]:
     def broadcast(text: str) -> int:
         """Send a server notice to every connection; returns how many got it."""
         n = chat.broadcast(CONSOLE, text)
-        return show(n, f"sent to {_plural(n, 'connection')}")
+        return show(n, f"sent to {_plural(n, 'connection')}{_elsewhere()}")
 
     def rbroadcast(room: str, text: str) -> int:
         """Send a server notice to the members of room; returns how many got it."""
@@ -586,12 +586,17 @@ def namespace(chat) -> dict[str, Any]:
     def close_room(room: str, reason: str = "room closed") -> int:
         """Disconnect everyone in room (which then disappears); returns how many."""
         n = chat.closeRoom(CONSOLE, room, reason)
-        return show(n, f"closed #{room.lstrip('#')}: {_plural(n, 'user')} disconnected")
+        done = f"closed #{room.lstrip('#')}: {_plural(n, 'user')} disconnected{_elsewhere()}"
+        return show(n, done)
 
     def reset(reason: str = "server reset") -> int:
         """Disconnect every connection and empty every room; returns how many."""
         n = chat.reset(CONSOLE, reason)
-        return show(n, f"reset: {_plural(n, 'connection')} closed")
+        return show(n, f"reset: {_plural(n, 'connection')} closed{_elsewhere()}")
+
+    def _elsewhere() -> str:
+        # In a cluster the counts are this node's; the other nodes do the same.
+        return " here, and on the other nodes" if chat.directory is not None else ""
 
     def stats() -> dict:
         """Counters and gauges: connections, users, rooms, messages, uptime, ..."""

@@ -23,7 +23,16 @@ from twisted.logger import Logger
 from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
-from chatserv.bus import EndSession, LocalBus, SanctionAdded, SanctionLifted
+from chatserv.bus import (
+    AdminGranted,
+    Broadcast,
+    CloseRoom,
+    EndSession,
+    LocalBus,
+    Reset,
+    SanctionAdded,
+    SanctionLifted,
+)
 from chatserv.config import Settings
 from chatserv.errors import (
     Banned,
@@ -284,6 +293,10 @@ class ChatService(Service):
             EndSession: self._applyEnd,
             SanctionAdded: self._applySanction,
             SanctionLifted: self._applyLift,
+            AdminGranted: self._applyAdmin,
+            Broadcast: self._applyBroadcast,
+            CloseRoom: self._applyCloseRoom,
+            Reset: self._applyReset,
         }
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -1161,12 +1174,16 @@ class ChatService(Service):
         ]
 
     def broadcast(self, actor: Actor, text: str) -> int:
-        """A server notice to every connection; returns how many got it."""
-        event = ev.Notice(sanitize(self._signed(actor, "broadcast", text)), self.now())
-        sessions = list(self.sessions)
-        for user in sessions:
-            self.deliver(user, event)
-        return len(sessions)
+        """A server notice to every connection (on every node of a cluster); returns how
+        many got it here."""
+        count = len(self.sessions)
+        self.bus.publish(Broadcast(sanitize(self._signed(actor, "broadcast", text))))
+        return count
+
+    def _applyBroadcast(self, event: Broadcast, rooms: tuple[str, ...]) -> None:
+        notice = ev.Notice(event.text, self.now())
+        for user in list(self.sessions):
+            self.deliver(user, notice)
 
     def broadcastRoom(self, actor: Actor, room: str, text: str) -> int:
         """A server notice to the members of one room; returns how many got it."""
@@ -1445,19 +1462,26 @@ class ChatService(Service):
         _log.info(
             "{by} {did} {nick}", by=by, did="promoted" if admin else "demoted", nick=account.nick
         )
-        target = self.users.get(key)
-        if target is not None and target.account is not None and target.account.key == key:
-            target.account = account
-            self._loggedIn(
-                target,
-                f"{by} made you an admin" if admin else f"{by} took your admin rights away",
-                marked=False,  # the text says it
-            )
-            source = self.sourceOf(actor) if isinstance(actor, User) else None
-            for room in list(target.rooms.values()):
-                changed = ev.AdminChanged(room.name, target.nick, admin, by, self.now(), source)
-                self.bus.publish(changed, rooms=(room.key,))
+        source = self.sourceOf(actor) if isinstance(actor, User) else None
+        self.bus.publish(AdminGranted(key, admin, by, source))  # wherever they are logged in
         return account
+
+    def _applyAdmin(self, event: AdminGranted, rooms: tuple[str, ...]) -> None:
+        target = self.users.get(event.key)
+        if target is None or target.account is None or target.account.key != event.key:
+            return
+        target.account = dataclasses.replace(target.account, admin=event.admin)
+        by = event.by
+        self._loggedIn(
+            target,
+            f"{by} made you an admin" if event.admin else f"{by} took your admin rights away",
+            marked=False,  # the text says it
+        )
+        for room in list(target.rooms.values()):
+            changed = ev.AdminChanged(
+                room.name, target.nick, event.admin, by, self.now(), event.source
+            )
+            self.bus.publish(changed, rooms=(room.key,))
 
     def topicOf(self, room: str) -> ev.Topic:
         return self._topicEvent(self._existingRoom(room))
@@ -1499,25 +1523,35 @@ class ChatService(Service):
         return f"this address is banned {describeSanction(ban, self.now())}"
 
     def closeRoom(self, actor: Actor, room: str, reason: str = "room closed") -> int:
-        """Disconnect everyone in a room (it then disappears); returns how many."""
+        """Disconnect everyone in a room (it then disappears; on every node of a
+        cluster); returns how many were disconnected here."""
         self.authorize(actor, "closeroom")
         name = self._roomName(room)
         found = self.rooms.get(fold(name))
         if found is None:
             raise NoSuchRoom(f"there is no room #{name}")
-        members = list(found.members.values())
-        for user in members:
-            self.end(user, reason, f"disconnected: #{found.name} was closed ({reason})")
-        return len(members)
+        count = len(found.members)
+        self.bus.publish(CloseRoom(found.key, found.name, reason))  # on every node
+        return count
+
+    def _applyCloseRoom(self, event: CloseRoom, rooms: tuple[str, ...]) -> None:
+        found = self.rooms.get(event.key)
+        for user in list(found.members.values()) if found is not None else ():
+            self.end(user, event.reason, f"disconnected: #{event.name} was closed ({event.reason})")
 
     def reset(self, actor: Actor, reason: str = "server reset") -> int:
-        """Disconnect every connection and empty every room; returns how many."""
+        """Disconnect every connection and empty every room (on every node of a
+        cluster); returns how many were disconnected here."""
         self.authorize(actor, "reset")
+        count = len(self.sessions)
+        self.bus.publish(Reset(reason))
+        return count
+
+    def _applyReset(self, event: Reset, rooms: tuple[str, ...]) -> None:
         sessions = list(self.sessions)
         self._forgetAll()
         for user in sessions:
-            self._close(user, f"disconnected: {reason}")
-        return len(sessions)
+            self._close(user, f"disconnected: {event.reason}")
 
     def end(self, user: User, why: str, farewell: str) -> None:
         """Disconnect one session: C{why} for its rooms and the log, C{farewell} for it."""

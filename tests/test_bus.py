@@ -329,3 +329,34 @@ def test_a_nodes_users_quit_where_they_were_when_it_is_gone():
     carol, _ = connect(b, "carol")
     b.bus.publish(NodeGone("b"))
     assert [q.nick for q in alices.take(ev.Quit)] == ["carol"]
+
+
+def test_the_consoles_broadcast_close_room_and_reset_act_on_every_node():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    bob, bobs = connect(b, "bob")
+    carol, carols = connect(b, "carol")
+    resultOf(b.join(carol, "dev"))
+    assert a.broadcast(CONSOLE, "maintenance at noon") == 1  # (counted here)
+    assert [e.text for e in bobs.take(ev.Notice)] == ["maintenance at noon"]
+    resultOf(a.join(alice, "dev"))
+    a.closeRoom(CONSOLE, "dev", "cleaning")
+    assert carol not in b.sessions and "#dev was closed (cleaning)" in carols.closedWith
+    a.reset(CONSOLE, "restarting")
+    assert not a.sessions and not b.sessions and "restarting" in bobs.closedWith
+
+
+def test_a_promotion_on_one_node_reaches_the_user_on_the_other():
+    names, (a, b) = clustered()
+    b.store = a.store  # one database
+    frank = b.connect(FakeClient(name="f"))
+    resultOf(b.setNick(frank, "frank"))
+    endTurn(b)
+    resultOf(defer.ensureDeferred(b.register(frank, "wonderland-42")))
+    a._registered.add("frank")
+    alice, alices = connect(a, "alice")
+    resultOf(defer.ensureDeferred(a.setAdmin(CONSOLE, "frank", True)))
+    assert frank.account.admin and b.isAdmin(frank)
+    assert any("console made you an admin" in e.text for e in frank.client.take(ev.LoggedIn))
+    changed = alices.take(ev.AdminChanged)  # alice, on node a, sees it in the lobby
+    assert [(e.nick, e.admin) for e in changed] == [("frank", True)]

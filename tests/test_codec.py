@@ -105,3 +105,21 @@ def test_only_registered_dataclasses_are_encoded():
     with pytest.raises(CodecError):
         encode(ev.Notice(object(), 1.0))  # type: ignore[arg-type]
     assert typing.get_args(ev.Event)  # the union the registry is built from
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data())
+def test_every_control_message_round_trips(data):
+    import chatserv.bus
+    import chatserv.roster  # noqa: F401  (registers its messages)
+
+    controls = [cls for name, cls in sorted(codec.registered().items())
+                if cls.__module__ in ("chatserv.bus", "chatserv.roster", "chatserv.store")
+                and cls is not chatserv.bus.Delivery]  # fmt: skip
+    assert {c.__name__ for c in controls} >= {"EndSession", "SanctionAdded", "Members", "Reset"}
+    for cls in controls:
+        message = data.draw(st.builds(cls), label=cls.__name__)
+        assert fullyEqual(decode(encode(message)), message)
+    event = data.draw(st.builds(ev.RoomMessage))
+    delivery = chatserv.bus.Delivery(event, ("lobby",), ("bob",), "alice", "node-a")
+    assert fullyEqual(decode(encode(delivery)), delivery)
