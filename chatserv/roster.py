@@ -79,13 +79,16 @@ class RemoteRoster:
             if member is not None:
                 member.admin = event.admin
 
-    def replace(self, node: str, members: tuple[tuple[str, str, bool], ...]) -> None:
-        """Everyone on C{node} is C{members} (its answer to L{MembersWanted})."""
-        self.forget(node)
+    def replace(self, node: str, members: tuple[tuple[str, str, bool], ...]) -> list:
+        """Everyone on C{node} is C{members} (what it says when it asks, or answers, who
+        is where); the C{(room key, nick)}s it no longer has."""
+        before = set(self.forget(node))
         for room, nick, admin in members:
             key = fold(room)
             self.names[key] = room
             self.rooms.setdefault(key, {})[fold(nick)] = Member(nick, node, admin)
+            before.discard((key, nick))
+        return sorted(before)
 
     def forget(self, node: str) -> list[tuple[str, str]]:
         """Forget node C{node}'s users: their C{(room key, nick)}s."""
@@ -139,8 +142,12 @@ class ClusterPresence:
             self._checker.stop()
 
     def askEveryone(self) -> None:
-        """Ask every node who is where (this node is new, or back after an outage)."""
-        self.service.bus.publish(MembersWanted(self.directory.node))
+        """Ask every node who is where (this node is new, or back after an outage), and
+        say who is here: what the others knew of an earlier run of this node, or from
+        before the outage, is replaced."""
+        me = self.directory.node
+        self.service.bus.publish(Members(me, self.service.localMembers()))
+        self.service.bus.publish(MembersWanted(me))
 
     def follow(self, event: object, rooms: tuple[str, ...], node: str) -> None:
         """An event from node C{node}."""
@@ -148,15 +155,19 @@ class ClusterPresence:
         if kind is MembersWanted:
             self.service.bus.publish(Members(self.directory.node, self.service.localMembers()))
         elif kind is Members:
-            self.remote.replace(event.node, event.members)
+            self._quit(self.remote.replace(event.node, event.members), event.node, "is gone")
         elif kind is NodeGone:
             self.nodeLost(event.node, "left the cluster")
         else:
             self.remote.apply(event, rooms, node)
 
     def nodeLost(self, node: str, why: str) -> None:
+        self._quit(self.remote.forget(node), node, why)
+
+    def _quit(self, gone: list[tuple[str, str]], node: str, why: str) -> None:
+        """Tell this node's users that C{gone} (room key, nick) left, with C{why}."""
         byNick: dict[str, list[str]] = {}
-        for roomKey, nick in self.remote.forget(node):
+        for roomKey, nick in gone:
             byNick.setdefault(nick, []).append(roomKey)
         now = self.service.now()
         for nick, keys in byNick.items():

@@ -360,3 +360,18 @@ def test_a_promotion_on_one_node_reaches_the_user_on_the_other():
     assert any("console made you an admin" in e.text for e in frank.client.take(ev.LoggedIn))
     changed = alices.take(ev.AdminChanged)  # alice, on node a, sees it in the lobby
     assert [(e.nick, e.admin) for e in changed] == [("frank", True)]
+
+
+def test_a_node_that_comes_back_under_its_name_replaces_what_the_others_knew():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    bob, _ = connect(b, "bob")
+    alices.take()
+    # b is killed and started again at once (its heartbeat never lapsed): a new b.
+    hub = a.bus.hub
+    hub.buses.remove(b.bus)
+    again, _ = makeService(bus=hub.bus("b"), directory=SharedDirectory(names, "b"))
+    again.presence.askEveryone()
+    assert [(q.nick, q.reason) for q in alices.take(ev.Quit)] == [("bob", "node b is gone")]
+    assert a.who(alice, "lobby").nicks == ("alice",)
+    assert again.who(again.connect(FakeClient()), "lobby").nicks == ("alice",)
