@@ -1063,11 +1063,18 @@ class ChatService(Service):
                     self._privmsgElsewhere(user, nick, text, notice, action)
                 )
             return self._privmsgNobodyHere(user, nick, text, notice, action)
+        return self._sendPrivate(user, target.nick, target.key, text, notice, action)
+
+    def _sendPrivate(
+        self, user: User, to: str, key: str, text: str, notice: bool, action: bool
+    ) -> ev.PrivateMessage:
+        """Send to the user C{key} (called C{to}) wherever the bus finds them; the sender
+        gets a copy marked outgoing."""
         text = self._cleanText(text)
         self.counters.messages += 1
         event = ev.PrivateMessage(
             user.nick,
-            target.nick,
+            to,
             text,
             self.now(),
             self.ids.next(),
@@ -1076,8 +1083,8 @@ class ChatService(Service):
             source=self.sourceOf(user),
             action=action,
         )
-        self.bus.publish(event, users=(target.key,))
-        if target is not user:
+        self.bus.publish(event, users=(key,))
+        if key != user.key:
             self.deliver(user, dataclasses.replace(event, outgoing=True))
         return event
 
@@ -1106,22 +1113,8 @@ class ChatService(Service):
                 return await self._privmsgNobodyHere(user, nick, text, notice, action)
             sent = self.privmsg(user, target.nick, text, notice, action)
             return await sent if isinstance(sent, defer.Deferred) else sent
-        text = self._cleanText(text)
-        self.counters.messages += 1
-        event = ev.PrivateMessage(
-            user.nick,
-            nick,  # as the sender spelled it: the directory keeps keys, not spellings
-            text,
-            self.now(),
-            self.ids.next(),
-            color=user.color,
-            notice=notice,
-            source=self.sourceOf(user),
-            action=action,
-        )
-        self.bus.publish(event, users=(key,))
-        self.deliver(user, dataclasses.replace(event, outgoing=True))
-        return event
+        # As the sender spelled the name: the directory keeps keys, not spellings.
+        return self._sendPrivate(user, nick, key, text, notice, action)
 
     async def _privmsgOffline(self, user: User, nick: str, text: str) -> ev.PrivateMessage:
         offline = NoSuchUser(f'no user "{sanitize(nick)}" is online')
