@@ -375,3 +375,21 @@ def test_a_node_that_comes_back_under_its_name_replaces_what_the_others_knew():
     assert [(q.nick, q.reason) for q in alices.take(ev.Quit)] == [("bob", "node b is gone")]
     assert a.who(alice, "lobby").nicks == ("alice",)
     assert again.who(again.connect(FakeClient()), "lobby").nicks == ("alice",)
+
+
+def test_the_redis_bus_reads_batches_skips_its_own_and_refuses_garbage():
+    from twisted.internet.task import Clock
+
+    from chatserv.cluster.bus import RedisBus
+
+    bus = RedisBus("a", Clock())
+    got = []
+    bus.subscribe(lambda *args: got.append(args))
+    joined = ev.Joined("lobby", "bob", 1.0)
+    mine = codec.encode(Delivery(ev.Notice("x", 1.0), node="a"))
+    theirs = codec.encode(Delivery(joined, ("lobby",), node="b"))
+    bus.messageFromRedis("chatserv:bus", b"\n".join([mine, theirs, b"{not json", theirs]))
+    assert got == [(joined, ("lobby",), (), None, "b")] * 2  # its own skipped, in order
+    assert (bus.received, bus.refused) == (2, 1)
+    bus.messageFromRedis("chatserv:bus", codec.encode(ev.Notice("not a delivery", 1.0)))
+    assert bus.refused == 2 and len(got) == 2
