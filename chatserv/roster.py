@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.task import LoopingCall
+
 from chatserv import codec
 from chatserv import events as ev
 from chatserv.names import fold
@@ -125,8 +127,6 @@ class ClusterPresence:
     """
 
     def __init__(self, service, directory, clock, every: float) -> None:
-        from twisted.internet.task import LoopingCall
-
         self.service = service
         self.directory = directory
         self.remote = RemoteRoster()

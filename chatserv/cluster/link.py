@@ -27,12 +27,10 @@ REPLY_TIMEOUT = 5.0  # seconds a command waits for its reply
 class _Commands(txredisapi.RedisProtocol):
     def connectionMade(self):
         d = super().connectionMade()
-        d.addCallback(
-            lambda _: self.factory.link._connected("commands", self) if self.connected else None
-        )
+        d.addCallback(lambda _: self._linkUp())
         return d
 
-    def _ready(self):
+    def _linkUp(self):  # (not _ready: txredisapi uses that name)
         if self.connected:  # (not if AUTH or SELECT failed)
             self.factory.link._connected("commands", self)
 
@@ -44,10 +42,12 @@ class _Commands(txredisapi.RedisProtocol):
 class _Subscriber(txredisapi.SubscriberProtocol):
     def connectionMade(self):
         d = super().connectionMade()
-        d.addCallback(lambda _: self._subscribe() if self.connected else None)
+        d.addCallback(lambda _: self._subscribe())
         return d
 
     def _subscribe(self):
+        if not self.connected:  # (AUTH or SELECT failed)
+            return None
         link = self.factory.link
         d = self.subscribe(list(link.channels))
         d.addCallback(lambda _: link._connected("subscriber", self))
