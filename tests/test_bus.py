@@ -393,3 +393,34 @@ def test_the_redis_bus_reads_batches_skips_its_own_and_refuses_garbage():
     assert (bus.received, bus.refused) == (2, 1)
     bus.messageFromRedis("chatserv:bus", codec.encode(ev.Notice("not a delivery", 1.0)))
     assert bus.refused == 2 and len(got) == 2
+
+
+def test_after_an_outage_the_directory_lets_go_of_everything_then_claims_its_users():
+    from twisted.internet.task import Clock
+
+    from chatserv.cluster import directory as redis_directory
+
+    sent = []
+
+    class Commands:
+        def eval(self, script, keys, args):
+            sent.append((script, keys))
+            return defer.succeed(None)
+
+        def execute_command(self, *words):
+            sent.append(words[:2])
+            return defer.succeed(None)
+
+    class Link:
+        up, onUp, commands = True, [], Commands()
+
+    clock = Clock()
+    found = redis_directory.RedisDirectory(Link(), "a", clock, 15.0)
+    found.serve(lambda: ["alice", "bob"], lambda key, holder: None)
+    resultOf(found.start())
+    del sent[:]
+    for callback in Link.onUp:
+        callback()  # Redis is back
+    scripts = [entry[0] for entry in sent if len(entry) == 2 and isinstance(entry[1], list)]
+    assert scripts == [redis_directory._RESET, redis_directory._CLAIM, redis_directory._CLAIM]
+    found.stop()

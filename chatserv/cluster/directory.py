@@ -92,10 +92,13 @@ class RedisDirectory:
 
     def _resync(self) -> None:
         """Redis is back (perhaps restarted, empty): this node is alive again and claims
-        its users' names again. A name another node gave out meanwhile is lost here."""
+        its users' names again, after letting go of all it held (names its users gave up
+        during the outage could not be released then). A name another node gave out
+        meanwhile is lost here."""
         if not self._heartbeat.running:
             return  # the first connection: start() does it
         self._beat()
+        self._eval(_RESET, "").addErrback(lambda f: None)  # (sent first, on one connection)
         for key in list(self._localKeys()):
             d = self._eval(_CLAIM, key)
             d.addCallback(lambda holder, key=key: holder and self._lost(key, _text(holder)))
@@ -105,8 +108,12 @@ class RedisDirectory:
         """Release what an earlier run of this node left, and start the heartbeat."""
         d = self._eval(_RESET, "")
         d.addCallback(lambda _: self._beat())
-        d.addCallback(lambda _: self._heartbeat.start(self.presenceTimeout / 3, now=False))
+        d.addCallback(lambda _: self._startBeating())
         return d
+
+    def _startBeating(self) -> None:
+        # (LoopingCall.start's Deferred fires only when the loop stops: not waited on.)
+        self._heartbeat.start(self.presenceTimeout / 3, now=False)
 
     def stop(self) -> defer.Deferred[Any]:
         if self._heartbeat.running:
