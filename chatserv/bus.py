@@ -129,7 +129,14 @@ class LocalBus:
         users: Iterable[str] = (),
         skip: str | None = None,
     ) -> None:
-        self._here(event, tuple(rooms), tuple(users), skip)
+        rooms, users = tuple(rooms), tuple(users)
+        self._here(event, rooms, users, skip)  # first: this process's users never wait
+        self._carry(event, rooms, users, skip)
+
+    def _carry(
+        self, event: object, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
+    ) -> None:
+        """To the other processes: there are none here (see L{chatserv.cluster.bus})."""
 
     def _here(
         self,

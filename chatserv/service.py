@@ -1201,20 +1201,21 @@ class ChatService(Service):
         by = self.authorize(actor, "kick")
         who = "kicked" if actor is CONSOLE else f"kicked by {by}"
         why = f"{who}: {sanitize(reason)}" if reason else who
+        farewell = f"disconnected: you were {why}"
         user = self.findUser(nick)
         if user is None and self.directory is not None:  # on another node, perhaps
-            return defer.ensureDeferred(self._kickElsewhere(nick, why))
-        self.end(self._named(nick), why, f"disconnected: you were {why}")
+            return defer.ensureDeferred(self._kickElsewhere(nick, why, farewell))
+        self.end(self._named(nick), why, farewell)
         return None
 
-    async def _kickElsewhere(self, nick: str, why: str) -> None:
+    async def _kickElsewhere(self, nick: str, why: str, farewell: str) -> None:
         assert self.directory is not None
         key = fold(checkNick(nick))
         holder = await self.directory.locate(key)
         if holder is None or holder == self.directory.node:
-            self.end(self._named(nick), why, f"disconnected: you were {why}")  # or NoSuchUser
+            self.end(self._named(nick), why, farewell)  # (or NoSuchUser)
             return
-        self.bus.publish(EndSession(key, why, f"disconnected: you were {why}"))
+        self.bus.publish(EndSession(key, why, farewell))
 
     def kickFromRoom(self, actor: Actor, room: str, nick: str, reason: str = "") -> ev.Kicked:
         """Put C{nick} out of one room (IRC's KICK); they stay connected, and may come

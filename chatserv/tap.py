@@ -207,15 +207,17 @@ def makeService(options: Options, reactor=None) -> MultiService:
             settings.db_check_interval,
         )
         cluster = _clusterNode(settings, options, reactor)
+        chat = ChatService(
+            settings,
+            clock=reactor,
+            store=store,
+            bus=cluster.bus if cluster is not None else None,
+            directory=cluster.directory if cluster is not None else None,
+        )
         if cluster is not None:
             cluster.setServiceParent(top)  # stops after the chat, which releases names
-            chat = ChatService(
-                settings, clock=reactor, store=store, bus=cluster.bus, directory=cluster.directory
-            )
             cluster.link.onUp.append(chat.busResumed)
             cluster.link.onUp.append(chat.presence.askEveryone)
-        else:
-            chat = ChatService(settings, clock=reactor, store=store)
     except StoreError as e:
         raise SystemExit(f"chatserv: error: {e}") from None
     # First child: stops last, after the listeners, so it can say goodbye to everyone.

@@ -19,7 +19,6 @@ shared database all the same, and history shows them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from twisted.logger import Logger
@@ -66,15 +65,9 @@ class RedisBus(LocalBus):
             "refused": self.refused,
         }
 
-    def publish(
-        self,
-        event: object,
-        rooms: Iterable[str] = (),
-        users: Iterable[str] = (),
-        skip: str | None = None,
+    def _carry(
+        self, event: object, rooms: tuple[str, ...], users: tuple[str, ...], skip: str | None
     ) -> None:
-        rooms, users = tuple(rooms), tuple(users)
-        self._here(event, rooms, users, skip)  # first: a node's own users never wait
         link = self.link
         if link is None or not link.up:
             self.dropped += 1
