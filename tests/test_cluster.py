@@ -351,25 +351,33 @@ def test_the_two_node_example_behind_haproxy(tmp_path, redis, database):
                                  stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         stack.callback(lambda: (proxy.terminate(), proxy.wait(10), log.close()))
         waitFor(lambda: _accepts(fronts[10001]) and _accepts(fronts[8765]))
-        # leastconn: the first client goes to one node, the second to the other.
         alice = sourced(fronts[10001], "127.0.0.3")
         readUntil(alice, b"Type a nickname")
         alice.sendall(b"alice\n")
         readUntil(alice, b"Welcome, alice!")
+        # Each front has a backend of its own, balanced on its own: which node alice is on
+        # says nothing of where the first IRC client goes. Two IRC clients held open at
+        # once do land on two nodes (leastconn), so one of them is on a node alice is not.
         bob = irc(fronts[6667], "bob")
+        dave = irc(fronts[6667], "dave")
         with websocketJSON(fronts[8765], "carol") as carol:
             alice.sendall(b"hello everyone\n")
             readUntil(bob, b"hello everyone")
+            readUntil(dave, b"hello everyone")
             while json.loads(carol.recv(timeout=10)).get("text") != "hello everyone":
                 pass
+            bob.sendall(b"PRIVMSG #lobby :hi from bob\r\n")
+            readUntil(alice, b"hi from bob")
+            dave.sendall(b"PRIVMSG #lobby :hi from dave\r\n")
+            readUntil(alice, b"hi from dave")
         logs = ["".join(server.output) for server in nodes]
         home = next(text for text in logs if "is now alice" in text)
         assert "connect from tcp 127.0.0.3:" in home  # her address, from the PROXY header
-        assert sum("is now alice" in text for text in logs) == 1
-        assert sum("is now bob" in text for text in logs) == 1
-        where = ["is now alice" in text for text in logs], ["is now bob" in text for text in logs]
-        assert where[0] != where[1], "both on one node: the cluster was not exercised"
-        alice.close(), bob.close()
+        for nick in ("alice", "bob", "dave"):
+            assert sum(f"is now {nick}" in text for text in logs) == 1, nick
+        where = [["is now bob" in text for text in logs], ["is now dave" in text for text in logs]]
+        assert where[0] != where[1], "both IRC clients on one node: the cluster was not exercised"
+        alice.close(), bob.close(), dave.close()
 
 
 def _accepts(port: int) -> bool:
