@@ -545,7 +545,8 @@ def namespace(chat) -> dict[str, Any]:
         return show(summary, _table(["room", "users"], rows))
 
     def users(room: str | None = None) -> list[dict]:
-        """Who is online (or in room): a dict per user with nick, address, rooms."""
+        """Who is online (or in room), on every node: a dict per user with nick, address,
+        rooms (and node: None here, else the node they are on)."""
         found = chat.userSummary(room)
         now = chat.now()
         rows = [
@@ -553,8 +554,9 @@ def namespace(chat) -> dict[str, Any]:
                 u["nick"],
                 f"#{u['room']}" if u["room"] else "-",
                 " ".join(f"#{r}" for r in u["rooms"] if r != u["room"]) or "-",
-                u["address"],
-                _duration(now - u["connected"]),
+                # Another node's user: their address and time online stay on that node.
+                u["address"] if u["node"] is None else f"(node {u['node']})",
+                _duration(now - u["connected"]) if u["connected"] is not None else "-",
             ]
             for u in found
         ]

@@ -10,7 +10,8 @@ with its own (L{Members}). A node that stops, or whose heartbeat ends, is forgot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from twisted.internet.task import LoopingCall
 
@@ -29,10 +30,12 @@ class MembersWanted:
 
 @dataclass(frozen=True, slots=True)
 class Members:
-    """A control message: everyone on node C{node}, as C{(room, nick, admin)}s."""
+    """A control message: everyone on node C{node}, as C{(room, nick, admin)}s, and who
+    each of them is (C{users}: their IRC source and away text, for WHO and WHOIS)."""
 
     node: str
     members: tuple[tuple[str, str, bool], ...]
+    users: tuple[tuple[ev.Source, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,51 +48,71 @@ class NodeGone:
 codec.register(MembersWanted, Members, NodeGone)
 
 
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """What WHO, WHOIS and the console show of one user, on this node or another."""
+
+    nick: str
+    source: ev.Source
+    away: str | None
+    admin: bool
+    rooms: tuple[str, ...]  # the names of the rooms they are in
+    node: str | None = None  # None: this node
+    connectedAt: float | None = None  # None: not known here (another node's user)
+
+
 @dataclass(slots=True)
 class Member:
+    """A user on another node, as its events tell."""
+
     nick: str
     node: str
     admin: bool
+    source: ev.Source | None = None
+    away: str | None = None
+    rooms: dict[str, None] = field(default_factory=dict)  # room keys, in order joined
 
 
 class RemoteRoster:
     def __init__(self) -> None:
         self.rooms: dict[str, dict[str, Member]] = {}  # room key -> user key -> member
+        self.users: dict[str, Member] = {}  # user key -> member
         self.names: dict[str, str] = {}  # room key -> the room's name
 
     def apply(self, event: object, rooms: tuple[str, ...], node: str) -> None:
         """Follow one event published by node C{node} for C{rooms}."""
         kind = type(event)
+        if kind is ev.RoomMessage:  # the common case: nothing changes
+            return
         if kind is ev.Joined:
-            key = fold(event.room)
-            self.names[key] = event.room
-            self.rooms.setdefault(key, {})[fold(event.nick)] = Member(event.nick, node, event.admin)
+            self._add(event.room, event.nick, node, event.admin, event.source)
         elif kind in (ev.Left, ev.Kicked):
             self._drop(fold(event.room), fold(event.nick))
         elif kind is ev.Quit:
             for key in rooms:
                 self._drop(key, fold(event.nick))
         elif kind is ev.Renamed:
-            old, new = fold(event.old), fold(event.new)
-            for key in rooms:
-                member = self.rooms.get(key, {}).pop(old, None)
-                if member is not None:
-                    member.nick = event.new
-                    self.rooms[key][new] = member
-        elif kind is ev.AdminChanged:
-            member = self.rooms.get(fold(event.room), {}).get(fold(event.nick))
-            if member is not None:
+            self._rename(event.old, event.new)
+        elif kind in (ev.AdminChanged, ev.Away, ev.RealnameChanged):
+            member = self.users.get(fold(event.nick))
+            if member is None:
+                return
+            if kind is ev.AdminChanged:
                 member.admin = event.admin
+            elif kind is ev.Away:
+                member.away = event.text
+            elif kind is ev.RealnameChanged and member.source is not None:
+                member.source = dataclasses.replace(member.source, realname=event.realname)
 
-    def replace(self, node: str, members: tuple[tuple[str, str, bool], ...]) -> list:
+    def replace(self, node: str, members: Members) -> list:
         """Everyone on C{node} is C{members} (what it says when it asks, or answers, who
         is where); the C{(room key, nick)}s it no longer has."""
         before = set(self.forget(node))
-        for room, nick, admin in members:
-            key = fold(room)
-            self.names[key] = room
-            self.rooms.setdefault(key, {})[fold(nick)] = Member(nick, node, admin)
-            before.discard((key, nick))
+        who = {fold(source.nick): (source, away) for source, away in members.users}
+        for room, nick, admin in members.members:
+            source, away = who.get(fold(nick), (None, None))
+            self._add(room, nick, node, admin, source).away = away
+            before.discard((fold(room), nick))
         return sorted(before)
 
     def forget(self, node: str) -> list[tuple[str, str]]:
@@ -102,20 +125,65 @@ class RemoteRoster:
                     gone.append((key, member.nick))
             if not members:
                 del self.rooms[key]
+        self.users = {k: m for k, m in self.users.items() if m.node != node}
         return gone
 
     def nodes(self) -> set[str]:
-        return {m.node for members in self.rooms.values() for m in members.values()}
+        return {m.node for m in self.users.values()}
 
     def members(self, roomKey: str) -> list[Member]:
         return list(self.rooms.get(roomKey, {}).values())
 
+    def profile(self, userKey: str) -> Profile | None:
+        """What is known here of another node's user C{userKey} (in a room)."""
+        member = self.users.get(userKey)
+        if member is None:
+            return None
+        source = member.source or ev.Source(member.nick, member.nick, "*")
+        rooms = tuple(self.names.get(key, key) for key in member.rooms)
+        return Profile(member.nick, source, member.away, member.admin, rooms, member.node)
+
+    def _add(self, room: str, nick: str, node: str, admin: bool, source) -> Member:
+        roomKey, userKey = fold(room), fold(nick)
+        self.names[roomKey] = room
+        member = self.users.get(userKey)
+        if member is None or member.node != node:  # (the name moved: a new user)
+            if member is not None:
+                for key in list(member.rooms):
+                    self._drop(key, userKey)
+            member = self.users[userKey] = Member(nick, node, admin)
+        member.nick, member.admin = nick, admin
+        if source is not None:
+            member.source = source
+        member.rooms[roomKey] = None
+        self.rooms.setdefault(roomKey, {})[userKey] = member
+        return member
+
+    def _rename(self, old: str, new: str) -> None:
+        oldKey, newKey = fold(old), fold(new)
+        member = self.users.pop(oldKey, None)
+        if member is None:
+            return
+        member.nick = new
+        if member.source is not None:
+            user = new if member.source.user == member.source.nick else member.source.user
+            member.source = dataclasses.replace(member.source, nick=new, user=user)
+        self.users[newKey] = member
+        for key in member.rooms:
+            members = self.rooms[key]
+            members.pop(oldKey, None)
+            members[newKey] = member
+
     def _drop(self, roomKey: str, userKey: str) -> None:
         members = self.rooms.get(roomKey)
         if members is not None:
-            members.pop(userKey, None)
+            member = members.pop(userKey, None)
             if not members:
                 del self.rooms[roomKey]
+            if member is not None:
+                member.rooms.pop(roomKey, None)
+                if not member.rooms:
+                    self.users.pop(userKey, None)
 
 
 class ClusterPresence:
@@ -145,21 +213,24 @@ class ClusterPresence:
         """Ask every node who is where (this node is new, or back after an outage), and
         say who is here: what the others knew of an earlier run of this node, or from
         before the outage, is replaced."""
-        me = self.directory.node
-        self.service.bus.publish(Members(me, self.service.localMembers()))
-        self.service.bus.publish(MembersWanted(me))
+        self.service.bus.publish(self._here())
+        self.service.bus.publish(MembersWanted(self.directory.node))
 
     def follow(self, event: object, rooms: tuple[str, ...], node: str) -> None:
         """An event from node C{node}."""
         kind = type(event)
         if kind is MembersWanted:
-            self.service.bus.publish(Members(self.directory.node, self.service.localMembers()))
+            self.service.bus.publish(self._here())
         elif kind is Members:
-            self._quit(self.remote.replace(event.node, event.members), event.node, "is gone")
+            self._quit(self.remote.replace(event.node, event), event.node, "is gone")
         elif kind is NodeGone:
             self.nodeLost(event.node, "left the cluster")
         else:
             self.remote.apply(event, rooms, node)
+
+    def _here(self) -> Members:
+        members, users = self.service.localMembers()
+        return Members(self.directory.node, members, users)
 
     def nodeLost(self, node: str, why: str) -> None:
         self._quit(self.remote.forget(node), node, why)

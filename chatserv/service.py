@@ -64,7 +64,7 @@ from chatserv.interfaces import IChatClient, IDirectory, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
-from chatserv.roster import ClusterPresence
+from chatserv.roster import ClusterPresence, Profile
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
@@ -993,7 +993,7 @@ class ChatService(Service):
         name = self._roomName(name)
         key = fold(name)
         room = self.rooms.get(key)
-        remote = self.presence.remote.members(key) if self.presence is not None else []
+        remote = self._remoteMembers(key)
         if room is None and not remote:
             raise NoSuchRoom(f"there is no room #{name}")
         members = room.members.values() if room is not None else ()
@@ -1014,13 +1014,59 @@ class ChatService(Service):
         rooms = tuple(counts[key] for key in sorted(counts))
         return ev.RoomsReply(rooms, self.now())
 
-    def localMembers(self) -> tuple[tuple[str, str, bool], ...]:
-        """Who is in which room on this node, as C{(room, nick, admin)}s."""
-        return tuple(
+    def localMembers(self) -> tuple[tuple, tuple]:
+        """Who is in which room on this node, as C{(room, nick, admin)}s, and who each
+        of them is, as C{(source, away)}s (what L{roster.Members} tells the others)."""
+        members = tuple(
             (room.name, u.nick, self.isAdmin(u))
             for room in self.rooms.values()
             for u in room.members.values()
         )
+        users = tuple((self.sourceOf(u), u.away) for u in self.users.values() if u.rooms)
+        return members, users
+
+    def profileOf(self, user: User) -> Profile:
+        """What WHO and WHOIS show of this node's C{user}."""
+        rooms = tuple(r.name for r in user.rooms.values())
+        admin = self.isAdmin(user)
+        return Profile(
+            user.nick, self.sourceOf(user), user.away, admin, rooms, None, user.connectedAt
+        )
+
+    def profile(self, nick: str) -> Profile | None:
+        """Who C{nick} is, on this node or (in a room) on another; None if not known."""
+        key = fold(nick)
+        user = self.users.get(key)
+        if user is not None:
+            return self.profileOf(user)
+        return self.presence.remote.profile(key) if self.presence is not None else None
+
+    async def findProfile(self, nick: str) -> Profile | None:
+        """L{profile}, or else, in a cluster, where C{nick} is connected (a user in no
+        room: the other node has said nothing more of them)."""
+        found = self.profile(nick)
+        if found is not None or self.directory is None:
+            return found
+        try:
+            nick = checkNick(nick)
+        except ChatError:
+            return None
+        node = await self.directory.locate(fold(nick))
+        if node is None or node == self.directory.node:
+            return self.profile(nick)  # (one may have arrived here meanwhile)
+        return Profile(nick, ev.Source(nick, nick, "*"), None, False, (), node)
+
+    def roomProfiles(self, name: str) -> tuple[str, list[Profile]]:
+        """Room C{name}'s shown name and its members on every node (none if no such room)."""
+        key = fold(name)
+        room = self.rooms.get(key)
+        found = [self.profileOf(u) for u in room.members.values()] if room is not None else []
+        if self.presence is not None:
+            remote = self.presence.remote
+            found += [remote.profile(fold(m.nick)) for m in remote.members(key)]
+            if room is None:
+                return remote.names.get(key, name), found
+        return (room.name if room is not None else name), found
 
     # -- talking -------------------------------------------------------------------
 
@@ -1146,15 +1192,18 @@ class ChatService(Service):
         return list(self.roomList().rooms)
 
     def userSummary(self, room: str | None = None) -> list[dict]:
-        """The named users (in C{room}, if given), with where they come from."""
-        if room is None:
+        """The named users (in C{room}, if given), with where they come from: on every
+        node of a cluster, those of other nodes (in a room) with C{node} set and no
+        address or connection time (those stay on their node)."""
+        key = fold(self._roomName(room)) if room is not None else None
+        if key is None:
             users = list(self.users.values())
         else:
-            found = self.rooms.get(fold(self._roomName(room)))
-            if found is None:
+            found = self.rooms.get(key)
+            if found is None and not self._remoteMembers(key):
                 raise NoSuchRoom(f"there is no room #{self._roomName(room)}")
-            users = list(found.members.values())
-        return [
+            users = list(found.members.values()) if found is not None else []
+        summary = [
             {
                 "nick": u.nick,
                 "address": u.client.address,
@@ -1162,9 +1211,29 @@ class ChatService(Service):
                 "room": next(reversed(u.rooms.values())).name if u.rooms else None,
                 "rooms": [r.name for r in u.rooms.values()],
                 "connected": u.connectedAt,
+                "node": None,
             }
             for u in users
         ]
+        if self.presence is not None:
+            remote = self.presence.remote
+            keys = remote.users if key is None else [fold(m.nick) for m in remote.members(key)]
+            for userKey in list(keys):
+                them = remote.profile(userKey)
+                summary.append(
+                    {
+                        "nick": them.nick,
+                        "address": None,
+                        "room": them.rooms[-1] if them.rooms else None,
+                        "rooms": list(them.rooms),
+                        "connected": None,
+                        "node": them.node,
+                    }
+                )
+        return summary
+
+    def _remoteMembers(self, roomKey: str) -> list:
+        return self.presence.remote.members(roomKey) if self.presence is not None else []
 
     def broadcast(self, actor: Actor, text: str) -> int:
         """A server notice to every connection (on every node of a cluster); returns how

@@ -315,6 +315,62 @@ def test_who_and_rooms_show_every_nodes_members_as_their_events_say():
     assert set(c.who(carol, "lobby").nicks) == {"alice", "robert", "carol"}
 
 
+def test_who_whois_and_the_console_see_who_each_user_on_another_node_is():
+    names, (a, b) = clustered()
+    alice, _ = connect(a, "alice")
+    bob = b.connect(FakeClient(name="bob"))
+    bob.ident, bob.realname = "bobby", "Bob Builder"  # as IRC's USER gives them
+    resultOf(b.setNick(bob, "bob"))
+    endTurn(b)
+    them = a.profile("bob")
+    assert (them.nick, them.node, them.rooms, them.admin, them.away) == (
+        "bob",
+        "b",
+        ("lobby",),
+        False,
+        None,
+    )
+    assert (them.source.user, them.source.host) == ("bobby", b.sourceOf(bob).host)
+    assert them.source.realname == "Bob Builder"
+    b.setAway(bob, "at lunch")
+    b.setRealname(bob, "Robert Builder")
+    resultOf(b.setNick(bob, "robert"))
+    resultOf(b.join(bob, "dev"))
+    assert a.profile("bob") is None
+    them = a.profile("robert")
+    assert (them.source.nick, them.source.user, them.source.realname) == (
+        "robert",
+        "bobby",
+        "Robert Builder",
+    )
+    assert (them.away, them.rooms) == ("at lunch", ("lobby", "dev"))
+    shown, members = a.roomProfiles("DEV")
+    assert shown == "dev" and [m.nick for m in members] == ["robert"]
+    shown, members = a.roomProfiles("lobby")
+    assert [(m.nick, m.node) for m in members] == [("alice", None), ("robert", "b")]
+    # The console lists everyone, saying where the others are.
+    summary = {u["nick"]: u for u in a.userSummary()}
+    assert summary["robert"]["node"] == "b" and summary["robert"]["address"] is None
+    assert summary["alice"]["node"] is None
+    assert [u["nick"] for u in a.userSummary("dev")] == ["robert"]
+    # Someone in no room: only the directory knows, and says where.
+    carol, _ = connect(b, "carol")
+    b.part(carol, "lobby")
+    assert a.profile("carol") is None
+    found = resultOf(defer.ensureDeferred(a.findProfile("Carol")))
+    assert (found.nick, found.node, found.rooms) == ("Carol", "b", ())
+    assert resultOf(defer.ensureDeferred(a.findProfile("nobody"))) is None
+    assert resultOf(defer.ensureDeferred(a.findProfile("alice"))).connectedAt is not None
+    # A node that joins later learns all of it from the others' answers.
+    c, _ = makeService(bus=a.bus.hub.bus("c"), directory=SharedDirectory(names, "c"))
+    c.presence.askEveryone()
+    them = c.profile("robert")
+    assert (them.source.user, them.away, them.rooms) == ("bobby", "at lunch", ("lobby", "dev"))
+    # Leaving the last room forgets them here (the directory still finds them).
+    b.part(bob, "lobby"), b.part(bob, "dev")
+    assert a.profile("robert") is None and "robert" not in a.presence.remote.users
+
+
 def test_a_nodes_users_quit_where_they_were_when_it_is_gone():
     names, (a, b) = clustered()
     alice, alices = connect(a, "alice")

@@ -144,6 +144,39 @@ def test_room_messages_reach_members_on_every_node_over_every_wire(tmp_path, red
             sock.close()
 
 
+def test_irc_who_whois_and_list_show_the_whole_cluster(tmp_path, redis, database):
+    with nodes(tmp_path, redis, database) as (a, b):
+        ivy = irc(a.irc, "ivy")
+        dave = irc(b.irc, "dave")
+        dave.sendall(b"JOIN #ops\r\nAWAY :in a meeting\r\n")
+        readUntil(dave, b"306 dave")
+        deadline = time.monotonic() + 5  # (what dave did reaches node a a moment later)
+        while True:
+            ivy.sendall(b"WHOIS dave\r\n")
+            whois = readUntil(ivy, b"318 ivy dave")
+            if b"301 ivy dave" in whois:
+                break
+            assert time.monotonic() < deadline, whois
+            time.sleep(0.05)
+        assert b"311 ivy dave ~dave " in whois  # nick, user, then the host's cloak
+        assert b"319 ivy dave :#lobby #ops" in whois
+        assert b"312 ivy dave " in whois and b":node node1 of " in whois
+        assert b"301 ivy dave :in a meeting" in whois
+        ivy.sendall(b"WHO #ops\r\n")
+        who = readUntil(ivy, b"315 ivy #ops")
+        assert b"352 ivy #ops ~dave " in who and b" dave G :0 dave" in who
+        ivy.sendall(b"WHO #lobby %nf\r\n")
+        who = readUntil(ivy, b"315 ivy #lobby")
+        assert b"354 ivy ivy H" in who and b"354 ivy dave G" in who
+        ivy.sendall(b"LIST\r\n")
+        listed = readUntil(ivy, b"323 ivy")
+        assert b"322 ivy #lobby 2 :" in listed and b"322 ivy #ops 1 :" in listed
+        ivy.sendall(b"LIST >1\r\n")
+        listed = readUntil(ivy, b"323 ivy")
+        assert b"#lobby" in listed and b"#ops" not in listed
+        ivy.close(), dave.close()
+
+
 def test_a_nickname_is_never_given_to_two_people_on_two_nodes(tmp_path, redis, database):
     with nodes(tmp_path, redis, database) as (a, b):
         for i in range(25):

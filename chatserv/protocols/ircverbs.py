@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from twisted.internet import defer
 
@@ -38,7 +38,8 @@ from chatserv.names import fold
 from chatserv.protocols import irchistory
 from chatserv.protocols.ircmessage import Message, line
 from chatserv.protocols.ircwire import channel
-from chatserv.service import REALNAME_LENGTH, User, cleanRealname
+from chatserv.roster import Profile
+from chatserv.service import REALNAME_LENGTH, cleanRealname
 from chatserv.session import Session
 
 if TYPE_CHECKING:
@@ -389,12 +390,22 @@ def _list(irc: IrcProtocol, message: Message) -> None:
     service = irc.service
     keep = _listFilter(message.param(0), service.now())
     irc.numeric("321", "Channel", "Users  Name")
-    counts = dict(service.roomList().rooms)  # (a cluster's: every node's members)
-    for room in sorted(service.rooms.values(), key=lambda r: r.key):
-        if keep(room):
-            count = counts.get(room.name, len(room.members))
-            irc.numeric("322", channel(room.name), str(count), room.topic or "")
+    for name, count in service.roomList().rooms:  # (a cluster's: every node's rooms)
+        room = service.rooms.get(fold(name))
+        topic, topicTs = (room.topic, room.topicTs) if room is not None else (None, 0.0)
+        listed = _Listed(fold(name), count, topic, topicTs)
+        if keep(listed):
+            irc.numeric("322", channel(name), str(count), listed.topic or "")
     irc.numeric("323", "End of /LIST")
+
+
+class _Listed(NamedTuple):
+    """A room as LIST's filters see it."""
+
+    key: str
+    count: int
+    topic: str | None
+    topicTs: float
 
 
 def globMatch(mask: str, text: str) -> bool:
@@ -424,18 +435,16 @@ def _number(text: str) -> bool:
 ELIST = "MNTU"  # LIST's filters: masks, negated masks, topic age, user counts
 
 
-def _listFilter(text: str, now: float) -> Callable[[Any], bool]:
+def _listFilter(text: str, now: float) -> Callable[[_Listed], bool]:
     """What C{LIST a,b,...} keeps: channels named, matching a mask (C{*dev*}), not matching
     one (C{!*test*}), with more or fewer users than N (C{>5}, C{<100}), or a topic set
     less or more than N minutes ago (C{T<60}, C{T>1440}). Every filter must hold."""
     names: set[str] = set()
-    tests: list[Callable[[Any], bool]] = []
+    tests: list[Callable[[_Listed], bool]] = []
     for item in text.split(",")[:8] if text else ():
         if item[:1] in ("<", ">") and _number(item[1:]):
             n, more = int(item[1:]), item[0] == ">"
-            tests.append(
-                lambda r, n=n, more=more: len(r.members) > n if more else len(r.members) < n
-            )
+            tests.append(lambda r, n=n, more=more: r.count > n if more else r.count < n)
         elif item[:2] in ("T<", "T>") and _number(item[2:]):
             age, newer = int(item[2:]) * 60, item[1] == "<"
             tests.append(
@@ -552,12 +561,8 @@ verb("CHATHISTORY")(irchistory.chathistory)
 # -- who is who ---------------------------------------------------------------------------
 
 
-def _flags(irc: IrcProtocol, user: User) -> str:
-    return ("G" if user.away else "H") + ("@" if irc.service.isAdmin(user) else "")
-
-
-def _realname(user: User) -> str:
-    return user.realname or user.nick or ""
+def _flags(profile: Profile) -> str:
+    return ("G" if profile.away else "H") + ("@" if profile.admin else "")
 
 
 @verb("WHO")
@@ -566,19 +571,18 @@ def _who(irc: IrcProtocol, message: Message) -> None:
     mask = message.param(0) or "*"
     server = service.settings.irc_server_name
     if mask.startswith("#"):
-        room = service.rooms.get(fold(mask[1:]))
-        members = list(room.members.values()) if room is not None else []
-        shown = channel(room.name) if room is not None else mask
+        name, members = service.roomProfiles(mask[1:])
+        shown = channel(name) if members or fold(name) in service.rooms else mask
     else:
-        found = service.findUser(mask)
+        found = service.profile(mask)
         members = [found] if found is not None else []
         shown = "*"
     fields, _, token = message.param(1).partition(",")
     whox = fields.startswith("%")
     for member in members:
-        source = service.sourceOf(member)
+        source = member.source
         if whox:
-            irc.numeric("354", *_whox(irc, member, source, shown, fields[1:], token))
+            irc.numeric("354", *_whox(irc, member, shown, fields[1:], token))
             continue
         irc.numeric(
             "352",
@@ -587,14 +591,15 @@ def _who(irc: IrcProtocol, message: Message) -> None:
             source.host,
             server,
             source.nick,
-            _flags(irc, member),
-            f"0 {_realname(member)}",
+            _flags(member),
+            f"0 {source.realname}",
         )
     irc.numeric("315", mask, "End of /WHO list")
 
 
-def _whox(irc: IrcProtocol, member: User, source, shown: str, fields: str, token: str):
+def _whox(irc: IrcProtocol, member: Profile, shown: str, fields: str, token: str):
     """WHOX: the fields asked for (C{WHO #room %tcuhnfar,42}), in IRC's order, as 354."""
+    source = member.source
     values = {
         "t": token[:3] if token.isdigit() else "0",
         "c": shown,
@@ -603,52 +608,55 @@ def _whox(irc: IrcProtocol, member: User, source, shown: str, fields: str, token
         "h": source.host,
         "s": irc.service.settings.irc_server_name,
         "n": source.nick,
-        "f": _flags(irc, member),
+        "f": _flags(member),
         "d": "0",
         "l": "0",
-        "a": member.account.nick if member.account is not None else "0",
+        "a": source.account or "0",
         "o": "n/a",
-        "r": _realname(member),
+        "r": source.realname,
     }
     return [values[f] for f in "tcuihsnfdlaor" if f in fields]
 
 
 @verb("WHOIS")
-def _whois(irc: IrcProtocol, message: Message) -> None:
+async def _whois(irc: IrcProtocol, message: Message) -> None:
     if not message.params:
         irc.numeric("431", "No nickname given")
         return
     service = irc.service
     nick = message.params[-1].split(",")[0]
-    target = service.findUser(nick)
+    target = await service.findProfile(nick)
     if target is None:
         irc.numeric("401", nick, "No such nick/channel")
         irc.numeric("318", nick, "End of /WHOIS list")
         return
-    source = service.sourceOf(target)
-    admin = service.isAdmin(target)
-    irc.numeric("311", target.nick, source.user, source.host, "*", _realname(target))
+    source = target.source
+    irc.numeric("311", target.nick, source.user, source.host, "*", source.realname)
     if target.rooms:
-        prefix = "@" if admin else ""
-        rooms = [prefix + channel(r.name) for r in target.rooms.values()]
+        prefix = "@" if target.admin else ""
+        rooms = [prefix + channel(name) for name in target.rooms]
         for i in range(0, len(rooms), 8):  # 8 channels of 51 characters fit in a line
             irc.numeric("319", target.nick, " ".join(rooms[i : i + 8]))
     settings = service.settings
-    irc.numeric("312", target.nick, settings.irc_server_name, settings.irc_network)
+    where = settings.irc_network
+    if target.node is not None:
+        where = f"node {target.node} of {where}"
+    irc.numeric("312", target.nick, settings.irc_server_name, where)
     if target.away:
         irc.numeric("301", target.nick, target.away)
-    if admin:
+    if target.admin:
         irc.numeric("313", target.nick, "is a chatserv admin")
-    if target.account is not None:
-        irc.numeric("330", target.nick, target.account.nick, "is logged in as")
-    idle = int(service.now() - target.connectedAt)
-    irc.numeric(
-        "317",
-        target.nick,
-        str(idle),
-        str(int(target.connectedAt)),
-        "seconds connected, signon time",
-    )
+    if source.account is not None:
+        irc.numeric("330", target.nick, source.account, "is logged in as")
+    if target.connectedAt is not None:
+        idle = int(service.now() - target.connectedAt)
+        irc.numeric(
+            "317",
+            target.nick,
+            str(idle),
+            str(int(target.connectedAt)),
+            "seconds connected, signon time",
+        )
     irc.numeric("318", target.nick, "End of /WHOIS list")
 
 
