@@ -99,6 +99,8 @@ def websocketJSON(port: int, nick: str):
 
 def test_room_messages_reach_members_on_every_node_over_every_wire(tmp_path, redis, database):
     with nodes(tmp_path, redis, database) as (a, b):
+        # (No [irc] cloak_key: each node hides addresses with its own, and says so.)
+        assert "cloak_key is not set" in "".join(a.output)
         alice, _ = line(a.tcp, "alice")
         bob, _ = line(b.tcp, "bob")
         dave = irc(b.irc, "dave")
@@ -358,6 +360,7 @@ def test_the_two_node_example_behind_haproxy(tmp_path, redis, database):
     node = (etc / "node.toml").read_text()
     node = node.replace("postgresql://chatserv:PASSWORD@127.0.0.1/chatserv", database)
     node = node.replace("redis://127.0.0.1:6379/0", redis.url)
+    node = node.replace('cloak_key = ""', 'cloak_key = "one-secret-for-every-node"')
     (tmp_path / "node.toml").write_text(node)
     ports = {old: freePort() for old in (10011, 10012, 6671, 6672, 8771, 8772)}
     fronts = {old: freePort() for old in (10001, 6667, 8765)}
@@ -404,6 +407,7 @@ def test_the_two_node_example_behind_haproxy(tmp_path, redis, database):
             dave.sendall(b"PRIVMSG #lobby :hi from dave\r\n")
             readUntil(alice, b"hi from dave")
         logs = ["".join(server.output) for server in nodes]
+        assert not any("cloak_key is not set" in text for text in logs)
         home = next(text for text in logs if "is now alice" in text)
         assert "connect from tcp 127.0.0.3:" in home  # her address, from the PROXY header
         for nick in ("alice", "bob", "dave"):
