@@ -193,12 +193,20 @@ class LoginThrottle:
     def admit(self, host: str, account: str, now: float) -> None:
         """Count a check that starts now (after L{checking} and L{wait} allowed it)."""
         self._checking.add((host, account))
-        self.pairs.add((host, account), now)
-        self.addresses.add(host, now)
+        self.count(host, account, now)
 
     def finish(self, host: str, account: str, now: float, failed: bool) -> None:
         """The check is over; unless C{failed} (a wrong password) it does not count."""
         self._checking.discard((host, account))
         if not failed:
-            self.pairs.refund((host, account), now)
-            self.addresses.refund(host, now)
+            self.refund(host, account, now)
+
+    def count(self, host: str, account: str, now: float) -> None:
+        """Count one check (admitted here, or on another node of a cluster)."""
+        self.pairs.add((host, account), now)
+        self.addresses.add(host, now)
+
+    def refund(self, host: str, account: str, now: float) -> None:
+        """Give back one check that did not count."""
+        self.pairs.refund((host, account), now)
+        self.addresses.refund(host, now)

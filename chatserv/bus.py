@@ -99,7 +99,22 @@ class Reset:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A control message: node C{node} counted one throttled attempt from address
+    C{host} (or, C{refund}, gave one back: it turned out not to count). C{kind} is
+    "login" (a password check for the account C{account}) or "register"; every other
+    node counts it too, so that guesses spread over the nodes are throttled as one."""
+
+    kind: str
+    host: str
+    account: str
+    refund: bool
+    node: str
+
+
 codec.register(
+    Attempt,
     Delivery,
     EndSession,
     Sanction,

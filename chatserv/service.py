@@ -25,6 +25,7 @@ from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
 from chatserv.bus import (
     AdminGranted,
+    Attempt,
     Broadcast,
     CloseRoom,
     EndSession,
@@ -297,6 +298,7 @@ class ChatService(Service):
             Broadcast: self._applyBroadcast,
             CloseRoom: self._applyCloseRoom,
             Reset: self._applyReset,
+            Attempt: self._applyAttempt,
         }
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -630,17 +632,17 @@ class ChatService(Service):
             )
         # Counted now, not once hashed, so that a burst cannot all get through; a
         # registration that fails is given back.
-        self.registrations.add(host, self.now())
+        self._registration(host)
         try:
             hashed = await self.passwords.hash(password)
             account = Account(key, nick, hashed, user.color, False, self.now())
             added = await self.store.addAccount(account)
         except Exception:
-            self.registrations.refund(host, self.now())
+            self._registration(host, refund=True)
             raise
         self._registered.add(key)  # (by someone else, if not added: the view learns it)
         if not added:
-            self.registrations.refund(host, self.now())
+            self._registration(host, refund=True)
             raise NickRegistered(f'"{nick}" is already registered: /login {nick} PASSWORD')
         if user not in self.sessions or user.key != key:
             return
@@ -666,7 +668,7 @@ class ChatService(Service):
             failed = not await self.passwords.verify(hashed, password)
         finally:
             # Only a wrong password counts: not an error, nor the server being busy.
-            self.throttle.finish(host, key, self.now(), failed)
+            self._finishCheck(host, key, failed)
         if failed or account is None:
             self.logLimit.info(
                 _log, "{address}: failed login as {nick}", address=user.client.address, nick=nick
@@ -705,7 +707,7 @@ class ChatService(Service):
     def _admitCheck(self, host: str, key: str, nick: str, what: str) -> None:
         """Count a password check for account C{key} from C{host}, or raise
         L{LoginThrottled}: one is already in flight, or too many failed lately. The caller
-        must call C{self.throttle.finish} once the check is over."""
+        must call L{_finishCheck} once the check is over."""
         if self.throttle.checking(host, key):
             raise LoginThrottled(
                 f"another password for {nick} from your address is being checked; "
@@ -717,6 +719,34 @@ class ChatService(Service):
                 f"too many {what}; try again in {describeDuration(math.ceil(wait))}"
             )
         self.throttle.admit(host, key, self.now())
+        self._share(Attempt("login", host, key, False, ""))
+
+    def _finishCheck(self, host: str, key: str, failed: bool) -> None:
+        """A password check admitted by L{_admitCheck} is over (C{failed}: it counts)."""
+        self.throttle.finish(host, key, self.now(), failed)
+        if not failed:
+            self._share(Attempt("login", host, key, True, ""))
+
+    def _registration(self, host: str, refund: bool = False) -> None:
+        """Count (or give back) one registration from C{host}, on every node."""
+        (self.registrations.refund if refund else self.registrations.add)(host, self.now())
+        self._share(Attempt("register", host, "", refund, ""))
+
+    def _share(self, attempt: Attempt) -> None:
+        # The others count what this node counted; a single node has no one to tell.
+        if self.directory is not None:
+            self.bus.publish(dataclasses.replace(attempt, node=self.directory.node))
+
+    def _applyAttempt(self, event: Attempt, rooms: tuple[str, ...]) -> None:
+        if self.directory is None or event.node == self.directory.node:
+            return  # (counted when it was made)
+        now = self.now()
+        if event.kind == "login":
+            change = self.throttle.refund if event.refund else self.throttle.count
+            change(event.host, event.account, now)
+        elif event.kind == "register":
+            change = self.registrations.refund if event.refund else self.registrations.add
+            change(event.host, now)
 
     def _loggedIn(self, user: User, text: str, marked: bool = True) -> None:
         """Tell C{user} of their account; C{marked}: say "(admin)" if they are one."""
@@ -744,7 +774,7 @@ class ChatService(Service):
             # Not a login: it waits behind them, as the new password's hash will.
             failed = not await self.passwords.verify(account.passwordHash, old, login=False)
         finally:
-            self.throttle.finish(host, account.key, self.now(), failed)
+            self._finishCheck(host, account.key, failed)
         if failed:
             raise LoginFailed("wrong password; your password is unchanged")
         hashed = await self.passwords.hash(new)

@@ -13,7 +13,16 @@ from zope.interface.verify import verifyObject
 from chatserv import codec
 from chatserv import events as ev
 from chatserv.bus import Delivery, LocalBus
-from chatserv.errors import Banned, ClusterUnavailable, Muted, NickTaken, NoSuchUser
+from chatserv.errors import (
+    Banned,
+    ClusterUnavailable,
+    LoginFailed,
+    LoginThrottled,
+    Muted,
+    NickTaken,
+    NoSuchUser,
+    RegisterThrottled,
+)
 from chatserv.interfaces import IDirectory, IEventBus
 from chatserv.roster import NodeGone
 from chatserv.service import CONSOLE
@@ -156,12 +165,12 @@ class SharedDirectory:
         return defer.succeed(node not in self.dead)
 
 
-def clustered():
+def clustered(**settings):
     hub, names = Hub(), {}
     services = []
     for node in ("a", "b"):
         directory = SharedDirectory(names, node)
-        service, _ = makeService(bus=hub.bus(node), directory=directory)
+        service, _ = makeService(bus=hub.bus(node), directory=directory, **settings)
         services.append(service)
     return names, services
 
@@ -226,6 +235,43 @@ def test_an_account_is_not_renamed_to_a_name_held_on_another_node():
     assert "in use by someone online" in str(failureOf(renaming, NickTaken).value)
     resultOf(defer.ensureDeferred(a.renameAccount(CONSOLE, "frank", "francis")))
     assert names == {"francis": "a", "grace": "b"}
+
+
+def test_failed_logins_and_registrations_are_counted_on_every_node():
+    names, (a, b) = clustered(max_login_failures=2, max_registrations_per_ip=1)
+    b.store = a.store  # one database
+    owner, _ = connect(a, "frank")
+    resultOf(defer.ensureDeferred(a.register(owner, "wonderland-42")))
+    b._registered.add("frank")
+
+    def guess(service, password):
+        guesser = service.connect(FakeClient(name="mallory"))  # one address on both nodes
+        return defer.ensureDeferred(service.login(guesser, "frank", password))
+
+    failureOf(guess(a, "guess-one"), LoginFailed)
+    failureOf(guess(b, "guess-two"), LoginFailed)
+    # Two wrong guesses, one on each node: the third is refused on both.
+    for service in (a, b):
+        refused = failureOf(guess(service, "guess-three"), LoginThrottled)
+        assert "too many failed logins" in str(refused.value)
+    # A right password is given back on every node: it never counted.
+    for service in (a, b):  # one guess forgiven
+        service.clock.advance(service.settings.login_failure_decay)
+    resultOf(guess(b, "wonderland-42"))
+    failureOf(guess(a, "guess-four"), LoginFailed)  # (one more wrong: the limit again)
+    failureOf(guess(b, "guess-five"), LoginThrottled)
+    # Registrations from one address: one per decay, across the nodes.
+    carol, _ = connect(b, "carol")
+    dave = a.connect(FakeClient(name="carol"))
+    resultOf(a.setNick(dave, "dave"))
+    resultOf(defer.ensureDeferred(b.register(carol, "carols-secret")))
+    failureOf(defer.ensureDeferred(a.register(dave, "daves-secret")), RegisterThrottled)
+    # A single node tells no one.
+    alone, _ = makeService(max_login_failures=2)
+    sent = []
+    alone.bus.subscribe(lambda event, *rest: sent.append(event))
+    failureOf(defer.ensureDeferred(alone.login(alone.connect(FakeClient()), "x", "y")), LoginFailed)
+    assert not [e for e in sent if type(e).__name__ == "Attempt"]
 
 
 def test_a_private_message_reaches_its_recipient_on_the_other_node():
