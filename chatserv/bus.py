@@ -113,7 +113,28 @@ class Attempt:
     node: str
 
 
+@dataclass(frozen=True, slots=True)
+class AddressWanted:
+    """A control message: node C{asker} wants the address user C{key} is connected from
+    (for C{/ban --address}); the node where they are answers with L{AddressFound}."""
+
+    key: str
+    asker: str
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFound:
+    """A control message: the answer to node C{asker}'s L{AddressWanted} C{request}."""
+
+    request: int
+    asker: str
+    host: str
+
+
 codec.register(
+    AddressWanted,
+    AddressFound,
     Attempt,
     Delivery,
     EndSession,

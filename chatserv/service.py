@@ -24,6 +24,8 @@ from chatserv import events as ev
 from chatserv.accounts import LoginThrottle, Passwords, Throttle, checkColor
 from chatserv.addresses import TrustedProxies, isLoopback
 from chatserv.bus import (
+    AddressFound,
+    AddressWanted,
     AdminGranted,
     Attempt,
     Broadcast,
@@ -299,7 +301,12 @@ class ChatService(Service):
             CloseRoom: self._applyCloseRoom,
             Reset: self._applyReset,
             Attempt: self._applyAttempt,
+            AddressWanted: self._applyAddressWanted,
+            AddressFound: self._applyAddressFound,
         }
+        # What this node asked the others (an address to ban), by request number.
+        self._asked: dict[int, defer.Deferred[str]] = {}
+        self._requests = 0
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
         self.nickDeadlines: Deadlines[Callable[[], object]] = Deadlines(
@@ -1389,9 +1396,9 @@ class ChatService(Service):
         key = target.key if target is not None else fold(checkNick(nick))
         host = None
         if address:
-            if target is None:
+            host = target.host if target is not None else await self._addressElsewhere(key)
+            if host is None:
                 raise NoSuchUser(f'no user "{sanitize(nick)}" is online: no address to ban')
-            host = target.host
             if isLoopback(host):
                 raise NotPermitted(
                     f"{host} is a loopback address: banning it would ban everyone who "
@@ -1423,6 +1430,38 @@ class ChatService(Service):
         self.bus.publish(SanctionAdded(ban))  # in force everywhere: _applySanction
         await self.store.addSanction(ban)
         return ban
+
+    async def _addressElsewhere(self, key: str) -> str | None:
+        """The address user C{key} is connected from on another node of the cluster
+        (asked of that node), or C{None}: on no node, or no answer in time."""
+        if self.directory is None or await self.directory.locate(key) in (
+            None,
+            self.directory.node,
+        ):
+            return None
+        self._requests += 1
+        request = self._requests
+        answer: defer.Deferred[str] = defer.Deferred()
+        self._asked[request] = answer
+        answer.addTimeout(self.settings.cluster_presence_timeout / 3, self.clock)
+        self.bus.publish(AddressWanted(key, self.directory.node, request))
+        try:
+            return await answer
+        except defer.TimeoutError:
+            return None
+        finally:
+            self._asked.pop(request, None)
+
+    def _applyAddressWanted(self, event: AddressWanted, rooms: tuple[str, ...]) -> None:
+        user = self.users.get(event.key)
+        if user is not None and self.directory is not None and event.asker != self.directory.node:
+            self.bus.publish(AddressFound(event.request, event.asker, user.host))
+
+    def _applyAddressFound(self, event: AddressFound, rooms: tuple[str, ...]) -> None:
+        if self.directory is not None and event.asker == self.directory.node:
+            answer = self._asked.pop(event.request, None)
+            if answer is not None:
+                answer.callback(event.host)
 
     async def mute(self, actor: Actor, nick: str, duration: float | None = None) -> Sanction:
         """Refuse what a nickname says (rooms and private messages) for a while."""

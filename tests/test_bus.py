@@ -326,6 +326,26 @@ def test_a_kick_and_a_ban_on_one_node_end_the_session_on_the_other():
     assert b.sanctions.active("ban", "trudy", b.now()) is None
 
 
+def test_a_ban_with_the_address_of_a_user_on_the_other_node_asks_that_node():
+    names, (a, b) = clustered()
+    trudy, trudys = connect(b, "trudy")
+    ban = resultOf(defer.ensureDeferred(a.ban(CONSOLE, "trudy", 3600, "again", address=True)))
+    assert ban.host == "fake-trudy"  # as node b knows it: node a never saw her connect
+    assert trudy not in b.sessions and "you are banned" in trudys.closedWith
+    for service in (a, b):  # a new connection from her address is refused on both
+        newcomer = service.connect(FakeClient(name="trudy"))
+        assert "this address is banned" in service.bannedAddress(newcomer)
+    refused = defer.ensureDeferred(a.ban(CONSOLE, "nobody", address=True))
+    assert "no address to ban" in str(failureOf(refused, NoSuchUser).value)
+    # The node the directory names does not answer (cut off): no address, in time.
+    victor, _ = connect(b, "victor")
+    a.bus.hub.buses.remove(b.bus)
+    asking = defer.ensureDeferred(a.ban(CONSOLE, "victor", address=True))
+    a.clock.advance(a.settings.cluster_presence_timeout / 3)
+    assert "no address to ban" in str(failureOf(asking, NoSuchUser).value)
+    assert not a._asked
+
+
 def test_a_mute_on_one_node_holds_on_the_other_until_lifted():
     names, (a, b) = clustered()
     bob, bobs = connect(b, "bob")
