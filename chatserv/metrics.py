@@ -153,11 +153,34 @@ class MetricsResource(Resource):
         return generate_latest(self.registry)
 
 
+class NodeLabelled:
+    """Every sample of C{collectors}, labelled C{node="NAME"}: a cluster's nodes are
+    told apart in one Prometheus, whatever its scrape configuration adds."""
+
+    def __init__(self, collectors: list, node: str) -> None:
+        self.collectors = collectors
+        self.node = node
+
+    def collect(self):
+        for collector in self.collectors:
+            for family in collector.collect():
+                family.samples = [
+                    sample._replace(labels={**sample.labels, "node": self.node})
+                    for sample in family.samples
+                ]
+                yield family
+
+
 def makeRegistry(chat: ChatService, lag: LagMonitor) -> CollectorRegistry:
     """A registry of its own (not the global one), so several services can coexist."""
     registry = CollectorRegistry()
-    registry.register(ChatCollector(chat, lag))
-    ProcessCollector(registry=registry)  # memory, CPU, open files from /proc
+    collectors = [ChatCollector(chat, lag), ProcessCollector(registry=None)]  # (/proc's)
+    node = chat.directory.node if chat.directory is not None else None
+    if node is None:
+        for collector in collectors:
+            registry.register(collector)
+    else:
+        registry.register(NodeLabelled(collectors, node))
     return registry
 
 

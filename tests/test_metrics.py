@@ -132,3 +132,25 @@ def test_a_cluster_nodes_metrics_name_it_and_count_its_bus():
     single, _ = makeService()
     names = {f.name for f in ChatCollector(single, LagMonitor(Clock())).collect()}
     assert not any(name.startswith("chatserv_cluster") for name in names)
+
+
+def test_every_metric_of_a_cluster_node_carries_its_name():
+    from helpers import makeService
+    from prometheus_client import generate_latest
+    from test_bus import SharedDirectory
+
+    from chatserv.metrics import makeRegistry
+
+    def scraped(chat):
+        text = generate_latest(makeRegistry(chat, LagMonitor(Clock()))).decode()
+        return [s for f in text_string_to_metric_families(text) for s in f.samples]
+
+    node, _ = makeService(directory=SharedDirectory({}, "chat-7"))
+    samples = scraped(node)
+    names = {s.name for s in samples}
+    assert {"chatserv_users", "chatserv_connections", "process_open_fds"} <= names
+    assert all(s.labels.get("node") == "chat-7" for s in samples)
+    protocols = {s.labels["protocol"] for s in samples if s.name == "chatserv_connections"}
+    assert "tcp" in protocols  # the labels a metric had are kept
+    single, _ = makeService()
+    assert not any("node" in s.labels for s in scraped(single))
