@@ -5,6 +5,7 @@ Everything here is plain data and validation; nothing listens or touches the rea
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -106,6 +107,11 @@ class Settings:
     cluster_node_name: str = ""  # unique per node; empty: HOSTNAME-PORT of the first listener
     cluster_presence_timeout: float = 15.0  # a dead node's users are gone after this long
     cluster_password: str = ""  # Redis's password, if not in the URL
+    # rediss:// only: the CA that signed Redis's certificate (empty: the system's roots),
+    # and a certificate and key of this node's, for a Redis that asks clients for one.
+    cluster_tls_ca: str = ""
+    cluster_tls_cert: str = ""
+    cluster_tls_key: str = ""
 
 
 # Where each setting lives in the config file: section -> key -> Settings field.
@@ -196,6 +202,9 @@ _SECTIONS: dict[str, dict[str, str]] = {
         "node_name": "cluster_node_name",
         "presence_timeout": "cluster_presence_timeout",
         "password": "cluster_password",
+        "tls_ca": "cluster_tls_ca",
+        "tls_cert": "cluster_tls_cert",
+        "tls_key": "cluster_tls_key",
     },
     "proxy": {
         "trusted": "trusted_proxies",
@@ -207,6 +216,10 @@ _TYPES = {f.name: f.type for f in fields(Settings)}
 
 
 LISTENER_KINDS = KINDS
+
+
+# Settings naming files, which a config file gives relative to itself.
+_FILE_SETTINGS = frozenset({"cluster_tls_ca", "cluster_tls_cert", "cluster_tls_key"})
 
 
 @dataclass
@@ -275,6 +288,8 @@ def loadConfig(path: str | Path) -> Config:
                 if name is None:
                     problems.append(f"unknown setting {section}.{key}")
                 else:
+                    if name in _FILE_SETTINGS and isinstance(value, str) and value:
+                        value = str(Path(path).parent / value)  # (an absolute one stays)
                     _put(config.settings, name, value, f"{section}.{key}", problems)
         else:
             problems.append(f"unknown section [{section}]")
@@ -408,6 +423,18 @@ def _clusterProblems(settings: Settings) -> list[str]:
         problems.append("cluster.node_name must be letters, digits, dots and dashes")
     if settings.cluster_presence_timeout < 3:
         problems.append("cluster.presence_timeout must be at least 3 (seconds)")
+    files = {
+        "tls_ca": settings.cluster_tls_ca,
+        "tls_cert": settings.cluster_tls_cert,
+        "tls_key": settings.cluster_tls_key,
+    }
+    if any(files.values()) and not settings.cluster.startswith("rediss://"):
+        problems.append("cluster.tls_ca, tls_cert and tls_key need a rediss:// (TLS) URL")
+    if bool(files["tls_cert"]) != bool(files["tls_key"]):
+        problems.append("cluster.tls_cert and cluster.tls_key go together: give both or neither")
+    for key, path in files.items():
+        if path and not os.path.isfile(path):
+            problems.append(f"cluster.{key}: no such file {path!r}")
     return problems
 
 

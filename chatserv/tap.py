@@ -283,7 +283,12 @@ def _clusterNode(settings, options: Options, reactor):
         if port == "0":  # a port the system chooses: the process tells nodes apart
             port = f"pid{os.getpid()}"
         name = f"{socket.gethostname().split('.')[0]}-{port}"
-    return ClusterNode(settings, name, reactor)
+    from chatserv.cluster.address import ClusterConfigError
+
+    try:
+        return ClusterNode(settings, name, reactor)
+    except ClusterConfigError as e:
+        raise SystemExit(f"chatserv: error: {e}") from None
 
 
 def _readingProxyHeaders(endpoint, chat, wire: Wire, description: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -23,7 +24,10 @@ def _freePort() -> int:
 
 
 class RedisServer:
-    def __init__(self, directory: Path) -> None:
+    """C{tls}: (CA, certificate chain, key) paths to serve TLS only, asking clients for a
+    certificate the CA signed."""
+
+    def __init__(self, directory: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
         program = shutil.which("redis-server")
         if program is None:
             message = "redis-server is not installed (apt-get install redis-server, or .ci/run)"
@@ -33,15 +37,24 @@ class RedisServer:
         self.program = program
         self.directory = directory
         self.port = _freePort()
+        self.tls = tls
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://localhost:{self.port}/0"  # (the name in its certificate)
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        listen = ["--port", str(self.port)]
+        if self.tls:
+            ca, chain, key = self.tls
+            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-ca-cert-file", str(ca),
+                      "--tls-cert-file", str(chain), "--tls-key-file", str(key),
+                      "--tls-auth-clients", "yes"]  # fmt: skip
         self.process = subprocess.Popen(
-            [self.program, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.program, *listen, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,7 +76,15 @@ class RedisServer:
         request = f"*{len(words)}\r\n" + "".join(f"${len(w.encode())}\r\n{w}\r\n" for w in words)
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                if self.tls:
+                    s = self._tlsContext().wrap_socket(s, server_hostname="localhost")
                 s.sendall(request.encode())
                 return s.recv(65536).decode().split("\r\n")[0]
         except OSError:
             return ""
+
+    def _tlsContext(self) -> ssl.SSLContext:
+        ca, chain, key = self.tls
+        context = ssl.create_default_context(cafile=str(ca))
+        context.load_cert_chain(str(chain), str(key))  # (the server's own: the CA signed it)
+        return context

@@ -35,10 +35,11 @@ def database():
 
 
 @contextmanager
-def nodes(tmp_path, redis, database, count=2, presence=3.0):
-    """C{count} nodes of one cluster, each with line, websocket and IRC listeners."""
+def nodes(tmp_path, redis, database, count=2, presence=3.0, cluster=""):
+    """C{count} nodes of one cluster, each with line, websocket and IRC listeners;
+    C{cluster}: more of the config file's [cluster] section."""
     config = tmp_path / "cluster.toml"
-    config.write_text(f"[cluster]\npresence_timeout = {presence}\n")
+    config.write_text(f"[cluster]\npresence_timeout = {presence}\n{cluster}")
     with ExitStack() as stack:
         started = []
         for i in range(count):
@@ -302,6 +303,35 @@ def test_redis_restarted_mid_conversation(tmp_path, redis, database):
         alice.close(), bob.close()
 
 
+def test_nodes_reach_redis_over_tls_with_a_certificate_of_their_own(tmp_path, database):
+    from tlshelpers import makeChain
+
+    ca, chain, key = makeChain(tmp_path)
+    redis = RedisServer(tmp_path, tls=(ca, chain, key))  # asks clients for a certificate
+    redis.start()
+    try:
+        # Relative to the config file: the CA that signed Redis's, and the node's own
+        # certificate (one the CA signed: Redis refuses clients without one).
+        files = 'tls_ca = "root.crt"\ntls_cert = "server-chain.crt"\ntls_key = "server.key"\n'
+        with nodes(tmp_path, redis, database, cluster=files) as (a, b):
+            assert "joining through rediss://localhost:" in "".join(a.output)
+            alice, _ = line(a.tcp, "alice")
+            bob, _ = line(b.tcp, "bob")
+            alice.sendall(b"hello over TLS\n")
+            assert b"<alice> hello over TLS" in readUntil(bob, b"hello over TLS")
+            alice.close(), bob.close()
+        # Without the CA, Redis's certificate is not trusted: the node says why, and
+        # keeps trying (serving its own users meanwhile).
+        (tmp_path / "alone").mkdir()
+        alone = ("--db", database, "--cluster", redis.url, "--node-name", "alone")
+        with runServer(tmp_path / "alone", *alone, "--tcp", LOOPBACK, listeners=1) as server:
+            waitFor(lambda: "certificate verify failed" in "".join(server.output))
+            carol, _ = line(server.tcp, "carol")
+            carol.close()
+    finally:
+        redis.stop()
+
+
 @pytest.mark.parametrize("db", ["memory", "chatserv.db"])
 def test_a_cluster_needs_postgresql(tmp_path, db):
     result = subprocess.run(
@@ -337,10 +367,30 @@ def test_cluster_settings_are_checked_at_start_up():
          "presence_timeout must be at least 3"),
         ({"cluster": "redis://x/0", "db": pg, "cluster_node_name": "a b"},
          "node_name must be letters"),
+        ({"cluster": "redis://x/0", "db": pg, "cluster_tls_ca": __file__},
+         "need a rediss:// (TLS) URL"),
+        ({"cluster": "rediss://x/0", "db": pg, "cluster_tls_cert": __file__},
+         "tls_cert and cluster.tls_key go together"),
+        ({"cluster": "rediss://x/0", "db": pg, "cluster_tls_ca": "/nowhere/ca.pem"},
+         "cluster.tls_ca: no such file '/nowhere/ca.pem'"),
     ):  # fmt: skip
         with pytest.raises(ConfigError) as raised:
             makeSettings(overrides)
         assert why in str(raised.value), overrides
+
+
+def test_tls_files_that_cannot_be_used_stop_start_up_in_one_line(tmp_path):
+    from chatserv.cluster.address import ClusterConfigError
+    from chatserv.cluster.link import clientTLS
+
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(ClusterConfigError, match="holds no PEM certificate"):
+        clientTLS("localhost", ca=str(tmp_path / "ca.pem"))
+    (tmp_path / "bad.pem").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    with pytest.raises(ClusterConfigError, match="TLS files cannot be used"):
+        clientTLS("localhost", ca=str(tmp_path / "bad.pem"))
 
 
 def freePort() -> int:

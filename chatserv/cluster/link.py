@@ -16,7 +16,7 @@ import txredisapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from chatserv.cluster.address import RedisAddress
+from chatserv.cluster.address import ClusterConfigError, RedisAddress
 
 log = Logger()
 
@@ -62,6 +62,48 @@ class _Subscriber(txredisapi.SubscriberProtocol):
         self.factory.link._lost("subscriber", why)
 
 
+def clientTLS(host: str, ca: str = "", cert: str = "", key: str = "") -> Any:
+    """TLS client options for Redis at C{host}: its certificate checked against the CAs in
+    the PEM file C{ca} (or, without one, the system's roots), and this node's own
+    certificate and key (PEM files) shown if given. Reads the files now: at start-up.
+
+    @raise ClusterConfigError: a file that cannot be read or is not what it should be.
+    """
+    from OpenSSL.crypto import FILETYPE_PEM
+    from twisted.internet import ssl
+
+    def read(path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ClusterConfigError(f"cannot read {path}: {e.strerror}") from None
+
+    def certificates(path: str) -> list:
+        end = b"-----END CERTIFICATE-----"
+        found = [ssl.Certificate.loadPEM(block + end) for block in read(path).split(end)[:-1]]
+        if not found:
+            raise ClusterConfigError(f"{path} holds no PEM certificate")
+        return found
+
+    try:
+        trust = ssl.trustRootFromCertificates(certificates(ca)) if ca else None
+        mine, chain = None, []
+        if cert:  # the node's certificate, then any intermediates that signed it
+            first, *chain = certificates(cert)
+            mine = ssl.PrivateCertificate.fromCertificateAndKeyPair(
+                first, ssl.KeyPair.load(read(key), FILETYPE_PEM)
+            )
+    except ClusterConfigError:
+        raise
+    except Exception as e:  # OpenSSL's errors for a file that is not PEM, or a wrong key
+        raise ClusterConfigError(f"the cluster's TLS files cannot be used: {e}") from None
+    extra = {"extraCertChain": [c.original for c in chain]} if chain else {}
+    return ssl.optionsForClientTLS(
+        host, trustRoot=trust, clientCertificate=mine, extraCertificateOptions=extra
+    )
+
+
 class RedisLink:
     """The two connections to C{address}; messages on C{channels} go to C{onMessage}."""
 
@@ -71,14 +113,18 @@ class RedisLink:
         channels: tuple[str, ...],
         onMessage: Callable[[str, Any], None],
         clock: Any,
+        tls: Any = None,
     ) -> None:
+        """C{tls}: the TLS client options of a C{rediss://} address (L{clientTLS})."""
         self.address = address
+        self._tls = tls
         self.channels = channels
         self._onMessage = onMessage
         self._clock = clock
         self._up: set[str] = set()
         self._downSince: float | None = None
         self._everUp = False
+        self._toldWaiting = False
         self.onUp: list[Callable[[], object]] = []
         self.commands: Any = None  # txredisapi's handler: commands as methods
         self._factories: list[Any] = []
@@ -108,8 +154,8 @@ class RedisLink:
         for factory in (commands, subscriber):
             factory.link = self
             endpoint = HostnameEndpoint(reactor, a.host, a.port, timeout=CONNECT_TIMEOUT)
-            if a.tls:  # the server's certificate is checked against the system's roots
-                endpoint = wrapClientTLS(optionsForClientTLS(a.host), endpoint)
+            if a.tls:  # Redis's certificate is checked (by default, against the system's roots)
+                endpoint = wrapClientTLS(self._tls or optionsForClientTLS(a.host), endpoint)
             factory.startConnecting(endpoint)
             self._factories.append(factory)
         self.commands = commands.handler
@@ -145,13 +191,23 @@ class RedisLink:
     def _lost(self, which: str, why: Any) -> None:
         wasUp = self.up
         self._up.discard(which)
+        reason = why.getErrorMessage() if hasattr(why, "getErrorMessage") else why
         if wasUp and self._factories:
             self._downSince = self._clock.seconds()
             log.error(
                 "cluster: lost Redis at {address} ({why}); serving local users only,"
                 " messages to other nodes are dropped until it is back",
                 address=str(self.address),
-                why=why.getErrorMessage() if hasattr(why, "getErrorMessage") else why,
+                why=reason,
+            )
+        elif not self._everUp and not self._toldWaiting and self._factories:
+            # Connected, then dropped before it was ever up: a TLS certificate refused,
+            # a wrong password. Said once; the factories keep trying.
+            self._toldWaiting = True
+            log.error(
+                "cluster: Redis at {address} cannot be used yet ({why}); trying again",
+                address=str(self.address),
+                why=reason,
             )
 
     def _message(self, channel: Any, message: Any) -> None:

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from chatserv.cluster.address import parseRedisURL
 from chatserv.cluster.bus import RedisBus
 from chatserv.cluster.directory import RedisDirectory
-from chatserv.cluster.link import RedisLink
+from chatserv.cluster.link import RedisLink, clientTLS
 from chatserv.config import Settings
 from chatserv.roster import NodeGone
 
@@ -29,7 +29,11 @@ class ClusterNode(Service):
         self.sharedCloaks = bool(settings.irc_cloak_key)
         address = parseRedisURL(settings.cluster, settings.cluster_password or None)
         self.bus = RedisBus(nodeName, clock)
-        self.link = RedisLink(address, (self.bus.channel,), self.bus.messageFromRedis, clock)
+        tls = None
+        if address.tls:
+            tls = clientTLS(address.host, settings.cluster_tls_ca, settings.cluster_tls_cert,
+                            settings.cluster_tls_key)  # fmt: skip
+        self.link = RedisLink(address, (self.bus.channel,), self.bus.messageFromRedis, clock, tls)
         self.bus.attach(self.link)
         self.directory = RedisDirectory(
             self.link, nodeName, clock, settings.cluster_presence_timeout
