@@ -11,6 +11,11 @@ rate that passes (doubling, then bisecting, as elsewhere). Both nodes, Redis and
 single server share the server core: the figures are those of the cross-node path, not
 of scaling out (one core cannot show that).
 
+Then the rooms scenario's load (--room-clients clients in --rooms rooms, every client
+sending) with each room's members alternating between node A and node B (loadgen
+--spread), against one node with the same load: the many-rooms scenario spread over two
+nodes.
+
 Also reported: Redis commands per room message (from INFO commandstats, the difference
 between a run at the common rate and one at twice that rate, over the extra messages).
 """
@@ -95,14 +100,21 @@ class ClusterBench:
                 time.sleep(0.05)
         return server
 
-    def measure(self, a, b, rate: float, duration: float) -> dict:
-        """One step: senders on C{a}, receivers on C{b} (the same server for the baseline)."""
+    def measure(self, a, b, rate: float, duration: float, manyRooms: bool = False) -> dict:
+        """One step: senders on C{a}, receivers on C{b} (the same server for the baseline).
+        C{manyRooms}: the rooms scenario's load instead (every client sending, in many
+        small rooms), each room's members alternating between C{a} and C{b}."""
         args = self.run.args
-        rooms, size = args.cluster_rooms, args.cluster_room_size
-        argv = self.run.genArgs(a, "line", rooms * size, rooms)
+        if manyRooms:
+            clients, rooms = args.room_clients, args.rooms
+            senders = clients
+        else:
+            rooms, size = args.cluster_rooms, args.cluster_room_size
+            clients, senders = rooms * size, rooms
+        argv = self.run.genArgs(a, "line", clients, rooms)
         if b is not a:
-            argv += ["--port2", str(b.ports["line"])]
-        argv += ["--senders", str(rooms), "--rate", str(rate), "--duration", str(duration)]
+            argv += ["--port2", str(b.ports["line"])] + (["--spread"] if manyRooms else [])
+        argv += ["--senders", str(senders), "--rate", str(rate), "--duration", str(duration)]
         argv += ["--drain", str(args.drain), "--settle", str(args.settle)]
         cpu0 = {s.name: s.cpuSeconds() for s in {a, b}}
         result = self.run.generate(argv)
@@ -118,13 +130,23 @@ class ClusterBench:
         )
         return result
 
-    def maxRate(self, a, b) -> dict:
+    def maxRate(self, a, b, manyRooms: bool = False) -> dict:
         args = self.run.args
+        # (The rooms scenario's start rate is given for 100 senders, as in bench/run.py.)
+        start = round(args.start_rate * 100 / args.room_clients, 2) if manyRooms else None
         return self.r.searchRate(
-            lambda rate: self.measure(a, b, rate, args.step_duration),
-            args.cluster_start_rate,
+            lambda rate: self.measure(a, b, rate, args.step_duration, manyRooms),
+            start or args.cluster_start_rate,
             args.max_steps,
         )
+
+    def manyRooms(self, a, b, key: str, results: dict) -> None:
+        """The rooms scenario's load on C{a} and C{b} (one server: the baseline)."""
+        args = self.run.args
+        entry = {"common": self.measure(a, b, args.common_rate, args.duration, True)}
+        if not args.quick:
+            entry["max"] = self.maxRate(a, b, True)
+        results[key] = entry
 
     def scenario(self, results: dict) -> None:
         args = self.run.args
@@ -134,6 +156,9 @@ class ClusterBench:
             if not args.quick:
                 entry["max"] = self.maxRate(single, single)
             results["cluster/single"] = entry
+            self.stopAll()
+            single = self.chatserv("chatserv")  # afresh: no one left from the above
+            self.manyRooms(single, single, "cluster/rooms-single", results)
             self.stopAll()
             _, port = self.redis()
             url = f"redis://127.0.0.1:{port}/0"
@@ -160,6 +185,12 @@ class ClusterBench:
             if not args.quick:
                 entry["max"] = self.maxRate(a, b)
             results["cluster/two-node"] = entry
+            self.stopAll()
+            _, port = self.redis()
+            url = f"redis://127.0.0.1:{port}/0"
+            a = self.chatserv("chatserv-a", "--cluster", url, "--node-name", "bench-a")
+            b = self.chatserv("chatserv-b", "--cluster", url, "--node-name", "bench-b")
+            self.manyRooms(a, b, "cluster/rooms-two-node", results)
         finally:
             self.stopAll()
 
@@ -189,5 +220,28 @@ def clusterTable(results: dict, columns, ratio, best) -> str:
                      f"{by['deliveries_per_s']:.0f}",
                      ratio(bx["deliveries_per_s"], by["deliveries_per_s"])))  # fmt: skip
         rows.append(("p99 ms at max", f"{bx['p99_ms']:.1f}", f"{by['p99_ms']:.1f}", ""))
+    rooms = _roomsRows(results, ratio, best)
     calls = ", ".join(f"{k} {v:g}" for k, v in two.get("redis_calls_per_message", {}).items())
-    return "\n".join([*columns(rows), f"Redis commands per room message: {calls or 'none'}"])
+    return "\n".join(
+        [*columns(rows + rooms), f"Redis commands per room message: {calls or 'none'}"]
+    )
+
+
+def _roomsRows(results: dict, ratio, best) -> list[tuple]:
+    single, two = results.get("cluster/rooms-single"), results.get("cluster/rooms-two-node")
+    if not single or not two:
+        return []
+    common = two["common"]
+    rows = [(f"many rooms ({common['clients']} clients in {common['rooms']} rooms, "
+             "every client sending), each room over both nodes", "", "", "")]  # fmt: skip
+    for label, field in (("p50 ms", "p50_ms"), ("p99 ms", "p99_ms")):
+        x, y = common[field], single["common"][field]
+        rows.append((f"line @{common['rate']:g}/s each {label}", f"{x:.2f}", f"{y:.2f}",
+                     ratio(x, y)))  # fmt: skip
+    bx, by = best(two), best(single)
+    if bx and by:
+        rows.append(("max msg/s in (every client)", f"{bx['rate'] * bx['senders']:.0f}",
+                     f"{by['rate'] * by['senders']:.0f}",
+                     ratio(bx["rate"] * bx["senders"], by["rate"] * by["senders"])))  # fmt: skip
+        rows.append(("p99 ms at max", f"{bx['p99_ms']:.1f}", f"{by['p99_ms']:.1f}", ""))
+    return rows

@@ -74,11 +74,11 @@ typedef struct {
 
 static struct {
     const char *host;
-    int port, port2, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
+    int port, port2, spread, proto, clients, senders, rooms, size, echo, hold, sendNick, join;
     double rate, duration, drain, settle, connectTimeout;
     const char *readyMatch;
     int readyCount, maxPending, maxUnready, serverPid;
-} opt = {"127.0.0.1", 10001, 0, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
+} opt = {"127.0.0.1", 10001, 0, 0, P_LINE, 100, 0, 1, 64, 0, 0, 0, 0,
          5.0, 5.0, 3.0, 0.5, 60.0, NULL, 1, 256, 0, 0};
 
 static Client *cl;
@@ -478,8 +478,11 @@ static void startConnect(Client *c) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->state = S_CONNECTING;
-    /* With --port2 the senders (the first --senders clients) use --port, the others it. */
-    struct sockaddr_in *to = opt.port2 && c->id >= opt.senders ? &addr2 : &addr;
+    /* With --port2 the senders (the first --senders clients) use --port, the others it;
+       with --spread too, every other member of each room (client i is in room i % rooms)
+       uses it, whether it sends or not. */
+    int second = opt.spread ? (c->id / opt.rooms) % 2 : c->id >= opt.senders;
+    struct sockaddr_in *to = opt.port2 && second ? &addr2 : &addr;
     if (connect(fd, (struct sockaddr *)to, sizeof *to) < 0 && errno != EINPROGRESS) {
         connectErrors++;
         close(fd);
@@ -665,7 +668,7 @@ static int countReady(void) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: loadgen [--host H] --port P [--port2 P2] [--proto line|ws|wsjson|irc]\n"
+            "usage: loadgen [--host H] --port P [--port2 P2 [--spread]] [--proto line|ws|wsjson|irc]\n"
             "  [--clients N]\n"
             "  [--senders S] [--rate MSG_PER_S_PER_SENDER] [--duration S] [--drain S]\n"
             "  [--settle S] [--size BYTES] [--rooms R] [--nick] [--join] [--echo]\n"
@@ -677,7 +680,7 @@ static void usage(void) {
 int main(int argc, char **argv) {
     static struct option lo[] = {
         {"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},        {"proto", 1, 0, 'P'},
-        {"port2", 1, 0, '2'},
+        {"port2", 1, 0, '2'},     {"spread", 0, 0, 'W'},
         {"clients", 1, 0, 'n'},   {"senders", 1, 0, 's'},     {"rate", 1, 0, 'r'},
         {"duration", 1, 0, 'd'},  {"drain", 1, 0, 'D'},       {"settle", 1, 0, 'S'},
         {"size", 1, 0, 'z'},      {"rooms", 1, 0, 'R'},       {"nick", 0, 0, 'N'},
@@ -691,6 +694,7 @@ int main(int argc, char **argv) {
         case 'h': opt.host = optarg; break;
         case 'p': opt.port = atoi(optarg); break;
         case '2': opt.port2 = atoi(optarg); break;
+        case 'W': opt.spread = 1; break;
         case 'P':
             if (!strcmp(optarg, "line")) opt.proto = P_LINE;
             else if (!strcmp(optarg, "ws")) opt.proto = P_WS;

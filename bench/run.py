@@ -31,7 +31,8 @@ compiled with gcc -O2 into bench/build/) on core 1. Scenarios:
             The kernel's listen-overflow and SYN-retransmit counters are reported.
   capacity  10,000 idle connections held; server RSS per connection (VmRSS before/after).
   cluster   two nodes sharing rooms through Redis (bench/cluster.py): senders on one,
-            receivers on the other, against one node with the same load; needs --pg
+            receivers on the other; then the rooms load, each room's members alternating
+            between the nodes; each against one node with the same load. Needs --pg
             (or CHATSERV_TEST_PG) and redis-server. Not in the default set.
 
 --profile DIR records py-spy profiles of chatserv (an extra run of each rooms wire at the
