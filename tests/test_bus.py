@@ -515,6 +515,46 @@ def test_the_redis_bus_reads_batches_skips_its_own_and_refuses_garbage():
     assert (bus.received, bus.refused) == (2, 1)
     bus.messageFromRedis("chatserv:bus", codec.encode(ev.Notice("not a delivery", 1.0)))
     assert bus.refused == 2 and len(got) == 2
+    # A batch as a node publishes it: its first line names the node. This node's own
+    # batches come back from Redis too, and are skipped unread.
+    bus.messageFromRedis("chatserv:bus", b"from a\n{not json\n" + mine)
+    assert bus.refused == 2 and len(got) == 2
+    bus.messageFromRedis("chatserv:bus", b"from b\n" + theirs)
+    assert len(got) == 3 and bus.received == 3
+
+
+def test_the_redis_bus_publishes_a_turns_publications_as_one_batch_naming_the_node():
+    from twisted.internet.task import Clock
+
+    from chatserv.cluster.bus import RedisBus
+
+    published = []
+
+    class Commands:
+        def publish(self, channel, data):
+            published.append((channel, data))
+            return defer.succeed(1)
+
+    class Link:
+        up = True
+        commands = Commands()
+
+    clock = Clock()
+    bus = RedisBus("node-a", clock)
+    bus.attach(Link())
+    for text in ("one", "two"):
+        bus.publish(ev.Notice(text, 1.0), users=("bob",))
+    assert published == []  # at the end of the turn
+    clock.advance(0)
+    [(channel, data)] = published
+    header, *lines = data.split(b"\n")
+    assert channel == "chatserv:bus" and header == b"from node-a"
+    assert [codec.decode(line).event.text for line in lines] == ["one", "two"]
+    receiver = RedisBus("node-b", clock)
+    got = []
+    receiver.subscribe(lambda *args: got.append(args[0].text))
+    receiver.messageFromRedis(channel, data)
+    assert got == ["one", "two"]
 
 
 def test_after_an_outage_the_directory_lets_go_of_everything_then_claims_its_users():

@@ -7,10 +7,12 @@ deliver it as if it had been published there. A node ignores what it published i
 Redis delivers one connection's publications in order: per sender, per room, every
 node sees the same order.
 
-What one reactor turn publishes goes to Redis as one PUBLISH (the encoded publications,
-one per line, in order; at most L{BATCH_BYTES} in one): at a high rate of messages a
-node then sends, and every other node parses, one Redis message per turn rather than
-one per publication.
+What one reactor turn publishes goes to Redis as one PUBLISH (a first line naming the
+node, then the encoded publications, one per line, in order; at most L{BATCH_BYTES} in
+one): at a high rate of messages a node then sends, and every other node parses, one
+Redis message per turn rather than one per publication. Redis sends each node its own
+PUBLISHes too (every node listens on the channel): the first line lets it skip them
+without decoding a publication.
 
 While Redis is unreachable nothing is queued: cross-node publications are dropped and
 counted (C{dropped}), so an outage costs memory nothing; room messages are in the
@@ -32,6 +34,7 @@ log = Logger()
 
 CHANNEL = "chatserv:bus"
 BATCH_BYTES = 256 * 1024  # a turn's publications beyond this go in another PUBLISH
+HEADER = b"from "  # a batch's first line: "from NODE" (never JSON, which starts with "{")
 
 
 @implementer(IEventBus)
@@ -39,6 +42,7 @@ class RedisBus(LocalBus):
     def __init__(self, node: str, clock: Any, channel: str = CHANNEL) -> None:
         super().__init__()
         self.node = node
+        self._header = HEADER + node.encode("utf-8")  # (a node name is ASCII: see config)
         self.channel = channel
         self._clock = clock
         self._batch: list[bytes] = []  # encoded, waiting for the end of the turn
@@ -92,7 +96,7 @@ class RedisBus(LocalBus):
         if not self.link.up:
             self.dropped += len(batch)
             return
-        d = self.link.commands.publish(self.channel, b"\n".join(batch))
+        d = self.link.commands.publish(self.channel, b"\n".join([self._header, *batch]))
         d.addErrback(self._notCarried, len(batch))
 
     def _notCarried(self, failure: Any, count: int) -> None:
@@ -101,7 +105,12 @@ class RedisBus(LocalBus):
     def messageFromRedis(self, channel: Any, data: Any) -> None:
         if isinstance(data, str):
             data = data.encode("utf-8")
-        for line in data.split(b"\n"):  # (JSON escapes every newline in a string)
+        lines = data.split(b"\n")  # (JSON escapes every newline in a string)
+        if lines[0].startswith(HEADER):
+            if lines[0] == self._header:
+                return  # this node's own: applied when published
+            del lines[0]
+        for line in lines:
             self._received(line)
 
     def _received(self, data: bytes) -> None:
