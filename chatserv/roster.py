@@ -143,6 +143,14 @@ class RemoteRoster:
         rooms = tuple(self.names.get(key, key) for key in member.rooms)
         return Profile(member.nick, source, member.away, member.admin, rooms, member.node)
 
+    def dropUser(self, userKey: str) -> None:
+        """Forget another node's user C{userKey}, saying nothing (the name is held
+        elsewhere now)."""
+        member = self.users.get(userKey)
+        if member is not None:
+            for key in list(member.rooms):
+                self._drop(key, userKey)
+
     def _add(self, room: str, nick: str, node: str, admin: bool, source) -> Member:
         roomKey, userKey = fold(room), fold(nick)
         self.names[roomKey] = room

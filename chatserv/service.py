@@ -585,6 +585,9 @@ class ChatService(Service):
             user.formerKeys = (kept + (oldKey,))[-_FORMER_NICKS:]
         user.nick, user.key = nick, key
         self.users[key] = user
+        if self.presence is not None:
+            # Held here now: whoever held it on another node (one that died, say) is gone.
+            self.presence.remote.dropUser(key)
         if oldKey != key:  # rooms know members by key; keep their join order
             for room in user.rooms.values():
                 room.members = {u.key: u for u in room.members.values()}
@@ -1434,10 +1437,10 @@ class ChatService(Service):
     async def _addressElsewhere(self, key: str) -> str | None:
         """The address user C{key} is connected from on another node of the cluster
         (asked of that node), or C{None}: on no node, or no answer in time."""
-        if self.directory is None or await self.directory.locate(key) in (
-            None,
-            self.directory.node,
-        ):
+        if self.directory is None:
+            return None
+        holder = await self.directory.locate(key)
+        if holder is None or holder == self.directory.node:
             return None
         self._requests += 1
         request = self._requests

@@ -453,6 +453,20 @@ def test_a_nodes_users_quit_where_they_were_when_it_is_gone():
     assert [q.nick for q in alices.take(ev.Quit)] == ["carol"]
 
 
+def test_a_dead_nodes_user_back_on_this_node_is_not_seen_to_quit():
+    names, (a, b) = clustered()
+    alice, alices = connect(a, "alice")
+    connect(b, "gina")
+    a.directory.dead.add("b")  # b is killed; its heartbeat expires, freeing her name
+    del names["gina"]
+    gina, _ = connect(a, "gina")  # she reconnects here before a has looked at b
+    assert a.who(alice, "lobby").nicks == ("alice", "gina")  # once: this node's gina
+    assert a.profile("gina").node is None
+    alices.take()
+    a.presence._checkNodes()
+    assert alices.take(ev.Quit) == []  # the gina who quit is not the one who is here
+
+
 def test_the_consoles_broadcast_close_room_and_reset_act_on_every_node():
     names, (a, b) = clustered()
     alice, alices = connect(a, "alice")

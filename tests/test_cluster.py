@@ -251,25 +251,37 @@ def test_a_killed_nodes_users_are_released_within_the_presence_timeout(tmp_path,
     with nodes(tmp_path, redis, database, presence=3.0) as (a, b):
         gina, _ = line(b.tcp, "gina")
         alice, _ = line(a.tcp, "alice")
+        gina.sendall(b"before the crash\n")
+        readUntil(alice, b"<gina> before the crash")
+        deadline = time.monotonic() + 5  # (node b writes its messages a moment later)
+        while True:
+            alice.sendall(b"/history 5\n")
+            if b"<gina> before the crash" in readUntil(alice, b"end of history"):
+                break
+            assert time.monotonic() < deadline, "never stored"
+            time.sleep(0.1)
         b.process.send_signal(signal.SIGKILL)
         b.process.wait()
         killedAt = time.monotonic()
+        alice.sendall(b"node a goes on\n")  # the survivor keeps serving
         sock, got = line(a.tcp, "gina")
         assert b'"gina" is taken' in got  # node b's heartbeat has not expired yet
         sock.close()
         while True:
             sock, got = line(a.tcp, "gina")
-            sock.close()
             if b"Welcome, gina!" in got:
                 break
+            sock.close()
             assert time.monotonic() - killedAt < 3.0 + 2.0, "still held"
             time.sleep(0.2)
-        # Node a's users see gina quit, once a sees node b's heartbeat has ended.
+        # Back on the other node, she goes on from the database's history.
+        replayed = got + readUntil(sock, b"<alice> node a goes on")
+        assert replayed.index(b"<gina> before the crash") < replayed.index(b"node a goes on")
+        # Node a's users saw gina quit, once a saw node b's heartbeat had ended.
         readUntil(alice, b"gina has left (node node1 is gone)")
-        alice.sendall(b"node a goes on\n")  # the survivor kept serving throughout
         alice.sendall(b"/who\n")
-        readUntil(alice, b"users (1): alice")
-        gina.close(), alice.close()
+        readUntil(alice, b"users (2): alice, gina")
+        sock.close(), gina.close(), alice.close()
 
 
 def test_redis_restarted_mid_conversation(tmp_path, redis, database):
