@@ -1054,6 +1054,15 @@ class ChatService(Service):
         rooms = tuple(counts[key] for key in sorted(counts))
         return ev.RoomsReply(rooms, self.now())
 
+    def census(self) -> tuple[int, int, int]:
+        """Named users, nodes and rooms: on every node of a cluster, as far as this node
+        knows (another node's users who are in no room are not known here)."""
+        users, nodes = len(self.users), 1
+        if self.presence is not None:
+            users += len(self.presence.remote.users)
+            nodes += len(self.presence.remote.nodes() - {self.directory.node})
+        return users, nodes, len(self.roomList().rooms)
+
     def localMembers(self) -> tuple[tuple, tuple]:
         """Who is in which room on this node, as C{(room, nick, admin)}s, and who each
         of them is, as C{(source, away)}s (what L{roster.Members} tells the others)."""

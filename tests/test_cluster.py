@@ -177,6 +177,11 @@ def test_irc_who_whois_and_list_show_the_whole_cluster(tmp_path, redis, database
         ivy.sendall(b"LIST >1\r\n")
         listed = readUntil(ivy, b"323 ivy")
         assert b"#lobby" in listed and b"#ops" not in listed
+        ivy.sendall(b"LUSERS\r\n")
+        counts = readUntil(ivy, b"266 ivy")
+        assert b"There are 2 users and 0 invisible on 2 servers" in counts
+        assert b"I have 1 clients and 1 servers" in counts
+        assert b"Current global users 2" in counts
         ivy.close(), dave.close()
 
 

@@ -497,6 +497,8 @@ async def test_error_numerics(server):
         ("KILL alice", " 481 dave "),
         ("MODE alice", " 502 dave "),
         ("WHOIS nobody", " 401 dave nobody "),
+        ("WHOWAS alice", " 406 dave alice "),  # (nothing is kept of who had a name)
+        ("WHOWAS", " 431 dave "),
         ("TOPIC #nowhere", " 403 dave #nowhere "),
         ("USER x 0 * :x", " 462 dave "),
         ("PRIVMSG #lobby :" + "x" * 600, " 417 dave "),

@@ -398,15 +398,16 @@ class IrcProtocol(LineChatProtocol):
     def lusers(self) -> None:
         service = self.service
         users = len(service.users)
+        everyone, nodes, rooms = service.census()  # (a cluster's, as far as known here)
         admins = self.factory.adminsOnline()
         unknown = len(service.sessions) - users
-        self.numeric("251", f"There are {users} users and 0 invisible on 1 servers")
+        self.numeric("251", f"There are {everyone} users and 0 invisible on {nodes} servers")
         self.numeric("252", str(admins), "operator(s) online")
         self.numeric("253", str(unknown), "unknown connection(s)")
-        self.numeric("254", str(len(service.rooms)), "channels formed")
-        self.numeric("255", f"I have {users} clients and 0 servers")
+        self.numeric("254", str(rooms), "channels formed")
+        self.numeric("255", f"I have {users} clients and {nodes - 1} servers")
         self.numeric("265", str(users), str(users), f"Current local users {users}")
-        self.numeric("266", str(users), str(users), f"Current global users {users}")
+        self.numeric("266", str(everyone), str(everyone), f"Current global users {everyone}")
 
     def motd(self) -> None:
         self.write(self.factory.fixed("motd", self._motd, self.nick))

@@ -618,6 +618,17 @@ def _whox(irc: IrcProtocol, member: Profile, shown: str, fields: str, token: str
     return [values[f] for f in "tcuihsnfdlaor" if f in fields]
 
 
+@verb("WHOWAS")
+def _whowas(irc: IrcProtocol, message: Message) -> None:
+    # No record of who went by a name is kept: the answer for a name no one has now.
+    if not message.params:
+        irc.numeric("431", "No nickname given")
+        return
+    nick = message.params[0].split(",")[0]
+    irc.numeric("406", nick, "There was no such nickname")
+    irc.numeric("369", nick, "End of WHOWAS")
+
+
 @verb("WHOIS")
 async def _whois(irc: IrcProtocol, message: Message) -> None:
     if not message.params:
