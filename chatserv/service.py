@@ -65,9 +65,18 @@ from chatserv.hostmasks import Hostmasks
 from chatserv.ids import MessageIds
 from chatserv.interfaces import IChatClient, IDirectory, IEventBus
 from chatserv.limits import AddressBuckets, ConnectionLimiter, Deadlines, LogLimiter
+from chatserv.lookups import Lookups
 from chatserv.moderation import Sanctions, describeDuration, describeSanction
 from chatserv.names import checkNick, checkRoom, fold
-from chatserv.roster import ClusterPresence, Profile
+from chatserv.people import (  # (the service's names for them, too)
+    CONSOLE,
+    Actor,
+    Console,
+    Room,
+    User,
+    cleanRealname,
+)
+from chatserv.roster import ClusterPresence
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
@@ -78,125 +87,7 @@ _log = Logger()
 _FORMER_NICKS = 8  # earlier nicknames of a connection that bans and mutes still find
 
 
-class User:
-    """One connected session. It has a nickname once it has chosen one."""
-
-    __slots__ = (
-        "client",
-        "nick",
-        "key",
-        "rooms",
-        "connectedAt",
-        "account",
-        "color",
-        "seen",
-        "formerKeys",
-        "autojoin",
-        "joinPending",
-        "ident",
-        "realname",
-        "away",
-        "_source",
-    )
-
-    def __init__(self, client: IChatClient, connectedAt: float, autojoin: bool = True) -> None:
-        self.client = client
-        # A first nickname joins the default room (line and web clients); IRC clients
-        # join the channels they ask for, and none by default.
-        self.autojoin = autojoin
-        # Chose a first nickname this reactor turn and is to join the default room unless
-        # the client, in what it sent with the nickname, asks for another (see setNick).
-        self.joinPending = False
-        self.ident: str | None = None  # the user part of IRC's nick!user@host, if not nick
-        self.realname: str | None = None  # IRC's "real name", if not the nickname
-        self.away: str | None = None  # why they are away (IRC's AWAY), if they are
-        self._source: ev.Source | None = None
-        self.nick: str | None = None
-        self.key: str | None = None  # fold(nick): the name the service knows it by
-        # Every room joined, by key, in the order joined. Which of them a wire's plain
-        # lines go to is that wire's business (Session.room), not the domain's.
-        self.rooms: dict[str, Room] = {}
-        self.connectedAt = connectedAt
-        self.account: Account | None = None  # set once logged in (or registered)
-        self.color: str | None = None  # "#rrggbb", shown by clients that can
-        # The newest message id of each room this connection left, or that its client said
-        # it had seen (a since): coming back replays only what it missed. Made when first
-        # needed.
-        self.seen: dict[str, int] | None = None
-        # Nicknames this connection went by before, newest last: a ban or mute of one
-        # still finds the person who renamed.
-        self.formerKeys: tuple[str, ...] = ()
-
-    @property
-    def host(self) -> str:
-        """The peer's IP address, which login throttling and bans go by."""
-        return getattr(self.client, "host", None) or self.client.address
-
-    def source(self, hostmasks: Callable[[str], str]) -> ev.Source:
-        """Who this user is in an IRC prefix; made again only when it changes."""
-        source = self._source
-        account = self.account.nick if self.account is not None else None
-        nick = self.nick or "*"
-        if (
-            source is None
-            or source.nick != nick
-            or source.account != account
-            or source.user != (self.ident or nick)  # IRC's USER came after (with a realname)
-            or source.realname != (self.realname or nick)
-        ):
-            realname = self.realname or nick
-            source = self._source = ev.Source(
-                nick, self.ident or nick, hostmasks(self.host), account, realname
-            )
-        return source
-
-    def __repr__(self) -> str:
-        return f"<User {self.nick!r} {self.client.address}>"
-
-
-REALNAME_LENGTH = 100  # characters of a "real name": WHOIS and WHO show it on one line
-
-
-def cleanRealname(text: str) -> str:
-    """A "real name" as others may see it: IRC formatting kept, controls gone, bounded."""
-    return sanitize(text[:REALNAME_LENGTH], formatting=True).strip()
-
-
-class Console:
-    """The admin console (the SSH manhole): an actor with every right."""
-
-    nick = "console"  # what rooms and logs call it
-
-    def __repr__(self) -> str:
-        return "<Console>"
-
-
-CONSOLE = Console()
-# Who does a privileged thing: a user (whose rights the service checks) or the console.
-Actor = User | Console
-
-
-class Room:
-    __slots__ = ("key", "name", "members", "topic", "topicBy", "topicTs", "recent", "loading")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.key = fold(name)
-        self.members: dict[str, User] = {}  # by user key, in order of joining
-        # A room with a topic is permanent: it stays listed when empty, across restarts.
-        self.topic: str | None = None
-        self.topicBy = ""
-        self.topicTs = 0.0
-        # The newest messages, replayed to each joiner without asking the store; None
-        # until loaded, which happens when the room is first joined.
-        self.recent: deque[ev.RoomMessage] | None = None
-        self.loading: list[defer.Deferred[None]] | None = None  # joiners waiting for it
-
-    def __repr__(self) -> str:
-        return f"<Room #{self.name} ({len(self.members)})>"
-
-
-class ChatService(Service):
+class ChatService(Lookups, Service):
     """Owns users and rooms and enforces the rules; every protocol is an adapter to it."""
 
     name = "chat"
@@ -1028,95 +919,6 @@ class ChatService(Service):
         ):
             del self.rooms[room.key]
 
-    def who(self, user: User, name: str) -> ev.WhoReply:
-        """Who is in room C{name} (on every node of a cluster)."""
-        name = self._roomName(name)
-        key = fold(name)
-        room = self.rooms.get(key)
-        remote = self._remoteMembers(key)
-        if room is None and not remote:
-            raise NoSuchRoom(f"there is no room #{name}")
-        members = room.members.values() if room is not None else ()
-        nicks = tuple(u.nick for u in members) + tuple(m.nick for m in remote)
-        admins = frozenset(u.nick for u in members if u.account is not None and self.isAdmin(u))
-        admins |= {m.nick for m in remote if m.admin}
-        shown = room.name if room is not None else self.presence.remote.names.get(key, name)
-        return ev.WhoReply(shown, nicks, self.now(), admins)
-
-    def roomList(self) -> ev.RoomsReply:
-        """Every room and how many are in it (on every node of a cluster)."""
-        counts = {key: (room.name, len(room.members)) for key, room in self.rooms.items()}
-        if self.presence is not None:
-            remote = self.presence.remote
-            for key, members in remote.rooms.items():
-                name, count = counts.get(key, (remote.names.get(key, key), 0))
-                counts[key] = (name, count + len(members))
-        rooms = tuple(counts[key] for key in sorted(counts))
-        return ev.RoomsReply(rooms, self.now())
-
-    def census(self) -> tuple[int, int, int]:
-        """Named users, nodes and rooms: on every node of a cluster, as far as this node
-        knows (another node's users who are in no room are not known here)."""
-        users, nodes = len(self.users), 1
-        if self.presence is not None:
-            users += len(self.presence.remote.users)
-            nodes += len(self.presence.remote.nodes() - {self.directory.node})
-        return users, nodes, len(self.roomList().rooms)
-
-    def localMembers(self) -> tuple[tuple, tuple]:
-        """Who is in which room on this node, as C{(room, nick, admin)}s, and who each
-        of them is, as C{(source, away)}s (what L{roster.Members} tells the others)."""
-        members = tuple(
-            (room.name, u.nick, self.isAdmin(u))
-            for room in self.rooms.values()
-            for u in room.members.values()
-        )
-        users = tuple((self.sourceOf(u), u.away) for u in self.users.values() if u.rooms)
-        return members, users
-
-    def profileOf(self, user: User) -> Profile:
-        """What WHO and WHOIS show of this node's C{user}."""
-        rooms = tuple(r.name for r in user.rooms.values())
-        admin = self.isAdmin(user)
-        return Profile(
-            user.nick, self.sourceOf(user), user.away, admin, rooms, None, user.connectedAt
-        )
-
-    def profile(self, nick: str) -> Profile | None:
-        """Who C{nick} is, on this node or (in a room) on another; None if not known."""
-        key = fold(nick)
-        user = self.users.get(key)
-        if user is not None:
-            return self.profileOf(user)
-        return self.presence.remote.profile(key) if self.presence is not None else None
-
-    async def findProfile(self, nick: str) -> Profile | None:
-        """L{profile}, or else, in a cluster, where C{nick} is connected (a user in no
-        room: the other node has said nothing more of them)."""
-        found = self.profile(nick)
-        if found is not None or self.directory is None:
-            return found
-        try:
-            nick = checkNick(nick)
-        except ChatError:
-            return None
-        node = await self.directory.locate(fold(nick))
-        if node is None or node == self.directory.node:
-            return self.profile(nick)  # (one may have arrived here meanwhile)
-        return Profile(nick, ev.Source(nick, nick, "*"), None, False, (), node)
-
-    def roomProfiles(self, name: str) -> tuple[str, list[Profile]]:
-        """Room C{name}'s shown name and its members on every node (none if no such room)."""
-        key = fold(name)
-        room = self.rooms.get(key)
-        found = [self.profileOf(u) for u in room.members.values()] if room is not None else []
-        if self.presence is not None:
-            remote = self.presence.remote
-            found += [remote.profile(fold(m.nick)) for m in remote.members(key)]
-            if room is None:
-                return remote.names.get(key, name), found
-        return (room.name if room is not None else name), found
-
     # -- talking -------------------------------------------------------------------
 
     def say(self, user: User, name: str, text: str, kind: str = "message") -> ev.RoomMessage:
@@ -1235,54 +1037,6 @@ class ChatService(Service):
         return event
 
     # -- administration (the manhole console and, later, admin commands use these) ----
-
-    def roomSummary(self) -> list[tuple[str, int]]:
-        """Every room and its member count, by name."""
-        return list(self.roomList().rooms)
-
-    def userSummary(self, room: str | None = None) -> list[dict]:
-        """The named users (in C{room}, if given), with where they come from: on every
-        node of a cluster, those of other nodes (in a room) with C{node} set and no
-        address or connection time (those stay on their node)."""
-        key = fold(self._roomName(room)) if room is not None else None
-        if key is None:
-            users = list(self.users.values())
-        else:
-            found = self.rooms.get(key)
-            if found is None and not self._remoteMembers(key):
-                raise NoSuchRoom(f"there is no room #{self._roomName(room)}")
-            users = list(found.members.values()) if found is not None else []
-        summary = [
-            {
-                "nick": u.nick,
-                "address": u.client.address,
-                # The room joined last: where a line or web user is now.
-                "room": next(reversed(u.rooms.values())).name if u.rooms else None,
-                "rooms": [r.name for r in u.rooms.values()],
-                "connected": u.connectedAt,
-                "node": None,
-            }
-            for u in users
-        ]
-        if self.presence is not None:
-            remote = self.presence.remote
-            keys = remote.users if key is None else [fold(m.nick) for m in remote.members(key)]
-            for userKey in list(keys):
-                them = remote.profile(userKey)
-                summary.append(
-                    {
-                        "nick": them.nick,
-                        "address": None,
-                        "room": them.rooms[-1] if them.rooms else None,
-                        "rooms": list(them.rooms),
-                        "connected": None,
-                        "node": them.node,
-                    }
-                )
-        return summary
-
-    def _remoteMembers(self, roomKey: str) -> list:
-        return self.presence.remote.members(roomKey) if self.presence is not None else []
 
     def broadcast(self, actor: Actor, text: str) -> int:
         """A server notice to every connection (on every node of a cluster); returns how

@@ -37,6 +37,7 @@ from chatserv.errors import (
 )
 from chatserv.limits import Deadlines
 from chatserv.names import MAX_NAME_LENGTH
+from chatserv.people import REALNAME_LENGTH, User
 from chatserv.protocols import keepAlive, noDelay
 from chatserv.protocols.framing import LineFramer
 from chatserv.protocols.ircmessage import MAX_BODY, BadMessage, body, escapeTag, line, parse
@@ -51,7 +52,7 @@ from chatserv.protocols.ircverbs import (
 )
 from chatserv.protocols.ircwire import IrcWires
 from chatserv.protocols.line import LineChatFactory, LineChatProtocol
-from chatserv.service import REALNAME_LENGTH, ChatService, User
+from chatserv.service import ChatService
 from chatserv.session import Session
 from chatserv.text import sanitize
 

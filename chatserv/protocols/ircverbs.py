@@ -35,11 +35,11 @@ from chatserv.errors import (
     UnknownCommand,
 )
 from chatserv.names import fold
+from chatserv.people import REALNAME_LENGTH, cleanRealname
 from chatserv.protocols import irchistory
 from chatserv.protocols.ircmessage import Message, line
 from chatserv.protocols.ircwire import channel
 from chatserv.roster import Profile
-from chatserv.service import REALNAME_LENGTH, cleanRealname
 from chatserv.session import Session
 
 if TYPE_CHECKING:

@@ -1,0 +1,165 @@
+"""Who is where: the queries behind /who, /rooms, NAMES, WHO, WHOIS, LIST, LUSERS and
+the console's users() and rooms(), over this node's users and rooms and, in a cluster,
+what this node knows of the others' (L{chatserv.roster}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from chatserv import events as ev
+from chatserv.errors import ChatError, NoSuchRoom
+from chatserv.names import checkNick, fold
+from chatserv.roster import Profile
+
+if TYPE_CHECKING:
+    from chatserv.interfaces import IDirectory
+    from chatserv.people import Room, User
+    from chatserv.roster import ClusterPresence
+
+
+class Lookups:
+    """A part of L{chatserv.service.ChatService}: it reads the service's C{users},
+    C{rooms}, C{presence} and C{directory}, and changes nothing."""
+
+    users: dict[str, User]
+    rooms: dict[str, Room]
+    presence: ClusterPresence | None
+    directory: IDirectory | None
+
+    def who(self, user: User, name: str) -> ev.WhoReply:
+        """Who is in room C{name} (on every node of a cluster)."""
+        name = self._roomName(name)
+        key = fold(name)
+        room = self.rooms.get(key)
+        remote = self._remoteMembers(key)
+        if room is None and not remote:
+            raise NoSuchRoom(f"there is no room #{name}")
+        members = room.members.values() if room is not None else ()
+        nicks = tuple(u.nick for u in members) + tuple(m.nick for m in remote)
+        admins = frozenset(u.nick for u in members if u.account is not None and self.isAdmin(u))
+        admins |= {m.nick for m in remote if m.admin}
+        shown = room.name if room is not None else self.presence.remote.names.get(key, name)
+        return ev.WhoReply(shown, nicks, self.now(), admins)
+
+    def roomList(self) -> ev.RoomsReply:
+        """Every room and how many are in it (on every node of a cluster)."""
+        counts = {key: (room.name, len(room.members)) for key, room in self.rooms.items()}
+        if self.presence is not None:
+            remote = self.presence.remote
+            for key, members in remote.rooms.items():
+                name, count = counts.get(key, (remote.names.get(key, key), 0))
+                counts[key] = (name, count + len(members))
+        rooms = tuple(counts[key] for key in sorted(counts))
+        return ev.RoomsReply(rooms, self.now())
+
+    def census(self) -> tuple[int, int, int]:
+        """Named users, nodes and rooms: on every node of a cluster, as far as this node
+        knows (another node's users who are in no room are not known here)."""
+        users, nodes = len(self.users), 1
+        if self.presence is not None:
+            users += len(self.presence.remote.users)
+            nodes += len(self.presence.remote.nodes() - {self.directory.node})
+        return users, nodes, len(self.roomList().rooms)
+
+    def localMembers(self) -> tuple[tuple, tuple]:
+        """Who is in which room on this node, as C{(room, nick, admin)}s, and who each
+        of them is, as C{(source, away)}s (what L{roster.Members} tells the others)."""
+        members = tuple(
+            (room.name, u.nick, self.isAdmin(u))
+            for room in self.rooms.values()
+            for u in room.members.values()
+        )
+        users = tuple((self.sourceOf(u), u.away) for u in self.users.values() if u.rooms)
+        return members, users
+
+    def profileOf(self, user: User) -> Profile:
+        """What WHO and WHOIS show of this node's C{user}."""
+        rooms = tuple(r.name for r in user.rooms.values())
+        admin = self.isAdmin(user)
+        return Profile(
+            user.nick, self.sourceOf(user), user.away, admin, rooms, None, user.connectedAt
+        )
+
+    def profile(self, nick: str) -> Profile | None:
+        """Who C{nick} is, on this node or (in a room) on another; None if not known."""
+        key = fold(nick)
+        user = self.users.get(key)
+        if user is not None:
+            return self.profileOf(user)
+        return self.presence.remote.profile(key) if self.presence is not None else None
+
+    async def findProfile(self, nick: str) -> Profile | None:
+        """L{profile}, or else, in a cluster, where C{nick} is connected (a user in no
+        room: the other node has said nothing more of them)."""
+        found = self.profile(nick)
+        if found is not None or self.directory is None:
+            return found
+        try:
+            nick = checkNick(nick)
+        except ChatError:
+            return None
+        node = await self.directory.locate(fold(nick))
+        if node is None or node == self.directory.node:
+            return self.profile(nick)  # (one may have arrived here meanwhile)
+        return Profile(nick, ev.Source(nick, nick, "*"), None, False, (), node)
+
+    def roomProfiles(self, name: str) -> tuple[str, list[Profile]]:
+        """Room C{name}'s shown name and its members on every node (none if no such room)."""
+        key = fold(name)
+        room = self.rooms.get(key)
+        found = [self.profileOf(u) for u in room.members.values()] if room is not None else []
+        if self.presence is not None:
+            remote = self.presence.remote
+            found += [remote.profile(fold(m.nick)) for m in remote.members(key)]
+            if room is None:
+                return remote.names.get(key, name), found
+        return (room.name if room is not None else name), found
+
+    def roomSummary(self) -> list[tuple[str, int]]:
+        """Every room and its member count, by name."""
+        return list(self.roomList().rooms)
+
+    def userSummary(self, room: str | None = None) -> list[dict]:
+        """The named users (in C{room}, if given), with where they come from: on every
+        node of a cluster, those of other nodes (in a room) with C{node} set and no
+        address or connection time (those stay on their node)."""
+        key = fold(self._roomName(room)) if room is not None else None
+        if key is None:
+            users = list(self.users.values())
+        else:
+            found = self.rooms.get(key)
+            if found is None and not self._remoteMembers(key):
+                raise NoSuchRoom(f"there is no room #{self._roomName(room)}")
+            users = list(found.members.values()) if found is not None else []
+        summary = [
+            {
+                "nick": u.nick,
+                "address": u.client.address,
+                # The room joined last: where a line or web user is now.
+                "room": next(reversed(u.rooms.values())).name if u.rooms else None,
+                "rooms": [r.name for r in u.rooms.values()],
+                "connected": u.connectedAt,
+                "node": None,
+            }
+            for u in users
+        ]
+        if self.presence is not None:
+            remote = self.presence.remote
+            keys = remote.users if key is None else [fold(m.nick) for m in remote.members(key)]
+            for userKey in list(keys):
+                them = remote.profile(userKey)
+                summary.append(
+                    {
+                        "nick": them.nick,
+                        "address": None,
+                        "room": them.rooms[-1] if them.rooms else None,
+                        "rooms": list(them.rooms),
+                        "connected": None,
+                        "node": them.node,
+                    }
+                )
+        return summary
+
+    def _remoteMembers(self, roomKey: str) -> list:
+        return self.presence.remote.members(roomKey) if self.presence is not None else []
