@@ -122,14 +122,19 @@ def test_cluster_smoke_run(tmp_path):
     RedisServer(tmp_path)  # skips (fails on CI) without redis-server
     with pgserver.freshDatabase() as url:
         results, table = runBench(tmp_path, "--quick", "--scenarios", "cluster", "--pg", url)
-    assert set(results) == {"cluster/single", "cluster/two-node"}
+    # (and the many-rooms load, every client sending, each room over both nodes)
+    clients = {"cluster/single": 20, "cluster/two-node": 20,
+               "cluster/rooms-single": 40, "cluster/rooms-two-node": 40}  # fmt: skip
+    assert set(results) == set(clients)
     for key, entry in results.items():
         common = entry["common"]
-        assert common["ready"] == common["clients"] == 20, key
+        assert common["ready"] == common["clients"] == clients[key], key
         assert common["received"] == common["expected"] > 0, key
         assert (common["lost"], common["dup"], common["misrouted"]) == (0, 0, 0), key
+    assert results["cluster/rooms-two-node"]["common"]["senders"] == 40
     assert 0 < results["cluster/two-node"]["redis_calls_per_message"]["publish"] <= 1.2
     assert "cluster: senders on node A, receivers on B" in table
+    assert "each room over both nodes" in table
 
 
 def test_flame_graph_and_summary(tmp_path):
