@@ -45,7 +45,17 @@ class NodeGone:
     node: str
 
 
-codec.register(MembersWanted, Members, NodeGone)
+@dataclass(frozen=True, slots=True)
+class Identified:
+    """A control message: a user of node C{node} logged in to (or registered) an
+    account: who they are now, and whether they are an admin."""
+
+    node: str
+    source: ev.Source
+    admin: bool
+
+
+codec.register(MembersWanted, Members, NodeGone, Identified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +102,11 @@ class RemoteRoster:
             for key in rooms:
                 self._drop(key, fold(event.nick))
         elif kind is ev.Renamed:
-            self._rename(event.old, event.new)
+            self._rename(event.old, event.new, event.source)
+        elif kind is Identified:
+            member = self.users.get(fold(event.source.nick))
+            if member is not None and member.node == node:
+                member.source, member.admin = event.source, event.admin
         elif kind in (ev.AdminChanged, ev.Away, ev.RealnameChanged):
             member = self.users.get(fold(event.nick))
             if member is None:
@@ -167,15 +181,16 @@ class RemoteRoster:
         self.rooms.setdefault(roomKey, {})[userKey] = member
         return member
 
-    def _rename(self, old: str, new: str) -> None:
+    def _rename(self, old: str, new: str, before: ev.Source | None) -> None:
         oldKey, newKey = fold(old), fold(new)
         member = self.users.pop(oldKey, None)
         if member is None:
             return
         member.nick = new
-        if member.source is not None:
-            user = new if member.source.user == member.source.nick else member.source.user
-            member.source = dataclasses.replace(member.source, nick=new, user=user)
+        source = before or member.source  # (the event's is the newer: an account let go)
+        if source is not None:
+            user = new if source.user == source.nick else source.user
+            member.source = dataclasses.replace(source, nick=new, user=user)
         self.users[newKey] = member
         for key in member.rooms:
             members = self.rooms[key]

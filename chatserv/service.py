@@ -76,7 +76,7 @@ from chatserv.people import (  # (the service's names for them, too)
     User,
     cleanRealname,
 )
-from chatserv.roster import ClusterPresence
+from chatserv.roster import ClusterPresence, Identified
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
@@ -466,6 +466,7 @@ class ChatService(Lookups, Service):
         if user.account is not None and user.account.key != key:
             self.notice(user, f"you are no longer logged in as {user.account.nick}")
             user.account = None
+            self._identify(user)
         oldKey = user.key
         before = self.sourceOf(user) if old is not None else None
         if oldKey is not None:
@@ -656,6 +657,14 @@ class ChatService(Lookups, Service):
         self.deliver(
             user, ev.LoggedIn(user.account.nick, self.isAdmin(user), user.color, text, self.now())
         )
+        self._identify(user)
+
+    def _identify(self, user: User) -> None:
+        """Tell the other nodes of a cluster who C{user} is now (logged in, or no longer),
+        for their WHOIS and NAMES."""
+        if self.directory is not None and user.rooms:
+            identified = Identified(self.directory.node, self.sourceOf(user), self.isAdmin(user))
+            self.bus.publish(identified)
 
     async def _deliverOffline(self, user: User) -> None:
         kept = await self.store.takeOffline(user.key)

@@ -432,6 +432,19 @@ def test_who_whois_and_the_console_see_who_each_user_on_another_node_is():
     c.presence.askEveryone()
     them = c.profile("robert")
     assert (them.source.user, them.away, them.rooms) == ("bobby", "at lunch", ("lobby", "dev"))
+    # Logging in to an account (an admin's, here) shows on the other nodes too, and
+    # so does letting it go.
+    b.store = a.store
+    resultOf(defer.ensureDeferred(b.register(bob, "builders-42")))
+    assert a.profile("robert").source.account == "robert"
+    resultOf(defer.ensureDeferred(b.setAdmin(CONSOLE, "robert", True)))
+    resultOf(b.setNick(bob, "bobby"))
+    them = a.profile("bobby")
+    assert (them.source.account, them.admin) == (None, False)
+    resultOf(defer.ensureDeferred(b.login(bob, "robert", "builders-42")))
+    them = a.profile("robert")
+    assert (them.source.account, them.admin) == ("robert", True)
+    assert a.who(alice, "lobby").admins == frozenset({"robert"})
     # Leaving the last room forgets them here (the directory still finds them).
     b.part(bob, "lobby"), b.part(bob, "dev")
     assert a.profile("robert") is None and "robert" not in a.presence.remote.users
