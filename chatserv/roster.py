@@ -47,8 +47,8 @@ class NodeGone:
 
 @dataclass(frozen=True, slots=True)
 class Identified:
-    """A control message: a user of node C{node} logged in to (or registered) an
-    account: who they are now, and whether they are an admin."""
+    """A control message: a user of node C{node} logged in to an account (or registered
+    one, or let one go by renaming): who they are now, and whether they are an admin."""
 
     node: str
     source: ev.Source
