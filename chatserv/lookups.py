@@ -39,8 +39,7 @@ class Lookups:
         nicks = tuple(u.nick for u in members) + tuple(m.nick for m in remote)
         admins = frozenset(u.nick for u in members if u.account is not None and self.isAdmin(u))
         admins |= {m.nick for m in remote if m.admin}
-        shown = room.name if room is not None else self.presence.remote.names.get(key, name)
-        return ev.WhoReply(shown, nicks, self.now(), admins)
+        return ev.WhoReply(self._shownName(key, name), nicks, self.now(), admins)
 
     def roomList(self) -> ev.RoomsReply:
         """Every room and how many are in it (on every node of a cluster)."""
@@ -56,11 +55,13 @@ class Lookups:
     def census(self) -> tuple[int, int, int]:
         """Named users, nodes and rooms: on every node of a cluster, as far as this node
         knows (another node's users who are in no room are not known here)."""
-        users, nodes = len(self.users), 1
+        users, nodes, rooms = len(self.users), 1, len(self.rooms)
         if self.presence is not None:
-            users += len(self.presence.remote.users)
-            nodes += len(self.presence.remote.nodes() - {self.directory.node})
-        return users, nodes, len(self.roomList().rooms)
+            remote = self.presence.remote
+            users += len(remote.users)
+            nodes += len(remote.nodes() - {self.directory.node})
+            rooms += len(remote.rooms.keys() - self.rooms.keys())
+        return users, nodes, rooms
 
     def localMembers(self) -> tuple[tuple, tuple]:
         """Who is in which room on this node, as C{(room, nick, admin)}s, and who each
@@ -112,9 +113,14 @@ class Lookups:
         if self.presence is not None:
             remote = self.presence.remote
             found += [remote.profile(fold(m.nick)) for m in remote.members(key)]
-            if room is None:
-                return remote.names.get(key, name), found
-        return (room.name if room is not None else name), found
+        return self._shownName(key, name), found
+
+    def _shownName(self, key: str, name: str) -> str:
+        """Room C{key}'s name as its creator spelled it (here, or on another node)."""
+        room = self.rooms.get(key)
+        if room is not None:
+            return room.name
+        return self.presence.remote.names.get(key, name) if self.presence is not None else name
 
     def roomSummary(self) -> list[tuple[str, int]]:
         """Every room and its member count, by name."""

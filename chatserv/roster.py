@@ -170,9 +170,7 @@ class RemoteRoster:
         self.names[roomKey] = room
         member = self.users.get(userKey)
         if member is None or member.node != node:  # (the name moved: a new user)
-            if member is not None:
-                for key in list(member.rooms):
-                    self._drop(key, userKey)
+            self.dropUser(userKey)
             member = self.users[userKey] = Member(nick, node, admin)
         member.nick, member.admin = nick, admin
         if source is not None:

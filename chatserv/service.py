@@ -621,23 +621,23 @@ class ChatService(Lookups, Service):
                 f"too many {what}; try again in {describeDuration(math.ceil(wait))}"
             )
         self.throttle.admit(host, key, self.now())
-        self._share(Attempt("login", host, key, False, ""))
+        self._share("login", host, key, refund=False)
 
     def _finishCheck(self, host: str, key: str, failed: bool) -> None:
         """A password check admitted by L{_admitCheck} is over (C{failed}: it counts)."""
         self.throttle.finish(host, key, self.now(), failed)
         if not failed:
-            self._share(Attempt("login", host, key, True, ""))
+            self._share("login", host, key, refund=True)
 
     def _registration(self, host: str, refund: bool = False) -> None:
         """Count (or give back) one registration from C{host}, on every node."""
         (self.registrations.refund if refund else self.registrations.add)(host, self.now())
-        self._share(Attempt("register", host, "", refund, ""))
+        self._share("register", host, "", refund)
 
-    def _share(self, attempt: Attempt) -> None:
+    def _share(self, kind: str, host: str, account: str, refund: bool) -> None:
         # The others count what this node counted; a single node has no one to tell.
         if self.directory is not None:
-            self.bus.publish(dataclasses.replace(attempt, node=self.directory.node))
+            self.bus.publish(Attempt(kind, host, account, refund, self.directory.node))
 
     def _applyAttempt(self, event: Attempt, rooms: tuple[str, ...]) -> None:
         if self.directory is None or event.node == self.directory.node:
