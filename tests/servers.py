@@ -108,10 +108,11 @@ def _drain(fd: int, output: list[str]) -> None:
         output.append(chunk.decode("utf-8", "replace"))
 
 
-def readUntil(sock, marker: bytes, timeout: float = 10.0) -> bytes:
+def readUntil(sock, marker: bytes, timeout: float = 10.0, have: bytes = b"") -> bytes:
     """Read a blocking socket until C{marker} arrives (failing the test if it does not
-    within C{timeout} seconds, or the peer closes first); everything read."""
-    data = b""
+    within C{timeout} seconds, or the peer closes first); everything read, after C{have}:
+    what was read before, which may hold the marker already."""
+    data = have
     deadline = time.monotonic() + timeout
     while marker not in data and time.monotonic() < deadline:
         chunk = sock.recv(65536)
