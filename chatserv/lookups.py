@@ -5,12 +5,13 @@ what this node knows of the others' (L{chatserv.roster}).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from chatserv import events as ev
 from chatserv.errors import ChatError, NoSuchRoom
 from chatserv.names import checkNick, fold
-from chatserv.roster import Profile
+from chatserv.roster import Profile, ProfileWanted
 
 if TYPE_CHECKING:
     from chatserv.interfaces import IDirectory
@@ -91,19 +92,26 @@ class Lookups:
         return self.presence.remote.profile(key) if self.presence is not None else None
 
     async def findProfile(self, nick: str) -> Profile | None:
-        """L{profile}, or else, in a cluster, where C{nick} is connected (a user in no
-        room: the other node has said nothing more of them)."""
-        found = self.profile(nick)
-        if found is not None or self.directory is None:
-            return found
+        """Who C{nick} is, wherever they are connected: in a cluster, another node's
+        user is asked of their node (which knows more than the roster here: when they
+        connected, and anything of someone in no room); if it does not answer in time,
+        what is known here. None if no one has the name."""
+        user = self.users.get(fold(nick))
+        if user is not None or self.directory is None:
+            return self.profile(nick)
         try:
-            nick = checkNick(nick)
+            key = fold(checkNick(nick))
         except ChatError:
             return None
-        node = await self.directory.locate(fold(nick))
-        if node is None or node == self.directory.node:
-            return self.profile(nick)  # (one may have arrived here meanwhile)
-        return Profile(nick, ev.Source(nick, nick, "*"), None, False, (), node)
+        holder, found = await self.askHolder(key, lambda node, n: ProfileWanted(key, node, n))
+        if found is not None:
+            return dataclasses.replace(found, node=holder)
+        if holder is None:  # on no other node: here (arrived meanwhile), or nowhere
+            user = self.users.get(key)
+            return self.profileOf(user) if user is not None else None
+        # No answer in time: what the roster knows, or at least where they are.
+        unknown = Profile(nick, ev.Source(nick, nick, "*"), None, False, (), holder)
+        return self.profile(nick) or unknown
 
     def roomProfiles(self, name: str) -> tuple[str, list[Profile]]:
         """Room C{name}'s shown name and its members on every node (none if no such room)."""

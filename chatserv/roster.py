@@ -55,9 +55,6 @@ class Identified:
     admin: bool
 
 
-codec.register(MembersWanted, Members, NodeGone, Identified)
-
-
 @dataclass(frozen=True, slots=True)
 class Profile:
     """What WHO, WHOIS and the console show of one user, on this node or another."""
@@ -68,7 +65,31 @@ class Profile:
     admin: bool
     rooms: tuple[str, ...]  # the names of the rooms they are in
     node: str | None = None  # None: this node
-    connectedAt: float | None = None  # None: not known here (another node's user)
+    connectedAt: float | None = None  # None: not known here
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileWanted:
+    """A control message: node C{asker} wants to know who user C{key} is (for WHOIS and
+    WHO: what the roster does not keep, such as when they connected, or anything of
+    someone in no room); the node where they are answers with L{ProfileFound}."""
+
+    key: str
+    asker: str
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileFound:
+    """A control message: the answer to node C{asker}'s L{ProfileWanted} C{request}
+    (C{profile.node} is None: the node that answered)."""
+
+    request: int
+    asker: str
+    profile: Profile
+
+
+codec.register(MembersWanted, Members, NodeGone, Identified, Profile, ProfileWanted, ProfileFound)
 
 
 @dataclass(slots=True)

@@ -76,7 +76,7 @@ from chatserv.people import (  # (the service's names for them, too)
     User,
     cleanRealname,
 )
-from chatserv.roster import ClusterPresence, Identified
+from chatserv.roster import ClusterPresence, Identified, ProfileFound, ProfileWanted
 from chatserv.stats import Counters
 from chatserv.store import Account, IStore, RoomRecord, Sanction, Span
 from chatserv.store.guard import GuardedStore
@@ -194,9 +194,12 @@ class ChatService(Lookups, Service):
             Attempt: self._applyAttempt,
             AddressWanted: self._applyAddressWanted,
             AddressFound: self._applyAddressFound,
+            ProfileWanted: self._applyProfileWanted,
+            ProfileFound: self._applyProfileFound,
         }
-        # What this node asked the others (an address to ban), by request number.
-        self._asked: dict[int, defer.Deferred[str]] = {}
+        # What this node asked another (an address to ban, who someone is), by request
+        # number.
+        self._asked: dict[int, defer.Deferred] = {}
         self._requests = 0
         self.bus.subscribe(self.received)
         # Connections that must choose a nickname in time: one timer for all of them.
@@ -1209,21 +1212,30 @@ class ChatService(Lookups, Service):
     async def _addressElsewhere(self, key: str) -> str | None:
         """The address user C{key} is connected from on another node of the cluster
         (asked of that node), or C{None}: on no node, or no answer in time."""
+        _, host = await self.askHolder(key, lambda node, n: AddressWanted(key, node, n))
+        return host
+
+    async def askHolder(self, key: str, question: Callable[[str, int], object]) -> tuple:
+        """Ask the node where user C{key} is connected C{question(this node, request
+        number)}, if that is another node of the cluster: C{(that node, its answer)}
+        (the value of the request's L{AddressFound} or L{ProfileFound}); the answer is
+        None if none came within a third of C{cluster_presence_timeout}, and both are
+        None if C{key} is on no other node."""
         if self.directory is None:
-            return None
+            return None, None
         holder = await self.directory.locate(key)
         if holder is None or holder == self.directory.node:
-            return None
+            return None, None
         self._requests += 1
         request = self._requests
-        answer: defer.Deferred[str] = defer.Deferred()
+        answer: defer.Deferred = defer.Deferred()
         self._asked[request] = answer
         answer.addTimeout(self.settings.cluster_presence_timeout / 3, self.clock)
-        self.bus.publish(AddressWanted(key, self.directory.node, request))
+        self.bus.publish(question(self.directory.node, request))
         try:
-            return await answer
+            return holder, await answer
         except defer.TimeoutError:
-            return None
+            return holder, None
         finally:
             self._asked.pop(request, None)
 
@@ -1232,11 +1244,22 @@ class ChatService(Lookups, Service):
         if user is not None and self.directory is not None and event.asker != self.directory.node:
             self.bus.publish(AddressFound(event.request, event.asker, user.host))
 
+    def _applyProfileWanted(self, event: ProfileWanted, rooms: tuple[str, ...]) -> None:
+        user = self.users.get(event.key)
+        if user is not None and self.directory is not None and event.asker != self.directory.node:
+            self.bus.publish(ProfileFound(event.request, event.asker, self.profileOf(user)))
+
     def _applyAddressFound(self, event: AddressFound, rooms: tuple[str, ...]) -> None:
-        if self.directory is not None and event.asker == self.directory.node:
-            answer = self._asked.pop(event.request, None)
+        self._answered(event.asker, event.request, event.host)
+
+    def _applyProfileFound(self, event: ProfileFound, rooms: tuple[str, ...]) -> None:
+        self._answered(event.asker, event.request, event.profile)
+
+    def _answered(self, asker: str, request: int, value: object) -> None:
+        if self.directory is not None and asker == self.directory.node:
+            answer = self._asked.pop(request, None)
             if answer is not None:
-                answer.callback(event.host)
+                answer.callback(value)
 
     async def mute(self, actor: Actor, nick: str, duration: float | None = None) -> Sanction:
         """Refuse what a nickname says (rooms and private messages) for a while."""

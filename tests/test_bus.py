@@ -419,14 +419,41 @@ def test_who_whois_and_the_console_see_who_each_user_on_another_node_is():
     assert summary["robert"]["node"] == "b" and summary["robert"]["address"] is None
     assert summary["alice"]["node"] is None
     assert [u["nick"] for u in a.userSummary("dev")] == ["robert"]
-    # Someone in no room: only the directory knows, and says where.
-    carol, _ = connect(b, "carol")
+    # WHOIS asks the user's node, which knows more: when they connected, and who
+    # someone in no room is (the roster here knows only those in rooms).
+    b.clock.advance(60)
+    signon = b.now()
+    carol = b.connect(FakeClient(name="carol"))
+    carol.ident, carol.realname = "cc", "Carol C"
+    resultOf(b.setNick(carol, "carol"))
+    endTurn(b)
     b.part(carol, "lobby")
     assert a.profile("carol") is None
     found = resultOf(defer.ensureDeferred(a.findProfile("Carol")))
-    assert (found.nick, found.node, found.rooms) == ("Carol", "b", ())
+    assert (found.nick, found.node, found.rooms, found.connectedAt) == ("carol", "b", (), signon)
+    assert (found.source.user, found.source.realname) == ("cc", "Carol C")
+    assert found.source.host == b.sourceOf(carol).host
+    found = resultOf(defer.ensureDeferred(a.findProfile("robert")))
+    assert (found.node, found.rooms, found.away) == ("b", ("lobby", "dev"), "at lunch")
+    assert found.connectedAt == signon - 60
     assert resultOf(defer.ensureDeferred(a.findProfile("nobody"))) is None
     assert resultOf(defer.ensureDeferred(a.findProfile("alice"))).connectedAt is not None
+    assert not a._asked
+    # A node that does not answer in time: what the roster knows, or where they are.
+    a.bus.hub.buses.remove(b.bus)
+    asking = defer.ensureDeferred(a.findProfile("carol"))
+    a.clock.advance(a.settings.cluster_presence_timeout / 3)
+    found = resultOf(asking)
+    assert (found.nick, found.node, found.source.host, found.connectedAt) == (
+        "carol",
+        "b",
+        "*",
+        None,
+    )
+    asking = defer.ensureDeferred(a.findProfile("robert"))
+    a.clock.advance(a.settings.cluster_presence_timeout / 3)
+    assert resultOf(asking).rooms == ("lobby", "dev")
+    a.bus.hub.buses.append(b.bus)
     # A node that joins later learns all of it from the others' answers.
     c, _ = makeService(bus=a.bus.hub.bus("c"), directory=SharedDirectory(names, "c"))
     c.presence.askEveryone()

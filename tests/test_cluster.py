@@ -165,6 +165,18 @@ def test_irc_who_whois_and_list_show_the_whole_cluster(tmp_path, redis, database
         assert b"319 ivy dave :#lobby #ops" in whois
         assert b"312 ivy dave " in whois and b":node node1 of " in whois
         assert b"301 ivy dave :in a meeting" in whois
+        assert b"317 ivy dave " in whois  # asked of node b: when dave connected
+        # Someone in no room, on the other node: found and shown all the same.
+        zed = socket.create_connection(("127.0.0.1", b.irc), timeout=10)
+        zed.sendall(b"NICK zed\r\nUSER zee 0 * :Zed Zero\r\n")
+        readUntil(zed, b"001 zed")
+        ivy.sendall(b"WHOIS zed\r\nWHO zed\r\n")
+        got = readUntil(ivy, b"315 ivy zed")
+        assert b"311 ivy zed ~zee " in got and b" * :Zed Zero" in got
+        assert b"311 ivy zed ~zee *" not in got  # the host's cloak, not a blank
+        assert b"317 ivy zed " in got and b"319 ivy zed" not in got
+        assert b"352 ivy * ~zee " in got and b" zed H :0 Zed Zero" in got
+        zed.close()
         ivy.sendall(b"WHO #ops\r\n")
         who = readUntil(ivy, b"315 ivy #ops")
         assert b"352 ivy #ops ~dave " in who and b" dave G :0 dave" in who

@@ -566,7 +566,7 @@ def _flags(profile: Profile) -> str:
 
 
 @verb("WHO")
-def _who(irc: IrcProtocol, message: Message) -> None:
+async def _who(irc: IrcProtocol, message: Message) -> None:
     service = irc.service
     mask = message.param(0) or "*"
     server = service.settings.irc_server_name
@@ -574,7 +574,7 @@ def _who(irc: IrcProtocol, message: Message) -> None:
         name, members = service.roomProfiles(mask[1:])
         shown = channel(name) if members or fold(name) in service.rooms else mask
     else:
-        found = service.profile(mask)
+        found = await service.findProfile(mask)  # (anyone, on any node: WHO nick)
         members = [found] if found is not None else []
         shown = "*"
     fields, _, token = message.param(1).partition(",")
