@@ -99,7 +99,7 @@ class Settings:
     irc_server_name: str = "irc.chatserv"  # the server's name in IRC replies
     irc_network: str = "chatserv"  # NETWORK= in ISUPPORT: what clients call the network
     irc_hostmask: str = "cloak"  # the host in nick!user@host: "cloak" or "address"
-    irc_cloak_key: str = ""  # keys the cloaks; empty: a random key, new at each start
+    irc_cloak_key: str = ""  # keys the cloaks; empty: the database's (made once)
     irc_motd_file: str = ""  # the MOTD IRC clients are shown; empty: [chat] motd
     irc_rate_burst: int = 60  # requests at once (an IRC client joining ten channels sends ~40)
     # -- a cluster of nodes (chatserv.cluster)

@@ -133,7 +133,6 @@ class ChatService(Lookups, Service):
             self.settings.max_registrations_per_ip, self.settings.registration_decay
         )
         self.adminKeys = frozenset(fold(nick) for nick in self.settings.admins)
-        self.hostmasks = Hostmasks(self.settings.irc_hostmask, self.settings.irc_cloak_key)
         self.sessions: set[User] = set()  # every connection, named or not
         self.users: dict[str, User] = {}  # named users by key
         self.rooms: dict[str, Room] = {}
@@ -157,6 +156,10 @@ class ChatService(Lookups, Service):
         self.ids = MessageIds(clock, state.node, state.lastId)
         store.watchNode(self.ids.setSlot)
         self.sanctions = Sanctions(state.sanctions)
+        # A configured key, or the database's: cloaks then stay the same after a restart
+        # and on every node of a cluster (a mask ban holds everywhere).
+        cloakKey = self.settings.irc_cloak_key or state.cloakKey
+        self.hostmasks = Hostmasks(self.settings.irc_hostmask, cloakKey)
         # Which nicknames are registered and which rooms have history: a guest's nickname
         # and the first join of a new room ask the database nothing (a reconnect storm of
         # thousands would queue as many queries). This process makes every change to

@@ -8,6 +8,7 @@ conversation.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -941,6 +942,21 @@ def test_cloaks_are_stable_and_hide_the_address():
     assert "203" not in masks("203.0.113.7") and masks("203.0.113.7").endswith(".cloak")
     assert Hostmasks("cloak", "other")("203.0.113.7") != masks("203.0.113.7")
     assert Hostmasks("address")("::1") == "0::1"  # never a parameter that starts with ":"
+
+
+def test_the_cloak_key_is_the_configured_one_or_else_the_databases():
+    class Kept(MemoryStore):  # as the SQL stores do: a key made once and kept
+        def load(self):
+            return dataclasses.replace(super().load(), cloakKey="kept")
+
+    address = "203.0.113.7"
+    service = ChatService(Settings(), store=Kept())
+    assert service.hostmasks(address) == Hostmasks("cloak", "kept")(address)
+    configured = ChatService(Settings(irc_cloak_key="mine"), store=Kept())
+    assert configured.hostmasks(address) == Hostmasks("cloak", "mine")(address)
+    # The memory store keeps none: a random key for each run.
+    once, again = ChatService(Settings()), ChatService(Settings())
+    assert once.hostmasks(address) != again.hostmasks(address)
 
 
 def test_irc_settings_are_checked():

@@ -161,7 +161,8 @@ def texts(messages) -> list[str]:
 @pytest_twisted.ensureDeferred
 async def test_empty_store(backend):
     store = backend.open()
-    assert store.load() == State(0, [], [])
+    state = store.load()
+    assert state == State(0, [], [], cloakKey=state.cloakKey)  # (its own test: below)
     assert await store.history("lobby", 10) == []
     assert await store.takeOffline("bob") == []
     assert await store.flush() is None
@@ -520,7 +521,8 @@ async def test_everything_survives_a_restart(backend):
     await store.addOffline("alice", private(40, to="Alice", color="#0000FF"), 5)
     store = await backend.reopen(store)  # close() commits the queued messages
     state = store.load()
-    assert state == State(40, [room], [ban], frozenset({"alice"}), frozenset({"lobby"}))
+    kept = frozenset({"alice"}), frozenset({"lobby"})
+    assert state == State(40, [room], [ban], *kept, cloakKey=state.cloakKey)
     assert await store.account("alice") == alice
     history = await store.history("lobby", 100)
     assert texts(history) == TRICKY
@@ -553,6 +555,19 @@ async def test_migrations_apply_once(backend):
         await store.close()
     versions = backend.raw("SELECT version FROM schema_version ORDER BY version")
     assert [v for (v,) in versions] == list(range(1, VERSION + 1))
+
+
+@databases
+@pytest_twisted.ensureDeferred
+async def test_the_cloak_key_is_made_once_and_kept_for_every_process(backend):
+    store = backend.open()
+    key = store.load().cloakKey
+    assert len(key) == 64 and int(key, 16) >= 0  # 32 random bytes, in hex
+    if not backend.exclusive:  # another process on the same database, at the same time
+        assert backend.open().load().cloakKey == key
+    store = await backend.reopen(store)
+    assert store.load().cloakKey == key  # and after a restart
+    assert backend.raw("SELECT name FROM server_keys") == [("cloak_key",)]
 
 
 @databases

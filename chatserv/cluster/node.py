@@ -26,7 +26,6 @@ class ClusterNode(Service):
 
     def __init__(self, settings: Settings, nodeName: str, clock: Any) -> None:
         self.nodeName = nodeName
-        self.sharedCloaks = bool(settings.irc_cloak_key)
         address = parseRedisURL(settings.cluster, settings.cluster_password or None)
         self.bus = RedisBus(nodeName, clock)
         tls = None
@@ -43,11 +42,6 @@ class ClusterNode(Service):
         super().startService()
         log.info("cluster: node {node} joining through {address}", node=self.nodeName,
                  address=str(self.link.address))  # fmt: skip
-        if not self.sharedCloaks:
-            # A random key per process: one address would show as a different host on
-            # each node (in WHO, WHOIS, IRC prefixes), and change as users move.
-            log.warn("cluster: [irc] cloak_key is not set, so this node hides addresses "
-                     "with a key of its own; give every node the same cloak_key")  # fmt: skip
         d = self.link.start()
         d.addCallback(lambda _: self.directory.start())
         d.addErrback(log.failure, "cluster: starting the directory failed")

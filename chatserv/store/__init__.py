@@ -98,6 +98,8 @@ class State:
     accounts: frozenset[str] = frozenset()
     spoken: frozenset[str] = frozenset()
     node: int = 0  # the slot this process's message ids carry (chatserv.ids)
+    # The key of IRC's host cloaks, made once and kept ("": none kept, the memory store).
+    cloakKey: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
             expires DOUBLE PRECISION NOT NULL
         )""",
     ),
+    # 3: keys every process of this database must share, made once (chatserv.hostmasks'
+    # cloak key: the same cloak for an address after a restart and on every node).
+    (
+        """CREATE TABLE server_keys (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ),
 ]
 
 VERSION = len(MIGRATIONS)

@@ -157,6 +157,16 @@ _PRUNE_ROOM = (
     " (SELECT id FROM messages WHERE room_key = ? AND id <= ? LIMIT ?)"
 )
 _PRUNE_OLD = "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE ts < ? LIMIT ?)"
+# The first process to start makes the key; one starting at the same moment keeps it.
+_MAKE_KEY = "INSERT INTO server_keys (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+_KEY = "SELECT value FROM server_keys WHERE name = ?"
+
+
+def _serverKey(cursor: Any, sql: Callable[[str], str], name: str) -> str:
+    """The shared key C{name}, made (32 random bytes, in hex) if there is none yet."""
+    cursor.execute(sql(_MAKE_KEY), (name, os.urandom(32).hex()))
+    cursor.execute(sql(_KEY), (name,))
+    return cursor.fetchone()[0]
 
 
 def _messageRow(m: RoomMessage) -> tuple:
@@ -517,6 +527,7 @@ class SQLStore:
             if self._dialect.beginWrite:
                 cursor.execute(self._dialect.beginWrite)
             node = self.lease.claim(cursor)
+            cloakKey = _serverKey(cursor, self._sql, "cloak_key")
             connection.commit()
         except self._dialect.module.Error as e:
             raise StoreError(
@@ -528,7 +539,7 @@ class SQLStore:
             self.lease.start(self._run)
             if self._watch is not None:
                 self._watch.start()  # the server is committed to this database now
-        return State(lastId, rooms, sanctions, accounts, spoken, node)
+        return State(lastId, rooms, sanctions, accounts, spoken, node, cloakKey)
 
     def watchNode(self, callback: Callable[[int], object]) -> None:
         self.lease.watch(callback)
