@@ -43,6 +43,7 @@ class Settings:
     max_connections: int = 10000  # in total, over every listener
     max_connections_per_ip: int = 100
     max_output_buffer: int = 262144  # bytes queued for a client that stopped reading
+    accept_batch: int = 1000  # connections a listener accepts in one reactor turn
     # -- websocket frames of every kind (data, continuation, ping, pong, close)
     ws_frame_rate: float = 50.0  # frames a second, sustained; past it the websocket is closed
     ws_frame_burst: int = 200  # frames at once
@@ -128,6 +129,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
             "max_connections",
             "max_connections_per_ip",
             "max_output_buffer",
+            "accept_batch",
             "ws_frame_rate",
             "ws_frame_burst",
             "ws_max_fragments",
@@ -481,6 +483,7 @@ _AT_LEAST = {
     "max_connections": 1,
     "max_connections_per_ip": 1,
     "max_output_buffer": 1024,
+    "accept_batch": 1,
     "ws_frame_rate": 1,
     "ws_frame_burst": 1,
     "ws_max_fragments": 1,

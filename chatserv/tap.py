@@ -237,7 +237,8 @@ def makeService(options: Options, reactor=None) -> MultiService:
                 listening = (encrypted if wire.tls else plain)(description)
                 if wire.kind in settings.proxy_protocol:
                     listening = _readingProxyHeaders(listening, chat, wire, description)
-                listener(listening, description, factory, wire.what).setServiceParent(top)
+                served = listener(listening, description, factory, wire.what, settings.accept_batch)
+                served.setServiceParent(top)
     if credentials is not None:
         TLSReloadService(reactor, [credentials]).setServiceParent(top)
     if options.get("manhole"):

@@ -433,3 +433,40 @@ async def test_a_client_that_ignores_the_servers_close_is_reset():
     assert LINE_CLOSE_GRACE - 0.5 < time.monotonic() - started < LINE_CLOSE_GRACE + 3
     sock.close()
     await stopServer(chat, tcp, ws_)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_listener_accepts_up_to_accept_batch_waiting_connections_a_turn():
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory, Protocol
+
+    from chatserv.listening import AnnouncedEndpoint
+
+    built = []
+
+    class Counting(Factory):
+        def buildProtocol(self, addr):
+            built.append(addr)
+            return Protocol()
+
+    async def waiting(batch, count):
+        """How many of C{count} waiting connections each of two turns accepts."""
+        built.clear()
+        endpoint = AnnouncedEndpoint(serverFromString(reactor, LOCAL), "a test", batch)
+        port = await endpoint.listen(Counting())
+        clients = [
+            socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(count)
+        ]
+        time.sleep(0.1)  # the kernel has queued them all (nothing accepted them yet)
+        accepted = []
+        for _ in range(2):  # two reactor turns' reads of the listening socket
+            port.doRead()
+            accepted.append(len(built) - sum(accepted))
+        await port.stopListening()
+        for sock in clients:
+            sock.close()
+        return accepted
+
+    assert await waiting(150, 200) == [150, 50]
+    assert await waiting(1, 3) == [1, 1]
+    assert await waiting(None, 200) == [100, 100]  # Twisted's own: 100, then 20 more
