@@ -554,3 +554,19 @@ async def test_many_ranges_get_the_file_once_not_a_multipart_amplification(site)
     # One range is still served as one: resuming a download works.
     one = await fetch(port, "/app.js", Range="bytes=10-19")
     assert one.status == 206 and one.body == (WEB_CLIENT / "app.js").read_bytes()[10:20]
+
+
+def test_autobahn_formats_its_debug_details_only_while_debug_lines_are_logged():
+    import txaio
+    from autobahn.websocket import protocol
+
+    import chatserv.protocols.ws  # noqa: F401  (replaces Autobahn's pformat)
+
+    options = [("autoPingInterval", 0, "factory")]
+    assert "not formatted" in protocol.pformat(options)  # txaio logs from "info" up
+    level = txaio.get_global_log_level()
+    txaio.set_global_log_level("debug")
+    try:
+        assert protocol.pformat(options) == "[('autoPingInterval', 0, 'factory')]"
+    finally:
+        txaio.set_global_log_level(level)

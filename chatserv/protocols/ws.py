@@ -31,6 +31,32 @@ from chatserv.session import Session
 
 _log = Logger()
 
+
+def _formatOnlyForDebug() -> None:
+    """Autobahn pretty-prints its ~40 options, and each handshake's transport details,
+    for debug lines on every connection whether or not debug lines are logged: 13% of
+    the CPU of a websocket reconnect storm (docs/performance.md). Its module's
+    C{pformat} becomes one that formats only while txaio logs debug lines (what is
+    logged does not change; Autobahn's timing reports, which chatserv does not turn on,
+    read as a placeholder otherwise)."""
+    from pprint import pformat
+
+    from autobahn.websocket import protocol
+
+    if getattr(protocol.pformat, "onlyForDebug", False):
+        return
+
+    def formatIfDebugging(value, *args, **kwargs):
+        if txaio.get_global_log_level() in ("debug", "trace"):
+            return pformat(value, *args, **kwargs)
+        return "(not formatted: debug lines are not logged)"
+
+    formatIfDebugging.onlyForDebug = True  # type: ignore[attr-defined]
+    protocol.pformat = formatIfDebugging
+
+
+_formatOnlyForDebug()
+
 JSON_SUBPROTOCOL = "chatserv.v1.json"
 CLOSE_HANDSHAKE_TIMEOUT = 5  # seconds (effectively 4-5)
 
