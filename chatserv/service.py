@@ -13,6 +13,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -1218,7 +1219,9 @@ class ChatService(Lookups, Service):
         _, host = await self.askHolder(key, lambda node, n: AddressWanted(key, node, n))
         return host
 
-    async def askHolder(self, key: str, question: Callable[[str, int], object]) -> tuple:
+    async def askHolder(
+        self, key: str, question: Callable[[str, int], object]
+    ) -> tuple[str | None, Any]:
         """Ask the node where user C{key} is connected C{question(this node, request
         number)}, if that is another node of the cluster: C{(that node, its answer)}
         (the value of the request's L{AddressFound} or L{ProfileFound}); the answer is
@@ -1243,14 +1246,21 @@ class ChatService(Lookups, Service):
             self._asked.pop(request, None)
 
     def _applyAddressWanted(self, event: AddressWanted, rooms: tuple[str, ...]) -> None:
-        user = self.users.get(event.key)
-        if user is not None and self.directory is not None and event.asker != self.directory.node:
+        user = self._askedAbout(event.key, event.asker)
+        if user is not None:
             self.bus.publish(AddressFound(event.request, event.asker, user.host))
 
     def _applyProfileWanted(self, event: ProfileWanted, rooms: tuple[str, ...]) -> None:
-        user = self.users.get(event.key)
-        if user is not None and self.directory is not None and event.asker != self.directory.node:
+        user = self._askedAbout(event.key, event.asker)
+        if user is not None:
             self.bus.publish(ProfileFound(event.request, event.asker, self.profileOf(user)))
+
+    def _askedAbout(self, key: str, asker: str) -> User | None:
+        """The user another node's question (see L{askHolder}) is about, if they are
+        here: this node answers it."""
+        if self.directory is None or asker == self.directory.node:
+            return None
+        return self.users.get(key)
 
     def _applyAddressFound(self, event: AddressFound, rooms: tuple[str, ...]) -> None:
         self._answered(event.asker, event.request, event.host)
