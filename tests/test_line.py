@@ -263,6 +263,19 @@ def test_a_flood_in_one_read_is_not_parsed_past_its_disconnect():
     assert alice.lines()[-1].endswith("bob has left (flooding)")
 
 
+def test_after_the_close_a_line_is_still_read_then_nothing():
+    service, alice, bob = inLobby(max_line_length=100)
+    halfClosed = []  # as TCP's transport does: the farewell, our FIN, and reading on
+    bob.transport.loseWriteConnection = lambda: halfClosed.append(True)
+    bob.send(b"spam\n" * 10_000)  # cut off for flooding
+    assert halfClosed and bob.protocol.session.closed
+    assert bob.transport.producerState == "producing"  # (what that read held was dropped)
+    bob.send(b"x" * 100)  # one that closes on the farewell is still seen to go at once
+    assert bob.transport.producerState == "producing"
+    bob.send(b"x")  # one that goes on sending is not closing: nothing more is read
+    assert bob.transport.producerState == "paused"
+
+
 def test_invisible_characters_in_messages():
     service, alice, bob = inLobby()
     bob.send("hi\u200bthere\ufeff\n".encode())

@@ -51,6 +51,7 @@ class LineChatProtocol(ConnectionOutput, Protocol):
     _abortLater = None
     _framer: LineFramer
     _lostBecause = "connection lost"
+    _afterClose = 0  # bytes received after the session ended
 
     @property
     def kind(self) -> str:
@@ -85,6 +86,14 @@ class LineChatProtocol(ConnectionOutput, Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.session.closed:  # ended (a flood, a kick): what it still sends is for nobody
+            # Still read (a client that closes on the farewell is then gone at once), but
+            # one that keeps sending is not closing: reading its flood until close_grace
+            # would cost everyone else the time. Past a line's worth, read no more.
+            # (Only a half-closed transport still reads: loseConnection stops reading.)
+            self._afterClose += len(data)
+            limit = self.factory.service.settings.max_line_length
+            if self._afterClose > limit and not self.transport.disconnecting:
+                self.transport.pauseProducing()
             return
         self._framer.feed(data)
 
