@@ -7,7 +7,7 @@ and CPU use from /proc, the bystander's message latency, how many attacking conn
 the server ended, and how much the server logged. Only observable behaviour is used
 (sockets, /proc, the log), so the same run compares two versions of the server.
 
-    python bench/attacks.py                          # every scenario, about 6 minutes
+    python bench/attacks.py                          # every scenario, 20 s of attack each
     python bench/attacks.py --only pingflood,nulpath --seconds 10 --json out.json
     python bench/attacks.py --twistd OTHER/.venv/bin/twistd --config OTHER/etc/chatserv.toml
 
@@ -1452,6 +1452,57 @@ def reconnectflood(run: Run) -> dict[str, Any]:
     }
 
 
+def linestall(run: Run) -> dict[str, Any]:
+    """20 line connections (one address each) flood lines and never read; each one the
+    server cuts off goes on sending until its connection fails, then reconnects. What the
+    server took from them shows whether it goes on reading a connection it has closed."""
+    until = time.monotonic() + run.seconds
+    lock = threading.Lock()
+    totals = {"connects": 0, "bytes": 0, "ended": 0}
+    burst = b"spam spam spam spam spam spam spam spam\n" * 500
+
+    def flooder(n: int) -> None:
+        connects = sent = ended = 0
+        while time.monotonic() < until:
+            try:
+                sock = connectFrom(run.server.tcp, f"127.0.0.{100 + n}", timeout=5)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            connects += 1
+            sock.settimeout(0.2)  # (a send the server no longer reads waits, then fails)
+            try:
+                sock.sendall(f"st{n}x{connects}\r\n".encode())
+                while time.monotonic() < until:
+                    with suppress(TimeoutError):
+                        sent += sock.send(burst)
+            except OSError:
+                ended += 1  # reset: the server's close_grace is over
+            finally:
+                sock.close()
+        with lock:
+            totals["connects"] += connects
+            totals["bytes"] += sent
+            totals["ended"] += ended
+
+    threads = [threading.Thread(target=flooder, args=(n,), daemon=True) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(run.seconds + 30)
+    run.monitor.attackEnded()
+    mib = totals["bytes"] / 2**20
+    return {
+        "duration_s": run.seconds,
+        "connects": totals["connects"],
+        "mib_sent": round(mib, 1),
+        "attackers": totals["connects"],
+        "dropped": totals["ended"],
+        "summary": f"the server took {mib:.0f} MiB from {totals['connects']} connections "
+        f"in {run.seconds:.0f} s",
+    }
+
+
 def rangeamp(run: Run) -> dict[str, Any]:
     """Ten requests at once, each asking for /app.js in 2,000 overlapping ranges."""
     header = "bytes=" + ",".join(["0-"] * 2000)
@@ -1548,6 +1599,7 @@ SCENARIOS = [
     Scenario("churn", churn),
     Scenario("invisible", invisible),
     Scenario("reconnectflood", reconnectflood),
+    Scenario("linestall", linestall),
     Scenario("rangeamp", rangeamp),
     Scenario("pingsilent", pingsilent, {"timeouts": {"ping_interval": 5.0, "ping_timeout": 5.0}}),
 ]
